@@ -1,0 +1,343 @@
+//! Security headers: built once from the configuration, applied to every
+//! response, the proxy's own included.
+
+use http::{HeaderName, HeaderValue};
+use pingora::http::ResponseHeader;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::config::{HeadersConfig, Problems, validated_header_value};
+
+/// Path of the CSP violation report collector.
+pub const CSP_REPORT_PATH: &str = "/.portcullis/csp-report";
+/// Reporting API endpoint name used in `report-to`.
+const REPORT_GROUP: &str = "csp-endpoint";
+
+/// Response headers from upstreams that reveal the software behind the proxy.
+const REMOVED: &[&str] = &[
+    "server",
+    "x-powered-by",
+    "x-aspnet-version",
+    "x-aspnetmvc-version",
+];
+
+/// Whether a CSP is enforced or only reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CspMode {
+    #[default]
+    Enforce,
+    ReportOnly,
+}
+
+/// A route's ready-made CSP header.
+#[derive(Debug, Clone)]
+pub struct CspHeader {
+    name: HeaderName,
+    value: HeaderValue,
+}
+
+impl CspHeader {
+    pub fn mode(&self) -> CspMode {
+        if self.name == http::header::CONTENT_SECURITY_POLICY {
+            CspMode::Enforce
+        } else {
+            CspMode::ReportOnly
+        }
+    }
+}
+
+/// The fixed security headers plus the default CSP.
+#[derive(Debug, Clone)]
+pub struct SecurityHeaders {
+    fixed: Vec<(HeaderName, HeaderValue)>,
+    default_csp: CspHeader,
+}
+
+/// Directives whose sources decide whether inline script may run.
+const SCRIPT_DIRECTIVES: &[&str] = &["script-src", "script-src-elem", "script-src-attr"];
+const UNSAFE_SCRIPT_SOURCES: &[&str] = &["'unsafe-inline'", "'unsafe-eval'", "'unsafe-hashes'"];
+
+/// Checks a policy for what the proxy owns or forbids; returns the problem.
+fn check_policy(policy: &str) -> Result<(), String> {
+    let mut has_script_src = false;
+    let mut default_sources: Vec<&str> = Vec::new();
+    for directive in policy.split(';') {
+        let mut words = directive.split_ascii_whitespace();
+        let Some(name) = words.next() else { continue };
+        let name = name.to_ascii_lowercase();
+        if name == "report-uri" || name == "report-to" {
+            return Err(format!(
+                "leave out `{name}`: the proxy adds its own pointing at {CSP_REPORT_PATH}"
+            ));
+        }
+        let sources: Vec<&str> = words.collect();
+        if SCRIPT_DIRECTIVES.contains(&name.as_str()) {
+            has_script_src |= name == "script-src";
+            if let Some(bad) = sources.iter().find(|s| {
+                UNSAFE_SCRIPT_SOURCES
+                    .iter()
+                    .any(|u| u.eq_ignore_ascii_case(s))
+            }) {
+                return Err(format!(
+                    "`{name}` allows {bad}; inline script is not permitted"
+                ));
+            }
+        }
+        if name == "default-src" {
+            default_sources = sources;
+        }
+    }
+    if !has_script_src
+        && let Some(bad) = default_sources.iter().find(|s| {
+            UNSAFE_SCRIPT_SOURCES
+                .iter()
+                .any(|u| u.eq_ignore_ascii_case(s))
+        })
+    {
+        return Err(format!(
+            "`default-src` allows {bad} and no script-src overrides it"
+        ));
+    }
+    Ok(())
+}
+
+impl SecurityHeaders {
+    /// Builds the header set, reporting each bad value under `path`.
+    pub fn try_new(config: &HeadersConfig, path: &str, p: &mut Problems) -> Option<Self> {
+        let HeadersConfig {
+            hsts_max_age_seconds,
+            hsts_include_subdomains,
+            hsts_preload,
+            referrer_policy,
+            permissions_policy,
+            cross_origin_opener_policy,
+            cross_origin_resource_policy,
+            frame_options,
+            csp,
+        } = config;
+        let before = p.len();
+        if *hsts_max_age_seconds < 86_400 {
+            p.push(
+                format!("{path}.hsts_max_age_seconds"),
+                "must be at least 86400 (one day)",
+            );
+        }
+        if *hsts_preload && (!hsts_include_subdomains || *hsts_max_age_seconds < 31_536_000) {
+            p.push(
+                format!("{path}.hsts_preload"),
+                "preload needs include_subdomains and a max-age of at least 31536000",
+            );
+        }
+        let mut hsts = format!("max-age={hsts_max_age_seconds}");
+        if *hsts_include_subdomains {
+            hsts.push_str("; includeSubDomains");
+        }
+        if *hsts_preload {
+            hsts.push_str("; preload");
+        }
+        let mut fixed = vec![(
+            http::header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_str(&hsts).ok()?,
+        )];
+        fixed.push((
+            http::header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ));
+        for (field, name, value) in [
+            (
+                "referrer_policy",
+                http::header::REFERRER_POLICY,
+                referrer_policy,
+            ),
+            (
+                "permissions_policy",
+                HeaderName::from_static("permissions-policy"),
+                permissions_policy,
+            ),
+            (
+                "cross_origin_opener_policy",
+                HeaderName::from_static("cross-origin-opener-policy"),
+                cross_origin_opener_policy,
+            ),
+            (
+                "cross_origin_resource_policy",
+                HeaderName::from_static("cross-origin-resource-policy"),
+                cross_origin_resource_policy,
+            ),
+            (
+                "frame_options",
+                http::header::X_FRAME_OPTIONS,
+                frame_options,
+            ),
+        ] {
+            if let Some(v) = validated_header_value(p, &format!("{path}.{field}"), value) {
+                fixed.push((name, v));
+            }
+        }
+        fixed.push((
+            HeaderName::from_static("reporting-endpoints"),
+            HeaderValue::from_str(&format!("{REPORT_GROUP}=\"{CSP_REPORT_PATH}\"")).ok()?,
+        ));
+        let shell = Self {
+            fixed,
+            default_csp: CspHeader {
+                name: http::header::CONTENT_SECURITY_POLICY,
+                value: HeaderValue::from_static("default-src 'none'"),
+            },
+        };
+        let default_csp = shell.csp_for(&csp.policy, csp.mode, &format!("{path}.csp.policy"), p)?;
+        (before == p.len()).then_some(Self {
+            default_csp,
+            ..shell
+        })
+    }
+
+    /// Builds a CSP header for `policy` in `mode`, with the proxy's reporting
+    /// directives appended.
+    pub fn csp_for(
+        &self,
+        policy: &str,
+        mode: CspMode,
+        path: &str,
+        p: &mut Problems,
+    ) -> Option<CspHeader> {
+        let policy = policy.trim().trim_end_matches(';').trim();
+        if policy.is_empty() {
+            p.push(path, "must not be empty");
+            return None;
+        }
+        if let Err(why) = check_policy(policy) {
+            p.push(path, why);
+            return None;
+        }
+        let full = format!("{policy}; report-uri {CSP_REPORT_PATH}; report-to {REPORT_GROUP}");
+        let value = validated_header_value(p, path, &full)?;
+        let name = match mode {
+            CspMode::Enforce => http::header::CONTENT_SECURITY_POLICY,
+            CspMode::ReportOnly => http::header::CONTENT_SECURITY_POLICY_REPORT_ONLY,
+        };
+        Some(CspHeader { name, value })
+    }
+
+    /// The CSP used where no route matched.
+    pub fn default_csp(&self) -> &CspHeader {
+        &self.default_csp
+    }
+
+    /// Adds the security headers (replacing any the upstream set), sets the
+    /// route's CSP and removes headers that fingerprint the upstream.
+    pub fn apply(&self, resp: &mut impl HeaderSink, csp: &CspHeader) {
+        for name in REMOVED {
+            resp.remove(name);
+        }
+        resp.remove(http::header::CONTENT_SECURITY_POLICY.as_str());
+        resp.remove(http::header::CONTENT_SECURITY_POLICY_REPORT_ONLY.as_str());
+        for (name, value) in &self.fixed {
+            resp.set(name, value);
+        }
+        resp.set(&csp.name, &csp.value);
+    }
+}
+
+/// Something response headers can be written to: pingora's header (which
+/// keeps header case for HTTP/1) or a plain `http` header map.
+pub trait HeaderSink {
+    fn remove(&mut self, name: &str);
+    fn set(&mut self, name: &HeaderName, value: &HeaderValue);
+}
+
+impl HeaderSink for ResponseHeader {
+    fn remove(&mut self, name: &str) {
+        self.remove_header(name);
+    }
+    fn set(&mut self, name: &HeaderName, value: &HeaderValue) {
+        // Inserting a valid name/value pair into a header map cannot fail.
+        let _ = self.insert_header(name.clone(), value.clone());
+    }
+}
+
+impl HeaderSink for http::HeaderMap {
+    fn remove(&mut self, name: &str) {
+        http::HeaderMap::remove(self, name);
+    }
+    fn set(&mut self, name: &HeaderName, value: &HeaderValue) {
+        self.insert(name.clone(), value.clone());
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    fn headers() -> SecurityHeaders {
+        let mut p = Problems::default();
+        let h = SecurityHeaders::try_new(&HeadersConfig::default(), "h", &mut p);
+        assert!(p.is_empty(), "{p:?}");
+        h.unwrap()
+    }
+
+    #[test]
+    fn defaults_produce_every_header() {
+        let h = headers();
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.insert_header("server", "nginx/1.0").unwrap();
+        resp.insert_header("x-powered-by", "PHP").unwrap();
+        resp.insert_header("content-security-policy", "default-src *")
+            .unwrap();
+        h.apply(&mut resp, h.default_csp());
+        let get = |n: &str| resp.headers.get(n).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(
+            get("strict-transport-security").unwrap(),
+            "max-age=63072000; includeSubDomains"
+        );
+        assert_eq!(get("x-content-type-options").unwrap(), "nosniff");
+        assert_eq!(get("x-frame-options").unwrap(), "DENY");
+        assert_eq!(get("cross-origin-opener-policy").unwrap(), "same-origin");
+        assert_eq!(get("cross-origin-resource-policy").unwrap(), "same-origin");
+        assert!(get("permissions-policy").unwrap().contains("camera=()"));
+        assert!(get("referrer-policy").is_some());
+        let csp = get("content-security-policy").unwrap();
+        assert!(csp.starts_with("default-src 'none'"), "{csp}");
+        assert!(csp.ends_with("report-uri /.portcullis/csp-report; report-to csp-endpoint"));
+        assert_eq!(
+            resp.headers
+                .get_all("content-security-policy")
+                .iter()
+                .count(),
+            1
+        );
+        assert!(get("server").is_none());
+        assert!(get("x-powered-by").is_none());
+    }
+
+    #[test]
+    fn unsafe_or_owned_directives_are_refused() {
+        let h = headers();
+        for bad in [
+            "script-src 'self' 'unsafe-inline'",
+            "default-src 'self' 'UNSAFE-EVAL'",
+            "default-src 'self'; report-uri https://elsewhere/",
+            "",
+            "default-src 'self'\r\nx: y",
+        ] {
+            let mut p = Problems::default();
+            assert!(
+                h.csp_for(bad, CspMode::Enforce, "x", &mut p).is_none(),
+                "{bad}"
+            );
+            assert!(!p.is_empty());
+        }
+        let mut p = Problems::default();
+        let ro = h
+            .csp_for(
+                "default-src 'self'; style-src 'self' 'unsafe-inline';",
+                CspMode::ReportOnly,
+                "x",
+                &mut p,
+            )
+            .unwrap();
+        assert_eq!(ro.mode(), CspMode::ReportOnly);
+    }
+}

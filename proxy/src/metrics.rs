@@ -1,0 +1,127 @@
+//! The proxy's Prometheus metrics. Labels are route names, methods from a
+//! fixed set, status classes and reason codes: never raw paths or user data.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// Every metric the proxy exports, registered in its own registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub rejections: IntCounterVec,
+    pub csp_violations: IntCounterVec,
+    pub tls_reloads: IntCounterVec,
+    pub tls_not_after: IntGauge,
+    pub in_flight: IntGauge,
+}
+
+/// Latency buckets in seconds, from 0.5 ms to 10 s.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+impl Metrics {
+    /// Creates and registers the metrics. Fails only on a programming error
+    /// (a duplicate or malformed metric name).
+    pub fn try_new() -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "portcullis_http_requests_total",
+                "HTTPS requests answered, by route, method and status class.",
+            ),
+            &["route", "method", "status_class"],
+        )?;
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "portcullis_http_request_duration_seconds",
+                "Time from request header to the end of the response, by route, method and status class.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["route", "method", "status_class"],
+        )?;
+        let rejections = IntCounterVec::new(
+            Opts::new(
+                "portcullis_http_rejections_total",
+                "Requests the proxy refused before routing, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let csp_violations = IntCounterVec::new(
+            Opts::new(
+                "portcullis_csp_violations_total",
+                "CSP violation reports received, by directive and route.",
+            ),
+            &["directive", "route"],
+        )?;
+        let tls_reloads = IntCounterVec::new(
+            Opts::new(
+                "portcullis_tls_certificate_reloads_total",
+                "Certificate reload attempts, by result.",
+            ),
+            &["result"],
+        )?;
+        let tls_not_after = IntGauge::new(
+            "portcullis_tls_certificate_expiry_timestamp_seconds",
+            "Expiry (notAfter) of the serving certificate, as a Unix timestamp.",
+        )?;
+        let in_flight = IntGauge::new(
+            "portcullis_http_requests_in_flight",
+            "HTTPS requests being processed.",
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(rejections.clone()))?;
+        registry.register(Box::new(csp_violations.clone()))?;
+        registry.register(Box::new(tls_reloads.clone()))?;
+        registry.register(Box::new(tls_not_after.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
+        Ok(Self {
+            registry,
+            requests,
+            request_duration,
+            rejections,
+            csp_violations,
+            tls_reloads,
+            tls_not_after,
+            in_flight,
+        })
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        // Encoding our own well-formed families into a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        buf
+    }
+}
+
+/// A bounded method label.
+pub fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// `2xx`, `4xx`, … ; `0` when no response was sent.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "none",
+    }
+}

@@ -1,0 +1,148 @@
+//! The clear-text listener: every request gets `308 Permanent Redirect` to the
+//! same host, path and query on the HTTPS port, and nothing else is served.
+
+use async_trait::async_trait;
+use http::{HeaderValue, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+use crate::headers::SecurityHeaders;
+
+/// Answers every clear-text request with a redirect to HTTPS.
+pub struct RedirectApp {
+    pub https_port: u16,
+    pub headers: SecurityHeaders,
+}
+
+/// The host part of a `Host` header without its port, if it is a plausible
+/// DNS name or IP literal. Anything else (user-info, paths, spaces) is refused
+/// so the `Location` cannot be steered to a different URL shape.
+pub fn host_without_port(host: &str) -> Option<&str> {
+    let host = host.trim();
+    let name = if host.starts_with('[') {
+        let end = host.find(']')?;
+        let rest = &host[end + 1..];
+        if !(rest.is_empty()
+            || rest
+                .strip_prefix(':')
+                .is_some_and(|p| p.parse::<u16>().is_ok()))
+        {
+            return None;
+        }
+        let inner = &host[1..end];
+        inner.parse::<std::net::Ipv6Addr>().ok()?;
+        &host[..=end]
+    } else {
+        let (name, port) = host
+            .rsplit_once(':')
+            .map_or((host, None), |(n, p)| (n, Some(p)));
+        if port.is_some_and(|p| p.parse::<u16>().is_err()) {
+            return None;
+        }
+        let ok = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !ok {
+            return None;
+        }
+        name
+    };
+    Some(name)
+}
+
+/// Builds the redirect `Location`, or `None` if the request cannot be
+/// redirected safely.
+pub fn location(host: Option<&str>, target: &[u8], https_port: u16) -> Option<String> {
+    let host = host_without_port(host?)?;
+    let target = std::str::from_utf8(target).ok()?;
+    if !target.starts_with('/')
+        || target.starts_with("//")
+        || target.bytes().any(|b| b < 0x21 || b == 0x7f)
+    {
+        return None;
+    }
+    Some(if https_port == 443 {
+        format!("https://{host}{target}")
+    } else {
+        format!("https://{host}:{https_port}{target}")
+    })
+}
+
+#[async_trait]
+impl ServeHttp for RedirectApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri.authority().map(|a| a.as_str()));
+        let loc = location(host, req.raw_path(), self.https_port);
+        let mut resp = Response::new(Vec::new());
+        match loc.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            Some(l) => {
+                *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+                resp.headers_mut().insert(http::header::LOCATION, l);
+            }
+            None => {
+                *resp.status_mut() = StatusCode::BAD_REQUEST;
+                *resp.body_mut() = br#"{"type":"urn:portcullis:problem:bad-request","title":"Bad request","status":400,"detail":"Use HTTPS with a valid Host header"}"#.to_vec();
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static(crate::problem::PROBLEM_JSON),
+                );
+            }
+        }
+        let len = resp.body().len();
+        resp.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+        resp.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+        self.headers
+            .apply(resp.headers_mut(), self.headers.default_csp());
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_keep_host_path_and_query() {
+        assert_eq!(
+            location(Some("127.0.0.1:8080"), b"/x?y=1", 8443).as_deref(),
+            Some("https://127.0.0.1:8443/x?y=1")
+        );
+        assert_eq!(
+            location(Some("example.org"), b"/", 443).as_deref(),
+            Some("https://example.org/")
+        );
+        assert_eq!(
+            location(Some("[::1]:8080"), b"/a", 8443).as_deref(),
+            Some("https://[::1]:8443/a")
+        );
+    }
+
+    #[test]
+    fn unsafe_hosts_and_targets_are_refused() {
+        for host in [
+            "evil.com/x",
+            "a@b",
+            "",
+            "a b",
+            "[zz]",
+            "host:port",
+            "[::1]x",
+        ] {
+            assert_eq!(location(Some(host), b"/", 8443), None, "{host}");
+        }
+        assert_eq!(location(None, b"/", 8443), None);
+        assert_eq!(location(Some("a"), b"//evil.com/", 8443), None);
+        assert_eq!(location(Some("a"), b"http://evil.com/", 8443), None);
+    }
+}

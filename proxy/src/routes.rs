@@ -1,0 +1,56 @@
+//! The route table: which upstream and which CSP a normalised path gets.
+
+use std::sync::Arc;
+
+use crate::config::Upstream;
+use crate::headers::CspHeader;
+
+/// One route, validated.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The `route` label in metrics and audit events.
+    pub name: String,
+    /// Normalised prefix without trailing slash (`/` matches everything).
+    pub prefix: String,
+    pub upstream: Upstream,
+    pub csp: CspHeader,
+}
+
+impl Route {
+    /// Prefix match at a segment boundary, ignoring ASCII case so that
+    /// `/ADMIN` is classified as the admin route (and so meets its policy)
+    /// rather than falling through to a catch-all.
+    fn matches(&self, path: &str) -> bool {
+        if self.prefix == "/" {
+            return true;
+        }
+        let n = self.prefix.len();
+        path.len() >= n
+            && path.as_bytes()[..n].eq_ignore_ascii_case(self.prefix.as_bytes())
+            && (path.len() == n || path.as_bytes()[n] == b'/')
+    }
+}
+
+/// Routes ordered for longest-prefix matching.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    routes: Vec<Arc<Route>>,
+}
+
+impl RouteTable {
+    pub fn new(mut routes: Vec<Route>) -> Self {
+        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        Self {
+            routes: routes.into_iter().map(Arc::new).collect(),
+        }
+    }
+
+    /// The most specific route for a normalised path.
+    pub fn find(&self, path: &str) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| r.matches(path))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.routes.iter()
+    }
+}

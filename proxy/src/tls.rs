@@ -1,0 +1,290 @@
+//! The serving certificate: loaded and checked by our code, handed to rustls
+//! through a [`ResolvesServerCert`] over an `ArcSwap`, so that replacing the
+//! files on disk is a swap rather than a restart, and a bad file is an error
+//! (the old certificate keeps serving) rather than a panic.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use notify::{RecursiveMode, Watcher};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use thiserror::Error;
+
+use crate::config::TlsSource;
+use crate::metrics::Metrics;
+
+/// Why a certificate could not be loaded.
+#[derive(Debug, Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} holds no PEM certificate")]
+    NoCertificate { path: PathBuf },
+    #[error("{path}: {reason}")]
+    BadCertificate { path: PathBuf, reason: String },
+    #[error("{path} holds no usable private key: {reason}")]
+    BadKey { path: PathBuf, reason: String },
+    #[error("the key in {key} does not match the certificate in {certificate}: {reason}")]
+    Mismatch {
+        certificate: PathBuf,
+        key: PathBuf,
+        reason: String,
+    },
+    #[error("the certificate in {path} expired")]
+    Expired { path: PathBuf },
+    #[error("cannot generate a self-signed certificate: {0}")]
+    Generate(String),
+    #[error("cannot watch {path}: {reason}")]
+    Watch { path: PathBuf, reason: String },
+}
+
+/// A loaded certificate and when it expires.
+pub struct LoadedCert {
+    pub key: Arc<CertifiedKey>,
+    /// notAfter of the leaf, Unix seconds.
+    pub not_after: i64,
+}
+
+/// Reads and validates a PEM chain and key: the chain parses, the leaf is
+/// current, and the key matches the leaf.
+pub fn load(certificate: &Path, key: &Path) -> Result<LoadedCert, TlsError> {
+    let cert_pem = fs::read(certificate).map_err(|source| TlsError::Read {
+        path: certificate.to_owned(),
+        source,
+    })?;
+    let key_pem = fs::read(key).map_err(|source| TlsError::Read {
+        path: key.to_owned(),
+        source,
+    })?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::BadCertificate {
+            path: certificate.to_owned(),
+            reason: e.to_string(),
+        })?;
+    let leaf = chain.first().ok_or_else(|| TlsError::NoCertificate {
+        path: certificate.to_owned(),
+    })?;
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(leaf).map_err(|e| TlsError::BadCertificate {
+            path: certificate.to_owned(),
+            reason: e.to_string(),
+        })?;
+    let not_after = parsed.validity().not_after.timestamp();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    if not_after <= now {
+        return Err(TlsError::Expired {
+            path: certificate.to_owned(),
+        });
+    }
+    let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::BadKey {
+        path: key.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+    let certified =
+        CertifiedKey::from_der(chain, private, &provider).map_err(|e| TlsError::Mismatch {
+            certificate: certificate.to_owned(),
+            key: key.to_owned(),
+            reason: e.to_string(),
+        })?;
+    Ok(LoadedCert {
+        key: Arc::new(certified),
+        not_after,
+    })
+}
+
+/// Writes a self-signed certificate for `localhost`, `127.0.0.1` and `::1`
+/// into `dir` unless a valid one is already there; returns the file paths and
+/// whether a new one was made. The key file is created with mode 0600.
+pub fn ensure_self_signed(dir: &Path) -> Result<(PathBuf, PathBuf, bool), TlsError> {
+    let cert_path = dir.join("self-signed.crt");
+    let key_path = dir.join("self-signed.key");
+    if load(&cert_path, &key_path).is_ok() {
+        return Ok((cert_path, key_path, false));
+    }
+    let generate = |e: &dyn std::fmt::Display| TlsError::Generate(e.to_string());
+    fs::create_dir_all(dir).map_err(|e| generate(&e))?;
+    let names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    let certified = rcgen::generate_simple_self_signed(names).map_err(|e| generate(&e))?;
+    write_private(&key_path, certified.signing_key.serialize_pem().as_bytes())
+        .map_err(|e| generate(&e))?;
+    fs::write(&cert_path, certified.cert.pem()).map_err(|e| generate(&e))?;
+    Ok((cert_path, key_path, true))
+}
+
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+/// The certificate currently served. Cloning shares the same slot.
+#[derive(Clone)]
+pub struct CertStore {
+    current: Arc<ArcSwap<CertifiedKey>>,
+    certificate: PathBuf,
+    key: PathBuf,
+}
+
+impl std::fmt::Debug for CertStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertStore")
+            .field("certificate", &self.certificate)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+impl CertStore {
+    /// Loads the configured certificate (generating the self-signed one if
+    /// that is what is configured). Returns the store and a line for the
+    /// operator when a certificate was generated.
+    pub fn open(source: &TlsSource, metrics: &Metrics) -> Result<(Self, Option<String>), TlsError> {
+        let (certificate, key, note) = match source {
+            TlsSource::Files { certificate, key } => (certificate.clone(), key.clone(), None),
+            TlsSource::SelfSigned { dir } => {
+                let (c, k, made) = ensure_self_signed(dir)?;
+                let note = made.then(|| {
+                    format!(
+                        "generated a self-signed certificate for localhost in {} (configure proxy.tls for real use)",
+                        dir.display()
+                    )
+                });
+                (c, k, note)
+            }
+        };
+        let loaded = load(&certificate, &key)?;
+        metrics.tls_not_after.set(loaded.not_after);
+        Ok((
+            Self {
+                current: Arc::new(ArcSwap::new(loaded.key)),
+                certificate,
+                key,
+            },
+            note,
+        ))
+    }
+
+    /// Re-reads the files; swaps on success, keeps the old certificate on
+    /// failure. Counted in `portcullis_tls_certificate_reloads_total`.
+    pub fn reload(&self, metrics: &Metrics) -> Result<(), TlsError> {
+        match load(&self.certificate, &self.key) {
+            Ok(loaded) => {
+                self.current.store(loaded.key);
+                metrics.tls_not_after.set(loaded.not_after);
+                metrics.tls_reloads.with_label_values(&["success"]).inc();
+                tracing::info!(certificate = %self.certificate.display(), "certificate reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                metrics.tls_reloads.with_label_values(&["failure"]).inc();
+                tracing::error!(error = %e, "certificate reload rejected; the previous certificate keeps serving");
+                Err(e)
+            }
+        }
+    }
+
+    fn fingerprint(&self) -> Option<(SystemTime, u64, SystemTime, u64)> {
+        let c = fs::metadata(&self.certificate).ok()?;
+        let k = fs::metadata(&self.key).ok()?;
+        Some((c.modified().ok()?, c.len(), k.modified().ok()?, k.len()))
+    }
+
+    /// Watches the certificate and key for changes (inotify on their folders,
+    /// plus a periodic check for filesystems where events are missed, such as
+    /// symlink swaps of mounted secrets) and reloads after a short debounce.
+    /// Runs on its own thread for the life of the process.
+    pub fn watch(&self, metrics: Metrics, poll: Duration) -> Result<(), TlsError> {
+        let (tx, rx) = mpsc::channel::<()>();
+        let files = [self.certificate.clone(), self.key.clone()];
+        let names: Vec<_> = files
+            .iter()
+            .filter_map(|f| f.file_name().map(|n| n.to_owned()))
+            .collect();
+        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if let Ok(ev) = res
+                && ev
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name().is_some_and(|n| names.iter().any(|m| m == n)))
+            {
+                let _ = tx.send(());
+            }
+        })
+        .map_err(|e| TlsError::Watch {
+            path: self.certificate.clone(),
+            reason: e.to_string(),
+        })?;
+        for f in &files {
+            let dir = f
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            watcher
+                .watch(dir, RecursiveMode::NonRecursive)
+                .map_err(|e| TlsError::Watch {
+                    path: dir.to_owned(),
+                    reason: e.to_string(),
+                })?;
+        }
+        let store = self.clone();
+        std::thread::Builder::new()
+            .name("cert-watch".to_owned())
+            .spawn(move || {
+                let _watcher = watcher;
+                let mut seen = store.fingerprint();
+                loop {
+                    let changed = match rx.recv_timeout(poll) {
+                        Ok(()) => {
+                            // Debounce: writers replace cert and key in several steps.
+                            while rx.recv_timeout(Duration::from_millis(300)).is_ok() {}
+                            true
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => store.fingerprint() != seen,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    };
+                    let now = store.fingerprint();
+                    if changed && now != seen {
+                        seen = now;
+                        let _ = store.reload(&metrics);
+                    }
+                }
+            })
+            .map_err(|e| TlsError::Watch {
+                path: self.certificate.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(())
+    }
+}

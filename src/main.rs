@@ -1,0 +1,235 @@
+//! `portcullis`: one binary, one CLI. See `portcullis --help`.
+
+mod config;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{ConfigError, LogFormat, Settings};
+
+/// Exit status for a configuration the tool refuses (BSD `EX_USAGE`).
+const EXIT_CONFIG: u8 = 64;
+/// Exit status for a failure while starting or running.
+const EXIT_FAILURE: u8 = 1;
+/// The configuration file used when `--config` is not given and it exists.
+const DEFAULT_CONFIG: &str = "portcullis.yaml";
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Policy-as-data security sidecar: TLS gateway and ticket backend"
+)]
+struct Cli {
+    /// Configuration file. Default: ./portcullis.yaml if it exists, otherwise
+    /// the embedded defaults.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run proxy and backend together in one process.
+    Up,
+    /// Run only the proxy (sidecar deployment).
+    Proxy,
+    /// Run only the backend.
+    Backend,
+    /// Validate a configuration file; print every problem with its path.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of the configuration file.
+    ConfigSchema,
+}
+
+fn main() -> ExitCode {
+    // One crypto provider for the whole process, before anything uses TLS.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => match config::load(Some(&file)) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => config_failure(&file, &e),
+        },
+        Command::ConfigSchema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&config::schema()).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        command => {
+            let file = cli.config.or_else(|| {
+                Path::new(DEFAULT_CONFIG)
+                    .is_file()
+                    .then(|| PathBuf::from(DEFAULT_CONFIG))
+            });
+            let settings = match config::load(file.as_deref()) {
+                Ok(s) => s,
+                Err(e) => {
+                    return config_failure(file.as_deref().unwrap_or(Path::new("(defaults)")), &e);
+                }
+            };
+            init_logging(&settings);
+            let result = match command {
+                Command::Up => up(settings),
+                Command::Proxy => proxy(settings),
+                Command::Backend => backend(settings),
+                Command::CheckConfig { .. } | Command::ConfigSchema => Ok(()),
+            };
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("portcullis: {e:#}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            }
+        }
+    }
+}
+
+fn config_failure(file: &Path, e: &ConfigError) -> ExitCode {
+    eprintln!("{}: configuration refused", file.display());
+    for line in e.lines() {
+        eprintln!("  {line}");
+    }
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn init_logging(settings: &Settings) {
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(settings.log_filter.clone())
+        .with_writer(std::io::stderr);
+    match settings.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn print_urls(settings: &Settings, with_backend: bool) {
+    let p = &settings.proxy;
+    let shown = |a: std::net::SocketAddr| {
+        if a.ip().is_unspecified() {
+            format!("127.0.0.1:{}", a.port())
+        } else {
+            a.to_string()
+        }
+    };
+    println!("Portcullis is starting:");
+    println!(
+        "  https   https://{}/  (TLS 1.2/1.3, h2 + http/1.1)",
+        shown(p.https_addr)
+    );
+    if let Some(a) = p.http_addr {
+        println!(
+            "  http    http://{}/  (308 redirects to HTTPS only)",
+            shown(a)
+        );
+    }
+    println!(
+        "  admin   http://{}/metrics  /health/live  /health/ready",
+        shown(p.admin_addr)
+    );
+    if with_backend {
+        println!(
+            "  backend http://{}/  (reached only through the proxy)",
+            settings.backend.listen
+        );
+    }
+    println!(
+        "  health  https://{}/monitoring/health",
+        shown(p.https_addr)
+    );
+    println!("  state   {}/", settings.state_dir.display());
+}
+
+/// Proxy and backend in one process: the backend runs as a companion task of
+/// the proxy's server, so it keeps serving while the proxy drains.
+fn up(settings: Settings) -> anyhow::Result<()> {
+    let listener = std::net::TcpListener::bind(settings.backend.listen).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {} for the backend: {e}",
+            settings.backend.listen
+        )
+    })?;
+    listener.set_nonblocking(true)?;
+    print_urls(&settings, true);
+    let backend = portcullis_proxy::Companion::new("backend", async move {
+        match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => {
+                if let Err(e) = portcullis_backend::serve(l, std::future::pending()).await {
+                    tracing::error!(error = %e, "backend stopped");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "backend listener unusable"),
+        }
+    });
+    portcullis_proxy::run(settings.proxy, vec![backend])?;
+    Ok(())
+}
+
+fn proxy(settings: Settings) -> anyhow::Result<()> {
+    print_urls(&settings, false);
+    portcullis_proxy::run(settings.proxy, Vec::new())?;
+    Ok(())
+}
+
+/// The backend alone: SIGTERM or SIGINT stop accepting, in-flight requests
+/// get up to 10 seconds.
+fn backend(settings: Settings) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(settings.backend.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.backend.listen))?;
+        println!(
+            "Portcullis backend listening on http://{}/",
+            settings.backend.listen
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(portcullis_backend::serve(listener, async {
+            let _ = rx.await;
+        }));
+        shutdown_signal().await;
+        let _ = tx.send(());
+        match tokio::time::timeout(Duration::from_secs(10), server).await {
+            Ok(Ok(r)) => r.map_err(anyhow::Error::from),
+            Ok(Err(e)) => Err(anyhow::anyhow!("backend task failed: {e}")),
+            Err(_) => {
+                tracing::warn!("drain took longer than 10 s; exiting");
+                Ok(())
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
