@@ -51,7 +51,7 @@ enum Command {
 
 fn main() -> ExitCode {
     // One crypto provider for the whole process, before anything uses TLS.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = portcullis_proxy::crypto_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => match config::load(Some(&file)) {

@@ -36,7 +36,7 @@ use thiserror::Error;
 
 pub use config::{ProxyConfig, ProxySettings};
 pub use headers::CspMode;
-pub use tls::{TlsError, ensure_self_signed};
+pub use tls::{TlsError, crypto_provider, ensure_self_signed};
 
 /// How often the certificate files are checked even without a file event.
 const CERT_POLL_INTERVAL: Duration = Duration::from_secs(10);

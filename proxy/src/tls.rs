@@ -49,6 +49,26 @@ pub enum TlsError {
     Watch { path: PathBuf, reason: String },
 }
 
+/// The process-wide rustls provider: ring, restricted to forward-secret AEAD
+/// suites. TLS 1.2 offers exactly one suite per key type, so the negotiated
+/// suite does not depend on the client's preference order (pingora's rustls
+/// listener settings have no `ignore_client_order`, and scanners such as
+/// testssl.sh rate a client-chosen order as a finding). TLS 1.3 keeps the
+/// three standard suites, all of which are AEAD with ephemeral key exchange.
+pub fn crypto_provider() -> rustls::crypto::CryptoProvider {
+    use rustls::crypto::ring::{cipher_suite, default_provider};
+    rustls::crypto::CryptoProvider {
+        cipher_suites: vec![
+            cipher_suite::TLS13_AES_256_GCM_SHA384,
+            cipher_suite::TLS13_AES_128_GCM_SHA256,
+            cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+            cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        ],
+        ..default_provider()
+    }
+}
+
 /// A loaded certificate and when it expires.
 pub struct LoadedCert {
     pub key: Arc<CertifiedKey>,
@@ -96,7 +116,7 @@ pub fn load(certificate: &Path, key: &Path) -> Result<LoadedCert, TlsError> {
     })?;
     let provider = rustls::crypto::CryptoProvider::get_default()
         .cloned()
-        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+        .unwrap_or_else(|| Arc::new(crypto_provider()));
     let certified =
         CertifiedKey::from_der(chain, private, &provider).map_err(|e| TlsError::Mismatch {
             certificate: certificate.to_owned(),
@@ -109,13 +129,20 @@ pub fn load(certificate: &Path, key: &Path) -> Result<LoadedCert, TlsError> {
     })
 }
 
+/// Lifetime of a generated self-signed certificate.
+const SELF_SIGNED_DAYS: i64 = 90;
+/// A generated certificate this close to expiry is replaced at start-up.
+const SELF_SIGNED_RENEW_DAYS: i64 = 7;
+
 /// Writes a self-signed certificate for `localhost`, `127.0.0.1` and `::1`
-/// into `dir` unless a valid one is already there; returns the file paths and
-/// whether a new one was made. The key file is created with mode 0600.
+/// into `dir` unless a usable one is already there; returns the file paths
+/// and whether a new one was made. The key file is created with mode 0600.
 pub fn ensure_self_signed(dir: &Path) -> Result<(PathBuf, PathBuf, bool), TlsError> {
     let cert_path = dir.join("self-signed.crt");
     let key_path = dir.join("self-signed.key");
-    if load(&cert_path, &key_path).is_ok() {
+    let now = time::OffsetDateTime::now_utc();
+    let renew_after = (now + time::Duration::days(SELF_SIGNED_RENEW_DAYS)).unix_timestamp();
+    if load(&cert_path, &key_path).is_ok_and(|c| c.not_after > renew_after) {
         return Ok((cert_path, key_path, false));
     }
     let generate = |e: &dyn std::fmt::Display| TlsError::Generate(e.to_string());
@@ -125,10 +152,17 @@ pub fn ensure_self_signed(dir: &Path) -> Result<(PathBuf, PathBuf, bool), TlsErr
         "127.0.0.1".to_owned(),
         "::1".to_owned(),
     ];
-    let certified = rcgen::generate_simple_self_signed(names).map_err(|e| generate(&e))?;
-    write_private(&key_path, certified.signing_key.serialize_pem().as_bytes())
-        .map_err(|e| generate(&e))?;
-    fs::write(&cert_path, certified.cert.pem()).map_err(|e| generate(&e))?;
+    let mut params = rcgen::CertificateParams::new(names).map_err(|e| generate(&e))?;
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        "Portcullis self-signed (localhost)",
+    );
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(SELF_SIGNED_DAYS);
+    let key = rcgen::KeyPair::generate().map_err(|e| generate(&e))?;
+    let cert = params.self_signed(&key).map_err(|e| generate(&e))?;
+    write_private(&key_path, key.serialize_pem().as_bytes()).map_err(|e| generate(&e))?;
+    fs::write(&cert_path, cert.pem()).map_err(|e| generate(&e))?;
     Ok((cert_path, key_path, true))
 }
 

@@ -1,0 +1,643 @@
+//! End-to-end tests of the gateway foundation: the real binary on ephemeral
+//! ports, a generated PKI, real HTTP/1.1 and h2 clients.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::HeaderMap;
+use reqwest::{StatusCode, Version};
+use support::pki::{client_trusting, issue, raw_request};
+use support::upstream::start_echo;
+use support::{free_port, port_is_free, portcullis};
+
+/// The headers every response must carry, whoever wrote it.
+fn assert_security_headers(h: &HeaderMap) {
+    let get = |n: &str| {
+        h.get(n)
+            .unwrap_or_else(|| panic!("missing {n} in {h:?}"))
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        get("strict-transport-security"),
+        "max-age=63072000; includeSubDomains"
+    );
+    assert_eq!(get("x-content-type-options"), "nosniff");
+    assert_eq!(get("x-frame-options"), "DENY");
+    assert_eq!(get("referrer-policy"), "no-referrer");
+    assert_eq!(get("cross-origin-opener-policy"), "same-origin");
+    assert_eq!(get("cross-origin-resource-policy"), "same-origin");
+    assert!(get("permissions-policy").contains("camera=()"));
+    let csp = get("content-security-policy");
+    assert!(csp.contains("report-uri /.portcullis/csp-report"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(
+        get("reporting-endpoints"),
+        "csp-endpoint=\"/.portcullis/csp-report\""
+    );
+    assert!(h.get("server").is_none(), "Server header leaked: {h:?}");
+    assert!(
+        h.get("x-powered-by").is_none(),
+        "X-Powered-By leaked: {h:?}"
+    );
+}
+
+#[tokio::test]
+async fn health_through_the_proxy_over_h2_and_http1_with_headers() {
+    let p = portcullis().start().await;
+    let r = p
+        .client()
+        .get(p.url("/monitoring/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.version(), Version::HTTP_2);
+    assert_security_headers(r.headers());
+    assert!(r.headers().get("x-request-id").is_some());
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+
+    let r = p
+        .http1_client()
+        .get(p.url("/monitoring/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.version(), Version::HTTP_11);
+    assert_security_headers(r.headers());
+}
+
+#[tokio::test]
+async fn clear_text_listener_only_redirects() {
+    let p = portcullis().start().await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for (method, path) in [
+        ("GET", "/x?y=1"),
+        ("POST", "/api/tickets"),
+        ("GET", "/monitoring/health"),
+    ] {
+        let r = client
+            .request(
+                method.parse().unwrap(),
+                format!("http://127.0.0.1:{}{path}", p.http),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::PERMANENT_REDIRECT,
+            "{method} {path}"
+        );
+        assert_eq!(
+            r.headers()["location"].to_str().unwrap(),
+            format!("https://127.0.0.1:{}{path}", p.https)
+        );
+        assert_security_headers(r.headers());
+        assert!(
+            r.text().await.unwrap().is_empty(),
+            "the redirect serves no content"
+        );
+    }
+    // A Host header that would shape a different URL is refused, not echoed.
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", p.http))
+        .await
+        .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: evil.example/x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+}
+
+#[tokio::test]
+async fn errors_carry_security_headers_404_and_502() {
+    // 404 from the backend (through the catch-all route) and from the proxy
+    // itself (no route), then 502 with the upstream down.
+    let p = portcullis().start().await;
+    let r = p
+        .client()
+        .get(p.url("/no/such/thing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_security_headers(r.headers());
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+
+    let echo = start_echo().await;
+    let p = portcullis()
+        .proxy_to(echo)
+        .routes("[{name: api, path_prefix: /api}]")
+        .start()
+        .await;
+    let r = p.client().get(p.url("/elsewhere")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_security_headers(r.headers());
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["type"], "urn:portcullis:problem:not-found");
+    assert!(body["request_id"].as_str().is_some_and(|s| !s.is_empty()));
+
+    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let p = portcullis().proxy_to(dead).start().await;
+    let r = p.client().get(p.url("/api/tickets")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    assert_security_headers(r.headers());
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["type"], "urn:portcullis:problem:bad-gateway");
+    assert!(
+        !body.to_string().contains("127.0.0.1"),
+        "internal detail leaked: {body}"
+    );
+    let ready = reqwest::get(p.admin_url("/health/ready")).await.unwrap();
+    assert_eq!(
+        ready.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ready with the upstream down"
+    );
+}
+
+#[tokio::test]
+async fn upstream_fingerprints_are_removed() {
+    let echo = start_echo().await;
+    let p = portcullis().proxy_to(echo).start().await;
+    let r = p.client().get(p.url("/api/x")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_security_headers(r.headers());
+}
+
+#[tokio::test]
+async fn spoofed_forwarding_and_identity_headers_from_untrusted_peers_are_dropped() {
+    let echo = start_echo().await;
+    let p = portcullis().proxy_to(echo).start().await;
+    let r = p
+        .client()
+        .get(p.url("/api/x?q=1"))
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("forwarded", "for=6.6.6.6")
+        .header("x-real-ip", "6.6.6.6")
+        .header("x-forwarded-host", "evil.example")
+        .header("x-request-id", "attacker-chosen")
+        .header("x-portcullis-user", "admin")
+        .send()
+        .await
+        .unwrap();
+    let seen: serde_json::Value = r.json().await.unwrap();
+    let h = &seen["headers"];
+    assert_eq!(h["x-forwarded-for"], serde_json::json!(["127.0.0.1"]));
+    assert_eq!(h["x-forwarded-proto"], serde_json::json!(["https"]));
+    assert_eq!(
+        h["x-forwarded-host"],
+        serde_json::json!([format!("127.0.0.1:{}", p.https)])
+    );
+    assert!(h.get("forwarded").is_none(), "{h}");
+    assert!(h.get("x-real-ip").is_none(), "{h}");
+    assert!(h.get("x-portcullis-user").is_none(), "{h}");
+    let rid = h["x-request-id"][0].as_str().unwrap();
+    assert_ne!(rid, "attacker-chosen");
+    assert_eq!(seen["target"], "/api/x?q=1");
+
+    // From a trusted proxy, the chain and request id are kept; identity
+    // headers are still never accepted.
+    let p = portcullis()
+        .proxy_to(echo)
+        .trusted_proxies(&["127.0.0.0/8"])
+        .start()
+        .await;
+    let r = p
+        .client()
+        .get(p.url("/api/x"))
+        .header("x-forwarded-for", "198.51.100.7")
+        .header("x-request-id", "lb-1234")
+        .header("x-portcullis-user", "admin")
+        .send()
+        .await
+        .unwrap();
+    let seen: serde_json::Value = r.json().await.unwrap();
+    let h = &seen["headers"];
+    assert_eq!(
+        h["x-forwarded-for"],
+        serde_json::json!(["198.51.100.7, 127.0.0.1"])
+    );
+    assert_eq!(h["x-request-id"], serde_json::json!(["lb-1234"]));
+    assert!(h.get("x-portcullis-user").is_none(), "{h}");
+}
+
+#[tokio::test]
+async fn path_spellings_are_normalised_or_refused() {
+    let echo = start_echo().await;
+    let p = portcullis()
+        .proxy_to(echo)
+        .routes("[{name: admin, path_prefix: /admin}, {name: api, path_prefix: /api}]")
+        .start()
+        .await;
+    let send = |target: &'static str| {
+        let ca = p.pki.ca_pem.clone();
+        let port = p.https;
+        async move {
+            let req =
+                format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+            raw_request(&ca, port, req.as_bytes()).await
+        }
+    };
+    // Canonicalised, and forwarded in the canonical spelling.
+    for (target, forwarded) in [
+        ("/admin/../admin", "/admin"),
+        ("//admin", "/admin"),
+        ("/api/./x//y", "/api/x/y"),
+        ("/%61pi/x", "/api/x"),
+        ("/api/x/%2e%2e/y?a=%2e%2e", "/api/y?a=%2e%2e"),
+    ] {
+        let (status, text) = send(target).await;
+        assert_eq!(status, 200, "{target}: {text}");
+        assert!(
+            text.contains(&format!("\"target\":\"{forwarded}\"")),
+            "{target}: {text}"
+        );
+    }
+    // Ambiguous spellings are refused before routing.
+    for target in [
+        "/%2e%2e/admin",
+        "/api/..%2fadmin",
+        "/api%2fx",
+        "/api%5cx",
+        "/api\\..\\admin",
+        "/api/x%00",
+        "/admin;jsessionid=x",
+        "/admin.",
+        "/%c0%ae%c0%ae/admin",
+        "/api/%252e%252e/admin",
+    ] {
+        let (status, text) = send(target).await;
+        assert_eq!(status, 400, "{target}: {text}");
+        assert!(
+            text.contains("urn:portcullis:problem:invalid-path"),
+            "{target}: {text}"
+        );
+        assert!(
+            text.contains("strict-transport-security"),
+            "{target}: {text}"
+        );
+    }
+    // Case is not a way around route classification: /ADMIN is the admin route.
+    let (status, text) = send("/ADMIN/x").await;
+    assert_eq!(status, 200, "{text}");
+    let m = p.metrics().await;
+    assert!(
+        m.contains("portcullis_http_rejections_total{reason=\"above_root\"}"),
+        "{m}"
+    );
+    assert!(m.contains("route=\"admin\""), "{m}");
+}
+
+#[tokio::test]
+async fn csp_reports_are_accepted_counted_and_bad_ones_refused() {
+    let p = portcullis().start().await;
+    let c = p.client();
+    let url = p.url("/.portcullis/csp-report");
+    let legacy = r#"{"csp-report":{"document-uri":"https://127.0.0.1/api/tickets?token=x","violated-directive":"script-src-elem","effective-directive":"script-src-elem","blocked-uri":"https://evil.example/x.js","original-policy":"default-src 'none'","disposition":"enforce"}}"#;
+    let r = c
+        .post(&url)
+        .header("content-type", "application/csp-report")
+        .body(legacy)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_security_headers(r.headers());
+    let batch = r#"[{"type":"csp-violation","age":10,"url":"https://127.0.0.1/admin/x","user_agent":"t","body":{"documentURL":"https://127.0.0.1/admin/x","effectiveDirective":"img-src","blockedURL":"https://evil.example/i.png","disposition":"report"}}]"#;
+    let r = c
+        .post(&url)
+        .header("content-type", "application/reports+json")
+        .body(batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+
+    for (ct, body, want) in [
+        (
+            "application/csp-report",
+            "{not json".to_owned(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "application/csp-report",
+            r#"{"csp-report":{}}"#.to_owned(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "application/reports+json",
+            "[]".to_owned(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "text/plain",
+            legacy.to_owned(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "application/csp-report",
+            format!("{{\"x\":\"{}\"}}", "a".repeat(70 * 1024)),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+    ] {
+        let r = c
+            .post(&url)
+            .header("content-type", ct)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "{ct}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        assert_security_headers(r.headers());
+    }
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+
+    let m = p.metrics().await;
+    assert!(
+        m.contains(r#"portcullis_csp_violations_total{directive="script-src-elem",route="api"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"portcullis_csp_violations_total{directive="img-src",route="admin"} 1"#),
+        "{m}"
+    );
+    let log = p.log();
+    assert!(log.contains("CSP violation reported"), "{log}");
+    assert!(
+        !log.contains("token=x"),
+        "query strings must not reach the log"
+    );
+}
+
+#[tokio::test]
+async fn metrics_pass_promtool() {
+    let p = portcullis().start().await;
+    for path in ["/monitoring/health", "/nope", "/%2e%2e/x"] {
+        p.client().get(p.url(path)).send().await.unwrap();
+    }
+    let metrics = p.metrics().await;
+    assert!(metrics.contains("portcullis_http_request_duration_seconds_bucket"));
+    assert!(metrics.contains(r#"portcullis_http_requests_total{method="GET",route="monitoring",status_class="2xx"} 1"#), "{metrics}");
+    let file = p.path().join("metrics.txt");
+    std::fs::write(&file, &metrics).unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .expect("promtool is required: `make test` installs it (Debian package prometheus)");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool: {report}"
+    );
+}
+
+#[tokio::test]
+async fn config_errors_are_all_reported_with_exit_64_before_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "proxy:\n  listen: {{https: 127.0.0.1:{port}, http: not-an-address, admin: 127.0.0.1:0}}\n  trusted_proxies: [10.0.0.0/40]\n  tls: {{certificate_file: /nonexistent.pem}}\n  headers: {{hsts_max_age_seconds: 5, csp: {{policy: \"script-src 'unsafe-inline'\"}}}}\n  routes: [{{name: a, path_prefix: api, upstream: nowhere}}]\n"
+        ),
+    )
+    .unwrap();
+    for args in [
+        vec!["check-config", file.to_str().unwrap()],
+        vec!["--config", file.to_str().unwrap(), "up"],
+    ] {
+        let out = std::process::Command::new(support::binary())
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
+        for path in [
+            "proxy.listen.http:",
+            "proxy.trusted_proxies[0]:",
+            "proxy.tls:",
+            "proxy.headers.hsts_max_age_seconds:",
+            "proxy.headers.csp.policy:",
+            "proxy.routes[0].path_prefix:",
+            "proxy.routes[0].upstream:",
+        ] {
+            assert!(
+                err.contains(path),
+                "{args:?}: {path} not reported in:\n{err}"
+            );
+        }
+        assert!(
+            port_is_free(port),
+            "a port was bound despite the bad config"
+        );
+    }
+    // A structural mistake names its path too.
+    std::fs::write(&file, "proxy:\n  listen:\n    htps: 1\n").unwrap();
+    let out = std::process::Command::new(support::binary())
+        .args(["check-config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("proxy.listen"));
+}
+
+#[tokio::test]
+async fn shipped_example_config_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/portcullis.yaml");
+    let out = std::process::Command::new(support::binary())
+        .args(["check-config", example])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn committed_json_schema_matches_the_code() {
+    let out = std::process::Command::new(support::binary())
+        .arg("config-schema")
+        .output()
+        .unwrap();
+    let generated: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let committed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/portcullis.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        generated, committed,
+        "run `make schema` and commit docs/portcullis.schema.json"
+    );
+}
+
+#[tokio::test]
+async fn certificate_files_are_reloaded_without_restart() {
+    let p = portcullis().start().await;
+    let next = issue("rotated");
+    let new_client = client_trusting(&next.ca_pem).build().unwrap();
+    assert!(
+        new_client
+            .get(p.url("/monitoring/health"))
+            .send()
+            .await
+            .is_err(),
+        "the new CA must not be trusted before rotation"
+    );
+    // A broken replacement is refused and the old certificate keeps serving.
+    std::fs::write(
+        &p.pki.cert_path,
+        "-----BEGIN CERTIFICATE-----\nnot base64\n",
+    )
+    .unwrap();
+    assert_eventually!(
+        p.metrics()
+            .await
+            .contains(r#"portcullis_tls_certificate_reloads_total{result="failure"}"#),
+        Duration::from_secs(15),
+        "broken certificate not noticed"
+    );
+    let r = p.client().get(p.url("/monitoring/health")).send().await;
+    assert_eq!(
+        r.map(|r| r.status())
+            .map_err(|e| format!("{e:?}\n{}", p.log()))
+            .unwrap(),
+        StatusCode::OK
+    );
+
+    std::fs::write(&p.pki.key_path, &next.key_pem).unwrap();
+    std::fs::write(&p.pki.cert_path, &next.cert_pem).unwrap();
+    assert_eventually!(
+        new_client
+            .get(p.url("/monitoring/health"))
+            .send()
+            .await
+            .is_ok(),
+        Duration::from_secs(15),
+        "rotated certificate not served:\n{}",
+        p.log()
+    );
+    assert!(
+        p.metrics()
+            .await
+            .contains(r#"portcullis_tls_certificate_reloads_total{result="success"}"#)
+    );
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_then_exits_within_grace() {
+    let echo = start_echo().await;
+    let mut p = portcullis().proxy_to(echo).grace_seconds(5).start().await;
+    let client = p.client();
+    let url = p.url("/slow");
+    let in_flight = tokio::spawn(async move { client.get(url).send().await.map(|r| r.status()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = Instant::now();
+    p.signal("TERM");
+    let status = in_flight
+        .await
+        .unwrap()
+        .expect("in-flight request was cut off");
+    assert_eq!(status, StatusCode::OK);
+    let exit = p
+        .wait_exit(Duration::from_secs(6))
+        .await
+        .expect("did not exit within the grace period");
+    assert!(exit.success(), "{exit:?}");
+    // It left once idle instead of sitting out the full grace period.
+    assert!(
+        sent.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        sent.elapsed()
+    );
+
+    // Idle: exits promptly.
+    let mut p = portcullis().grace_seconds(10).start().await;
+    let sent = Instant::now();
+    p.signal("TERM");
+    p.wait_exit(Duration::from_secs(10))
+        .await
+        .expect("idle proxy did not exit");
+    assert!(
+        sent.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        sent.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn self_signed_certificate_is_generated_when_none_is_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("var");
+    let (https, admin, backend) = (free_port(), free_port(), free_port());
+    let config = dir.path().join("p.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir: {}\nproxy:\n  listen: {{https: 127.0.0.1:{https}, http: null, admin: 127.0.0.1:{admin}}}\n  upstreams: {{backend: {{address: '127.0.0.1:{backend}'}}}}\nbackend: {{listen: '127.0.0.1:{backend}'}}\n",
+            state.display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(support::binary())
+        .args(["--config", config.to_str().unwrap(), "up"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let cert = state.join("tls/self-signed.crt");
+    assert_eventually!(
+        cert.exists() && port_is_free(https).eq(&false),
+        Duration::from_secs(20),
+        "no certificate generated"
+    );
+    let ca = std::fs::read_to_string(&cert).unwrap();
+    let key = state.join("tls/self-signed.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let client = client_trusting(&ca).build().unwrap();
+    assert_eventually!(
+        client
+            .get(format!("https://localhost:{https}/monitoring/health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200),
+        Duration::from_secs(20),
+        "self-signed endpoint not serving"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

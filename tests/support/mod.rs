@@ -1,0 +1,261 @@
+//! Test harness: starts the real `portcullis` binary on ephemeral ports with a
+//! generated test PKI, and offers clients that trust it.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test support: a failed setup step should abort the test loudly"
+)]
+
+pub mod pki;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+pub use pki::TestPki;
+
+/// Polls `$cond` (an async expression yielding bool) until it is true or the
+/// timeout passes, then fails with `$msg`.
+#[macro_export]
+macro_rules! assert_eventually {
+    ($cond:expr, $timeout:expr, $($msg:tt)+) => {{
+        let deadline = std::time::Instant::now() + $timeout;
+        loop {
+            if $cond {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!($($msg)+);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }};
+}
+
+/// A port that was free a moment ago. The binary binds it itself, so there is
+/// a small window in which another process could take it.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn port_is_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// Which subcommand to start.
+#[derive(Clone, Copy)]
+pub enum Mode {
+    Up,
+    Proxy,
+}
+
+pub struct Builder {
+    mode: Mode,
+    upstream: Option<SocketAddr>,
+    trusted_proxies: Vec<String>,
+    grace_seconds: u64,
+    routes_yaml: Option<String>,
+}
+
+/// A running `portcullis` process.
+pub struct Portcullis {
+    child: Option<Child>,
+    pub dir: TempDir,
+    pub pki: TestPki,
+    pub https: u16,
+    pub http: u16,
+    pub admin: u16,
+    pub backend: u16,
+}
+
+pub fn portcullis() -> Builder {
+    Builder {
+        mode: Mode::Up,
+        upstream: None,
+        trusted_proxies: Vec::new(),
+        grace_seconds: 10,
+        routes_yaml: None,
+    }
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_portcullis")
+}
+
+impl Builder {
+    /// Run `portcullis proxy` in front of this upstream instead of `up`.
+    pub fn proxy_to(mut self, upstream: SocketAddr) -> Self {
+        self.mode = Mode::Proxy;
+        self.upstream = Some(upstream);
+        self
+    }
+    pub fn trusted_proxies(mut self, cidrs: &[&str]) -> Self {
+        self.trusted_proxies = cidrs.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+    pub fn grace_seconds(mut self, s: u64) -> Self {
+        self.grace_seconds = s;
+        self
+    }
+    /// YAML for `proxy.routes` (a flow sequence).
+    pub fn routes(mut self, yaml: &str) -> Self {
+        self.routes_yaml = Some(yaml.to_owned());
+        self
+    }
+
+    pub async fn start(self) -> Portcullis {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = TestPki::generate(dir.path());
+        let (https, http, admin) = (free_port(), free_port(), free_port());
+        let backend = free_port();
+        let upstream = self
+            .upstream
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], backend)));
+        let trusted = format!("[{}]", self.trusted_proxies.join(", "));
+        let routes = self
+            .routes_yaml
+            .map(|r| format!("  routes: {r}\n"))
+            .unwrap_or_default();
+        let yaml = format!(
+            "state_dir: {state}\nlog: {{format: text, level: info}}\nproxy:\n  listen: {{https: 127.0.0.1:{https}, http: 127.0.0.1:{http}, admin: 127.0.0.1:{admin}}}\n  tls: {{certificate_file: {cert}, private_key_file: {key}}}\n  trusted_proxies: {trusted}\n  shutdown: {{grace_seconds: {grace}}}\n  worker_threads: 2\n  upstreams:\n    backend: {{address: '{upstream}', connect_timeout_seconds: 1, read_timeout_seconds: 10}}\n{routes}backend:\n  listen: 127.0.0.1:{backend}\n",
+            state = dir.path().join("var").display(),
+            cert = pki.cert_path.display(),
+            key = pki.key_path.display(),
+            grace = self.grace_seconds,
+        );
+        let config = dir.path().join("portcullis.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let sub = match self.mode {
+            Mode::Up => "up",
+            Mode::Proxy => "proxy",
+        };
+        let log = std::fs::File::create(dir.path().join("portcullis.log")).unwrap();
+        let child = Command::new(binary())
+            .arg("--config")
+            .arg(&config)
+            .arg(sub)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let p = Portcullis {
+            child: Some(child),
+            dir,
+            pki,
+            https,
+            http,
+            admin,
+            backend,
+        };
+        p.wait_live().await;
+        p
+    }
+}
+
+impl Portcullis {
+    pub fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.https)
+    }
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin)
+    }
+
+    /// A client that trusts the test CA (h2 negotiated by ALPN).
+    pub fn client(&self) -> reqwest::Client {
+        self.pki.client_builder().build().unwrap()
+    }
+    /// A client that speaks only HTTP/1.1.
+    pub fn http1_client(&self) -> reqwest::Client {
+        self.pki.client_builder().http1_only().build().unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("portcullis.log")).unwrap_or_default()
+    }
+
+    async fn wait_live(&self) {
+        let client = reqwest::Client::new();
+        let url = self.admin_url("/health/live");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = client.get(&url).send().await
+                && r.status() == 200
+            {
+                // The HTTPS listener starts with the admin one; make sure.
+                if tokio::net::TcpStream::connect(("127.0.0.1", self.https))
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("portcullis did not start:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.admin_url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([format!("-{sig}"), self.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit; `None` if it is still running at the timeout.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("var")
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Portcullis {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
