@@ -157,7 +157,7 @@ pub fn validate(mut config: PortcullisConfig, base: &Path) -> Result<Settings, C
         .ok();
     let backend = config
         .backend
-        .validate("backend")
+        .validate("backend", base, &state_dir)
         .map_err(|e| problems.extend(e))
         .ok();
     if let (Some(p), Some(b)) = (&proxy, &backend) {

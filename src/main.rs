@@ -47,6 +47,21 @@ enum Command {
     },
     /// Print the JSON Schema of the configuration file.
     ConfigSchema,
+    /// Database administration.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Apply pending migrations (they also run at start-up).
+    Migrate {
+        /// Only list the migrations that would be applied.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -85,6 +100,9 @@ fn main() -> ExitCode {
                 Command::Up => up(settings),
                 Command::Proxy => proxy(settings),
                 Command::Backend => backend(settings),
+                Command::Db {
+                    command: DbCommand::Migrate { dry_run },
+                } => db_migrate(&settings, dry_run),
                 Command::CheckConfig { .. } | Command::ConfigSchema => Ok(()),
             };
             match result {
@@ -154,53 +172,70 @@ fn print_urls(settings: &Settings, with_backend: bool) {
     println!("  state   {}/", settings.state_dir.display());
 }
 
-/// Proxy and backend in one process: the backend runs as a companion task of
-/// the proxy's server, so it keeps serving while the proxy drains.
+/// A runtime for the backend, apart from pingora's own runtimes.
+fn backend_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .thread_name("backend")
+        .enable_all()
+        .build()?)
+}
+
+/// Opens the backend (database, migrations, policy, key) and binds its
+/// listener, failing fast before anything serves.
+fn start_backend(
+    rt: &tokio::runtime::Runtime,
+    settings: &Settings,
+) -> anyhow::Result<(tokio::net::TcpListener, portcullis_backend::AppState)> {
+    rt.block_on(async {
+        let state = portcullis_backend::open(&settings.backend).await?;
+        let listener = tokio::net::TcpListener::bind(settings.backend.listen)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen on {} for the backend: {e}",
+                    settings.backend.listen
+                )
+            })?;
+        Ok((listener, state))
+    })
+}
+
+/// Proxy and backend in one process. The backend runs on its own runtime
+/// and keeps serving while the proxy drains, so requests in flight through
+/// the proxy can complete; it stops when the proxy has exited.
 fn up(settings: Settings) -> anyhow::Result<()> {
-    let listener = std::net::TcpListener::bind(settings.backend.listen).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot listen on {} for the backend: {e}",
-            settings.backend.listen
-        )
-    })?;
-    listener.set_nonblocking(true)?;
-    print_urls(&settings, true);
-    let backend = portcullis_proxy::Companion::new("backend", async move {
-        match tokio::net::TcpListener::from_std(listener) {
-            Ok(l) => {
-                if let Err(e) = portcullis_backend::serve(l, std::future::pending()).await {
-                    tracing::error!(error = %e, "backend stopped");
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "backend listener unusable"),
+    let rt = backend_runtime()?;
+    let (listener, state) = start_backend(&rt, &settings)?;
+    rt.spawn(async move {
+        if let Err(e) = portcullis_backend::serve(listener, state, std::future::pending()).await {
+            tracing::error!(error = %e, "backend stopped");
         }
     });
-    portcullis_proxy::run(settings.proxy, vec![backend])?;
+    print_urls(&settings, true);
+    portcullis_proxy::run(settings.proxy)?;
+    rt.shutdown_timeout(Duration::from_secs(1));
     Ok(())
 }
 
 fn proxy(settings: Settings) -> anyhow::Result<()> {
     print_urls(&settings, false);
-    portcullis_proxy::run(settings.proxy, Vec::new())?;
+    portcullis_proxy::run(settings.proxy)?;
     Ok(())
 }
 
 /// The backend alone: SIGTERM or SIGINT stop accepting, in-flight requests
 /// get up to 10 seconds.
 fn backend(settings: Settings) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = backend_runtime()?;
+    let (listener, state) = start_backend(&rt, &settings)?;
+    println!(
+        "Portcullis backend listening on http://{}/",
+        settings.backend.listen
+    );
     rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(settings.backend.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.backend.listen))?;
-        println!(
-            "Portcullis backend listening on http://{}/",
-            settings.backend.listen
-        );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(portcullis_backend::serve(listener, async {
+        let server = tokio::spawn(portcullis_backend::serve(listener, state, async {
             let _ = rx.await;
         }));
         shutdown_signal().await;
@@ -213,6 +248,34 @@ fn backend(settings: Settings) -> anyhow::Result<()> {
                 Ok(())
             }
         }
+    })
+}
+
+/// `portcullis db migrate [--dry-run]`.
+fn db_migrate(settings: &Settings, dry_run: bool) -> anyhow::Result<()> {
+    let rt = backend_runtime()?;
+    rt.block_on(async {
+        let db =
+            portcullis_backend::Db::connect(&portcullis_backend::connect_url(&settings.backend)?)
+                .await?;
+        let pending = db.pending_migrations().await?;
+        if pending.is_empty() {
+            println!("database is up to date");
+            return Ok(());
+        }
+        for m in &pending {
+            println!(
+                "{} {:>4} {}",
+                if dry_run { "would apply" } else { "applying" },
+                m.version,
+                m.description
+            );
+        }
+        if !dry_run {
+            db.migrate().await?;
+            println!("applied {} migration(s)", pending.len());
+        }
+        Ok(())
     })
 }
 

@@ -561,7 +561,12 @@ async fn sigterm_drains_in_flight_requests_then_exits_within_grace() {
     let client = p.client();
     let url = p.url("/slow");
     let in_flight = tokio::spawn(async move { client.get(url).send().await.map(|r| r.status()) });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // SIGTERM only once the proxy is holding the request.
+    assert_eventually!(
+        p.metrics().await.contains("portcullis_http_requests_in_flight 1"),
+        Duration::from_secs(10),
+        "the slow request never reached the proxy"
+    );
     let sent = Instant::now();
     p.signal("TERM");
     let status = in_flight
@@ -604,8 +609,9 @@ async fn self_signed_certificate_is_generated_when_none_is_configured() {
     std::fs::write(
         &config,
         format!(
-            "state_dir: {}\nproxy:\n  listen: {{https: 127.0.0.1:{https}, http: null, admin: 127.0.0.1:{admin}}}\n  upstreams: {{backend: {{address: '127.0.0.1:{backend}'}}}}\nbackend: {{listen: '127.0.0.1:{backend}'}}\n",
-            state.display()
+            "state_dir: {}\nproxy:\n  listen: {{https: 127.0.0.1:{https}, http: null, admin: 127.0.0.1:{admin}}}\n  upstreams: {{backend: {{address: '127.0.0.1:{backend}'}}}}\nbackend: {{listen: '127.0.0.1:{backend}', policy_dir: '{}'}}\n",
+            state.display(),
+            support::policy_dir()
         ),
     )
     .unwrap();

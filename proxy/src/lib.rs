@@ -2,8 +2,7 @@
 //!
 //! [`run`] starts the HTTPS listener (rustls, TLS 1.2/1.3, h2 and http/1.1),
 //! the clear-text redirect listener, the admin listener and the certificate
-//! watcher, plus any [`Companion`] task (the backend in `portcullis up`), and
-//! blocks until shutdown. Configuration arrives validated, as
+//! watcher, and blocks until shutdown. Configuration arrives validated, as
 //! [`ProxySettings`].
 
 pub mod config;
@@ -21,16 +20,12 @@ mod redirect;
 mod routes;
 mod tls;
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{RunArgs, Server, ShutdownWatch};
-use pingora::services::background::{BackgroundService, background_service};
+use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
 use thiserror::Error;
 
@@ -52,37 +47,8 @@ pub enum StartError {
     Listener(String),
 }
 
-type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// A task run in the proxy's process for as long as it runs, e.g. the backend
-/// in `portcullis up`. It keeps serving while the proxy drains, so requests in
-/// flight through the proxy can still complete.
-pub struct Companion {
-    name: String,
-    task: Mutex<Option<Task>>,
-}
-
-impl Companion {
-    pub fn new(name: impl Into<String>, task: impl Future<Output = ()> + Send + 'static) -> Self {
-        Self {
-            name: name.into(),
-            task: Mutex::new(Some(Box::pin(task))),
-        }
-    }
-}
-
-#[async_trait]
-impl BackgroundService for Companion {
-    async fn start(&self, _shutdown: ShutdownWatch) {
-        let task = self.task.lock().ok().and_then(|mut t| t.take());
-        if let Some(task) = task {
-            task.await;
-        }
-    }
-}
-
 /// Starts the proxy and blocks until it has shut down.
-pub fn run(settings: ProxySettings, companions: Vec<Companion>) -> Result<(), StartError> {
+pub fn run(settings: ProxySettings) -> Result<(), StartError> {
     let ProxySettings {
         https_addr,
         http_addr,
@@ -164,11 +130,6 @@ pub fn run(settings: ProxySettings, companions: Vec<Companion>) -> Result<(), St
     );
     admin.add_tcp(&admin_addr.to_string());
     server.add_service(admin);
-
-    for companion in companions {
-        let name = companion.name.clone();
-        server.add_service(background_service(&name, companion));
-    }
 
     tracing::info!(%https_addr, ?http_addr, %admin_addr, "proxy starting");
     server.run(RunArgs {

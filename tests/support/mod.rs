@@ -88,6 +88,11 @@ pub fn portcullis() -> Builder {
     }
 }
 
+/// The shipped policy bundle.
+pub fn policy_dir() -> &'static str {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/policies")
+}
+
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_portcullis")
 }
@@ -127,11 +132,12 @@ impl Builder {
             .map(|r| format!("  routes: {r}\n"))
             .unwrap_or_default();
         let yaml = format!(
-            "state_dir: {state}\nlog: {{format: text, level: info}}\nproxy:\n  listen: {{https: 127.0.0.1:{https}, http: 127.0.0.1:{http}, admin: 127.0.0.1:{admin}}}\n  tls: {{certificate_file: {cert}, private_key_file: {key}}}\n  trusted_proxies: {trusted}\n  shutdown: {{grace_seconds: {grace}}}\n  worker_threads: 2\n  upstreams:\n    backend: {{address: '{upstream}', connect_timeout_seconds: 1, read_timeout_seconds: 10}}\n{routes}backend:\n  listen: 127.0.0.1:{backend}\n",
+            "state_dir: {state}\nlog: {{format: text, level: info}}\nproxy:\n  listen: {{https: 127.0.0.1:{https}, http: 127.0.0.1:{http}, admin: 127.0.0.1:{admin}}}\n  tls: {{certificate_file: {cert}, private_key_file: {key}}}\n  trusted_proxies: {trusted}\n  shutdown: {{grace_seconds: {grace}}}\n  worker_threads: 2\n  upstreams:\n    backend: {{address: '{upstream}', connect_timeout_seconds: 1, read_timeout_seconds: 10}}\n{routes}backend:\n  listen: 127.0.0.1:{backend}\n  policy_dir: {policies}\n",
             state = dir.path().join("var").display(),
             cert = pki.cert_path.display(),
             key = pki.key_path.display(),
             grace = self.grace_seconds,
+            policies = policy_dir(),
         );
         let config = dir.path().join("portcullis.yaml");
         std::fs::write(&config, yaml).unwrap();

@@ -1,0 +1,223 @@
+//! Evaluating queries against a [`PolicyBundle`] and turning results into [`Decision`]s.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use regorus::{LimitError, Value};
+use serde::{Deserialize, Serialize};
+
+use crate::bundle::PolicyBundle;
+
+/// `rule` of every decision that did not come from a well-formed policy result.
+pub const FAIL_CLOSED_RULE: &str = "fail_closed";
+
+/// Why an evaluation produced no value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvalError {
+    /// The input document could not be converted for the engine.
+    #[error("input is not a valid policy input: {0}")]
+    Input(String),
+    /// The query has no value for this input (no rule body matched, or no such rule).
+    #[error("query is undefined")]
+    Undefined,
+    /// The evaluation ran longer than the bundle's time limit.
+    #[error("policy evaluation exceeded its time limit")]
+    TimeLimitExceeded,
+    /// The query did not parse, named something that is not a rule, or evaluation failed
+    /// (conflicting rule values, a built-in error, …). Carries regorus' message.
+    #[error("policy evaluation failed: {0}")]
+    Evaluation(String),
+    /// The result could not be represented as JSON.
+    #[error("policy result is not representable as JSON: {0}")]
+    Output(String),
+}
+
+impl EvalError {
+    /// Stable reason code used in fail-closed [`Decision`]s and metrics.
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Input(_) => "invalid_input",
+            Self::Undefined => "undefined",
+            Self::TimeLimitExceeded => "timeout",
+            Self::Evaluation(_) | Self::Output(_) => "policy_error",
+        }
+    }
+}
+
+/// What the proxy or backend must additionally do when a request is allowed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Obligations {
+    /// Response headers to set, name → value.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Rate-limit class to charge the request to; `None` means the route's default.
+    #[serde(default)]
+    pub rate_limit_class: Option<String>,
+}
+
+/// The outcome of an authorisation query.
+///
+/// Built only from a policy result of the form
+/// `{allow: bool, reason: string, rule: string, public_reason?: bool, obligations?: {headers?:
+/// {string: string}, rate_limit_class?: string}}` (other keys are ignored). Anything else —
+/// undefined, not an object, a missing or mistyped field, an evaluation error or time-out —
+/// gives `allow: false` with `rule` [`FAIL_CLOSED_RULE`] and `reason` one of `undefined`,
+/// `malformed_decision`, `policy_error`, `timeout`, `invalid_input`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// Whether the request may proceed.
+    pub allow: bool,
+    /// Reason code, e.g. `unauthenticated`, `forbidden`, `role_permitted`.
+    pub reason: String,
+    /// The policy rule (or route id) that decided.
+    pub rule: String,
+    /// Whether `reason` may be shown to the client; `false` unless the policy says so.
+    pub public_reason: bool,
+    /// Extra duties; empty unless the policy returned some.
+    pub obligations: Obligations,
+}
+
+impl Decision {
+    /// A deny produced by this crate rather than by a policy.
+    #[must_use]
+    pub fn fail_closed(reason: &str) -> Self {
+        Self {
+            allow: false,
+            reason: reason.to_owned(),
+            rule: FAIL_CLOSED_RULE.to_owned(),
+            public_reason: false,
+            obligations: Obligations::default(),
+        }
+    }
+
+    /// Parses a policy result; `None` when it is not a well-formed decision object.
+    fn from_policy_value(value: serde_json::Value) -> Option<Self> {
+        #[derive(Deserialize)]
+        struct Raw {
+            allow: bool,
+            reason: String,
+            rule: String,
+            #[serde(default)]
+            public_reason: bool,
+            #[serde(default)]
+            obligations: Obligations,
+        }
+        let Raw {
+            allow,
+            reason,
+            rule,
+            public_reason,
+            obligations,
+        } = serde_json::from_value(value).ok()?;
+        Some(Self {
+            allow,
+            reason,
+            rule,
+            public_reason,
+            obligations,
+        })
+    }
+}
+
+impl PolicyBundle {
+    /// Evaluates the rule at `query` (a rule path such as `data.portcullis.http.decision`)
+    /// with `input` and interprets the result as a [`Decision`], failing closed: see
+    /// [`Decision`] for what counts as well formed. Never blocks; each call works on its own
+    /// copy of the prepared engine.
+    #[must_use]
+    pub fn decide(&self, query: &str, input: &serde_json::Value) -> Decision {
+        let value = match self.eval_rule(query, input) {
+            Ok(value) => value,
+            Err(err) => {
+                tracing::warn!(query, error = %err, "policy evaluation failed; denying");
+                return Decision::fail_closed(err.reason());
+            }
+        };
+        match Decision::from_policy_value(value) {
+            Some(decision) => decision,
+            None => {
+                tracing::warn!(query, "policy returned a malformed decision; denying");
+                Decision::fail_closed("malformed_decision")
+            }
+        }
+    }
+
+    /// Evaluates an arbitrary Rego query (`data.portcullis.tickets.list_scope`,
+    /// `data.portcullis.http`, `1 + 1`, …) with `input`.
+    ///
+    /// When the query yields exactly one result with one expression and no bindings, that
+    /// expression's value is returned; otherwise the whole result set is returned as regorus'
+    /// JSON form `{"result": [{"expressions": [...], "bindings": {...}}, ...]}`. No result at
+    /// all is [`EvalError::Undefined`].
+    pub fn eval_value(
+        &self,
+        query: &str,
+        input: &serde_json::Value,
+    ) -> Result<serde_json::Value, EvalError> {
+        let mut engine = self.serving_engine();
+        engine.set_input(to_regorus(input)?);
+        let results = engine
+            .eval_query(query.to_owned(), false)
+            .map_err(classify)?;
+        match results.result.as_slice() {
+            [] => Err(EvalError::Undefined),
+            [only] if only.expressions.len() == 1 && is_empty_bindings(&only.bindings) => {
+                match only.expressions.first() {
+                    Some(expr) => to_json(&expr.value),
+                    None => Err(EvalError::Undefined),
+                }
+            }
+            _ => serde_json::to_value(&results).map_err(|err| EvalError::Output(err.to_string())),
+        }
+    }
+
+    /// Evaluates the rule at path `query` and returns its value as JSON.
+    pub(crate) fn eval_rule(
+        &self,
+        query: &str,
+        input: &serde_json::Value,
+    ) -> Result<serde_json::Value, EvalError> {
+        let mut engine = self.serving_engine();
+        engine.set_input(to_regorus(input)?);
+        let value = engine.eval_rule(query.to_owned()).map_err(classify)?;
+        to_json(&value)
+    }
+}
+
+fn is_empty_bindings(bindings: &Value) -> bool {
+    match bindings {
+        Value::Object(map) => map.is_empty(),
+        Value::Undefined | Value::Null => true,
+        _ => false,
+    }
+}
+
+fn to_regorus(input: &serde_json::Value) -> Result<Value, EvalError> {
+    Value::deserialize(input).map_err(|err| EvalError::Input(err.to_string()))
+}
+
+/// Converts a regorus value to JSON; sets become arrays, `Undefined` is [`EvalError::Undefined`].
+pub(crate) fn to_json(value: &Value) -> Result<serde_json::Value, EvalError> {
+    if *value == Value::Undefined {
+        return Err(EvalError::Undefined);
+    }
+    serde_json::to_value(value).map_err(|err| EvalError::Output(err.to_string()))
+}
+
+/// Maps a regorus error (an `anyhow::Error`, taken through its std-error view so this
+/// crate need not depend on anyhow) to [`EvalError`], recognising the execution timer.
+pub(crate) fn classify<E>(err: E) -> EvalError
+where
+    E: AsRef<dyn std::error::Error + Send + Sync + 'static> + fmt::Display,
+{
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err.as_ref());
+    while let Some(current) = cause {
+        if let Some(LimitError::TimeLimitExceeded { .. }) = current.downcast_ref::<LimitError>() {
+            return EvalError::TimeLimitExceeded;
+        }
+        cause = current.source();
+    }
+    EvalError::Evaluation(format!("{err:#}"))
+}

@@ -1,0 +1,1088 @@
+//! Identity: sign-in with password (+ TOTP or a backup code), sessions in
+//! the database, short-lived EdDSA access JWTs with a JWKS, rotating refresh
+//! tokens with reuse detection, the revocation feed for the proxy, MFA
+//! enrolment, brute-force throttling, and the administrators' session API.
+
+pub mod keys;
+pub mod mfa;
+pub mod password;
+pub mod store;
+
+use std::sync::RwLock;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::AppState;
+use crate::api::{ApiJson, ApiQuery, Caller};
+use crate::db::{format_time, now_text};
+use crate::error::ApiError;
+use crate::model::Role;
+use crate::repo::RepoError;
+
+use self::keys::Keyring;
+use self::password::{Passwords, Verified};
+use self::store::{NewSession, RefreshUse};
+
+/// Identity settings (validated; defaults in [`IdentitySettings::default`]).
+#[derive(Debug, Clone)]
+pub struct IdentitySettings {
+    /// `iss` of issued tokens.
+    pub issuer: String,
+    /// `aud` of issued tokens.
+    pub audience: String,
+    pub access_ttl_seconds: i64,
+    /// Default idle timeout of a session (per user overridable).
+    pub session_timeout_seconds: i64,
+    /// A session never outlives this, refreshes or not.
+    pub session_absolute_seconds: i64,
+    pub max_sessions_per_user: usize,
+    /// How long a new signing key is published before it signs.
+    pub key_overlap_seconds: i64,
+    /// Roles that must use a second factor.
+    pub mfa_required_roles: Vec<Role>,
+    pub throttle: ThrottleSettings,
+}
+
+impl Default for IdentitySettings {
+    fn default() -> Self {
+        Self {
+            issuer: "portcullis".into(),
+            audience: "portcullis".into(),
+            access_ttl_seconds: 300,
+            session_timeout_seconds: 1800,
+            session_absolute_seconds: 12 * 3600,
+            max_sessions_per_user: 5,
+            key_overlap_seconds: 600,
+            mfa_required_roles: Vec::new(),
+            throttle: ThrottleSettings::default(),
+        }
+    }
+}
+
+/// Failed sign-in throttling, per account and per client address.
+#[derive(Debug, Clone)]
+pub struct ThrottleSettings {
+    pub window_seconds: i64,
+    /// Failures after which every further attempt is slowed down.
+    pub delay_after: i64,
+    pub account_lockout_failures: i64,
+    pub ip_lockout_failures: i64,
+    pub lockout_seconds: i64,
+}
+
+impl Default for ThrottleSettings {
+    fn default() -> Self {
+        Self {
+            window_seconds: 900,
+            delay_after: 3,
+            account_lockout_failures: 10,
+            ip_lockout_failures: 50,
+            lockout_seconds: 900,
+        }
+    }
+}
+
+/// Identity state shared by handlers.
+pub struct Identity {
+    pub settings: IdentitySettings,
+    pub passwords: Passwords,
+    pub keyring: RwLock<Keyring>,
+    lockouts: prometheus::IntCounterVec,
+    logins: prometheus::IntCounterVec,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> prometheus::IntCounterVec {
+    let c = prometheus::IntCounterVec::new(prometheus::Opts::new(name, help), labels)
+        .unwrap_or_else(|_| unreachable_metric());
+    // A second registration (tests start several backends) keeps the first.
+    let _ = prometheus::default_registry().register(Box::new(c.clone()));
+    c
+}
+
+#[allow(
+    clippy::panic,
+    reason = "metric names are constants; an invalid one is a programming error caught by tests"
+)]
+fn unreachable_metric() -> prometheus::IntCounterVec {
+    panic!("invalid metric definition")
+}
+
+impl Identity {
+    pub fn new(
+        settings: IdentitySettings,
+        keyring: Keyring,
+    ) -> Result<Self, password::PasswordError> {
+        Ok(Self {
+            settings,
+            passwords: Passwords::try_new()?,
+            keyring: RwLock::new(keyring),
+            lockouts: counter(
+                "portcullis_auth_lockouts_total",
+                "Sign-in lockouts, by key kind.",
+                &["kind"],
+            ),
+            logins: counter(
+                "portcullis_auth_logins_total",
+                "Sign-in attempts, by result and method.",
+                &["result", "method"],
+            ),
+        })
+    }
+}
+
+fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn at(unix: i64) -> String {
+    format_time(
+        time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+    )
+}
+
+fn random_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub sid: String,
+    pub roles: Vec<String>,
+    pub amr: Vec<String>,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: String,
+    pub preferred_username: String,
+}
+
+// ------------------------------------------------------------- cookies
+
+pub const ACCESS_COOKIE: &str = "__Host-portcullis-access";
+pub const REFRESH_COOKIE: &str = "__Host-portcullis-refresh";
+pub const CSRF_COOKIE: &str = "__Host-portcullis-csrf";
+
+fn cookie(name: &str, value: &str, max_age: i64, http_only: bool) -> HeaderValue {
+    let http_only = if http_only { "; HttpOnly" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; Secure{http_only}; SameSite=Strict; Max-Age={max_age}"
+    ))
+    .unwrap_or(HeaderValue::from_static("invalid=; Max-Age=0"))
+}
+
+fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+fn client_ip(headers: &HeaderMap) -> Option<String> {
+    // Set by the proxy from the peer address (trusted-proxy aware).
+    headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .map(|s| s.trim().to_owned())
+}
+
+// ------------------------------------------------------------- throttling
+
+impl AppState {
+    /// Seconds of lockout left for a key, if locked.
+    async fn locked(&self, key: &str, now: i64) -> Result<bool, ApiError> {
+        Ok(match store::failures(&self.db, key).await? {
+            Some((_, _, Some(until))) => until > at(now),
+            _ => false,
+        })
+    }
+
+    /// Counts a failure; returns the failures in the current window.
+    async fn record_failure(
+        &self,
+        key: &str,
+        kind: &str,
+        max: i64,
+        now: i64,
+    ) -> Result<i64, ApiError> {
+        let t = &self.identity.settings.throttle;
+        let (failures, started) = match store::failures(&self.db, key).await? {
+            Some((n, started, _)) if started > at(now - t.window_seconds) => (n + 1, started),
+            _ => (1, at(now)),
+        };
+        let locked_until = (failures >= max).then(|| at(now + t.lockout_seconds));
+        if failures == max {
+            self.identity.lockouts.with_label_values(&[kind]).inc();
+            tracing::warn!(target: "portcullis::audit", event = "auth.lockout", kind, failures, "sign-in locked out");
+        }
+        store::set_failures(&self.db, key, failures, &started, locked_until.as_deref()).await?;
+        Ok(failures)
+    }
+
+    /// Slows down repeated failures: 250 ms doubling per failure past the
+    /// threshold, at most 4 s.
+    async fn penalty(&self, failures: i64) {
+        let over = failures - self.identity.settings.throttle.delay_after;
+        if over > 0 {
+            let ms = 250u64.saturating_mul(1 << over.min(4));
+            tokio::time::sleep(Duration::from_millis(ms.min(4000))).await;
+        }
+    }
+}
+
+// ------------------------------------------------------------- sign-in
+
+impl AppState {
+    /// Counts a failed sign-in for the account and the address, logs it,
+    /// slows the answer down and returns the generic error.
+    async fn login_failed(
+        &self,
+        account_key: &str,
+        ip_key: &str,
+        username: &str,
+        now: i64,
+    ) -> ApiError {
+        let t = self.identity.settings.throttle.clone();
+        let counted = async {
+            let n = self
+                .record_failure(account_key, "account", t.account_lockout_failures, now)
+                .await?;
+            let m = self
+                .record_failure(ip_key, "ip", t.ip_lockout_failures, now)
+                .await?;
+            Ok::<i64, ApiError>(n.max(m))
+        };
+        let failures = match counted.await {
+            Ok(n) => n,
+            Err(e) => return e,
+        };
+        self.identity
+            .logins
+            .with_label_values(&["failure", "password"])
+            .inc();
+        tracing::info!(target: "portcullis::audit", event = "auth.login", outcome = "failure", username, "sign-in failed");
+        self.penalty(failures).await;
+        invalid_credentials()
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+    /// The 6-digit code of an enrolled authenticator.
+    pub totp_code: Option<String>,
+    /// One of the backup codes instead of a TOTP code.
+    pub backup_code: Option<String>,
+    /// Required when the password is a one-time password.
+    pub new_password: Option<String>,
+    /// `browser` (default): tokens in `__Host-` cookies only. `api`: tokens in the body.
+    pub client: Option<String>,
+}
+
+fn invalid_credentials() -> ApiError {
+    ApiError::Custom {
+        status: StatusCode::UNAUTHORIZED,
+        kind: "invalid-credentials",
+        detail: "The username or password is not correct, or sign-in is temporarily blocked. Try again later.".into(),
+    }
+}
+
+pub fn check_new_password(username: &str, pw: &str) -> Result<(), ApiError> {
+    let n = pw.chars().count();
+    if !(12..=256).contains(&n) {
+        return Err(ApiError::Validation(
+            "a password needs 12 to 256 characters".into(),
+        ));
+    }
+    if pw.to_lowercase().contains(&username.to_lowercase()) {
+        return Err(ApiError::Validation(
+            "a password must not contain the username".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Issued tokens for a session.
+pub struct Issued {
+    access: String,
+    refresh: String,
+    access_ttl: i64,
+    session_expires_at: String,
+}
+
+impl AppState {
+    async fn issue(
+        &self,
+        session_id: &str,
+        employee_id: i64,
+        amr: Vec<String>,
+        expires_unix: i64,
+    ) -> Result<Issued, ApiError> {
+        let e = crate::repo::get_employee(&self.db, employee_id).await?;
+        let now = now_unix();
+        let exp = (now + self.identity.settings.access_ttl_seconds).min(expires_unix);
+        let claims = AccessClaims {
+            iss: self.identity.settings.issuer.clone(),
+            aud: self.identity.settings.audience.clone(),
+            sub: e.id.to_string(),
+            sid: session_id.to_owned(),
+            roles: e.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+            amr,
+            iat: now,
+            exp,
+            jti: random_token(),
+            preferred_username: e.username.clone(),
+        };
+        let access = self
+            .identity
+            .keyring
+            .read()
+            .map_err(|_| ApiError::Internal("keyring lock poisoned".into()))?
+            .sign(&claims)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let refresh = random_token();
+        store::insert_refresh(&self.db, &token_hash(&refresh), session_id).await?;
+        Ok(Issued {
+            access,
+            refresh,
+            access_ttl: exp - now,
+            session_expires_at: at(expires_unix),
+        })
+    }
+
+    /// Creates a session for a verified sign-in and issues its tokens.
+    pub async fn start_session(
+        &self,
+        employee_id: i64,
+        method: &str,
+        amr: Vec<String>,
+        headers: &HeaderMap,
+        oidc: Option<(String, Option<String>)>,
+    ) -> Result<(String, Issued), ApiError> {
+        let s = &self.identity.settings;
+        // Oldest sessions end first when the limit is reached.
+        let active = store::active_sessions(&self.db, Some(employee_id)).await?;
+        let excess = (active.len() + 1).saturating_sub(s.max_sessions_per_user);
+        for old in active.iter().take(excess) {
+            store::revoke_session(&self.db, &old.session_id, "session_limit").await?;
+        }
+        let timeout = self.session_timeout(employee_id).await?;
+        let now = now_unix();
+        let absolute = now + s.session_absolute_seconds;
+        let expires = (now + timeout).min(absolute);
+        let sid = random_token();
+        let new = NewSession {
+            employee_id,
+            auth_method: method.to_owned(),
+            mfa: amr.iter().any(|m| m == "otp"),
+            expires_at: at(expires),
+            absolute_expires_at: at(absolute),
+            source_ip: client_ip(headers),
+            user_agent: headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|u| u.chars().take(256).collect()),
+            oidc_provider: oidc.as_ref().map(|o| o.0.clone()),
+            oidc_sid: oidc.and_then(|o| o.1),
+        };
+        store::create_session(&self.db, &sid, &new).await?;
+        let issued = self.issue(&sid, employee_id, amr, expires).await?;
+        Ok((sid, issued))
+    }
+
+    async fn session_timeout(&self, employee_id: i64) -> Result<i64, ApiError> {
+        use sqlx::Row;
+        let row =
+            sqlx::query("select session_timeout_seconds from employees where employee_id = $1")
+                .bind(employee_id)
+                .fetch_optional(self.db.pool())
+                .await
+                .map_err(RepoError::from)?;
+        let per_user: Option<i64> = row.and_then(|r| r.try_get(0).ok()).flatten();
+        Ok(per_user.unwrap_or(self.identity.settings.session_timeout_seconds))
+    }
+}
+
+fn token_response(issued: &Issued, api_client: bool, extra: serde_json::Value) -> Response {
+    let mut body = json!({
+        "token_type": "Bearer",
+        "expires_in": issued.access_ttl,
+        "session_expires_at": issued.session_expires_at,
+    });
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    if api_client {
+        body["access_token"] = json!(issued.access);
+        body["refresh_token"] = json!(issued.refresh);
+        return (
+            StatusCode::OK,
+            [(header::CACHE_CONTROL, "no-store")],
+            Json(body),
+        )
+            .into_response();
+    }
+    let csrf = random_token();
+    body["csrf_token"] = json!(csrf);
+    let mut resp = (
+        StatusCode::OK,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(body),
+    )
+        .into_response();
+    let h = resp.headers_mut();
+    h.append(
+        header::SET_COOKIE,
+        cookie(ACCESS_COOKIE, &issued.access, issued.access_ttl, true),
+    );
+    h.append(
+        header::SET_COOKIE,
+        cookie(REFRESH_COOKIE, &issued.refresh, 12 * 3600, true),
+    );
+    // Readable by the page for the double-submit check; carries no authority.
+    h.append(
+        header::SET_COOKIE,
+        cookie(CSRF_COOKIE, &csrf, 12 * 3600, false),
+    );
+    resp
+}
+
+async fn login(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> Result<Response, ApiError> {
+    let now = now_unix();
+    let username = req.username.trim().to_lowercase();
+    if username.is_empty() || username.len() > 64 || req.password.len() > 1024 {
+        return Err(invalid_credentials());
+    }
+    let account_key = format!("account:{username}");
+    let ip_key = format!("ip:{}", client_ip(&headers).unwrap_or_default());
+    if s.locked(&account_key, now).await? || s.locked(&ip_key, now).await? {
+        // Same work and the same answer as a wrong password: no enumeration.
+        s.identity.passwords.verify_dummy(&req.password);
+        s.identity
+            .logins
+            .with_label_values(&["locked", "password"])
+            .inc();
+        return Err(invalid_credentials());
+    }
+    let found = store::employee_by_username(&s.db, &username).await?;
+    let credential = match &found {
+        Some((id, status)) if status == "active" => store::credential(&s.db, *id).await?,
+        _ => None,
+    };
+    let verified = match (&found, &credential) {
+        (Some(_), Some(c)) => s.identity.passwords.verify(&req.password, &c.password),
+        _ => {
+            s.identity.passwords.verify_dummy(&req.password);
+            None
+        }
+    };
+    let (Some((employee_id, _)), Some(credential), Some(verified)) = (found, credential, verified)
+    else {
+        return Err(s.login_failed(&account_key, &ip_key, &username, now).await);
+    };
+
+    // Second factor.
+    let mut method = "password";
+    let mut amr = vec!["pwd".to_owned()];
+    if let Some((secret, true)) = store::totp(&s.db, employee_id).await? {
+        if let Some(code) = &req.totp_code {
+            let ok = match mfa::totp(&secret, "Portcullis", &username) {
+                Some(t) => match mfa::matching_step(&t, code.trim(), now as u64) {
+                    Some(step) => store::claim_totp_step(&s.db, employee_id, step).await?,
+                    None => false,
+                },
+                None => false,
+            };
+            if !ok {
+                return Err(s.login_failed(&account_key, &ip_key, &username, now).await);
+            }
+            amr.push("otp".into());
+        } else if let Some(code) = &req.backup_code {
+            let wanted = mfa::normalise_backup_code(code);
+            let mut used = false;
+            for (id, hash) in store::unused_backup_codes(&s.db, employee_id).await? {
+                let stored = password::StoredPassword {
+                    hash,
+                    legacy_scheme: None,
+                    legacy_params: None,
+                };
+                if s.identity.passwords.verify(&wanted, &stored).is_some()
+                    && store::use_backup_code(&s.db, id).await?
+                {
+                    used = true;
+                    break;
+                }
+            }
+            if !used {
+                return Err(s.login_failed(&account_key, &ip_key, &username, now).await);
+            }
+            method = "backup_code";
+            amr.push("otp".into());
+        } else {
+            return Err(ApiError::Custom {
+                status: StatusCode::UNAUTHORIZED,
+                kind: "mfa-required",
+                detail: "Enter the code from your authenticator app (totp_code) or a backup code"
+                    .into(),
+            });
+        }
+    }
+
+    if credential.must_change {
+        let Some(new_password) = &req.new_password else {
+            return Err(ApiError::Custom {
+                status: StatusCode::FORBIDDEN,
+                kind: "password-change-required",
+                detail: "This is a one-time password: sign in again with new_password set".into(),
+            });
+        };
+        check_new_password(&username, new_password)?;
+        let hash = s
+            .identity
+            .passwords
+            .hash(new_password)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let stored = password::StoredPassword {
+            hash,
+            legacy_scheme: None,
+            legacy_params: None,
+        };
+        store::set_credential(&s.db, employee_id, &stored, false).await?;
+    } else if verified == Verified::Upgrade {
+        let hash = s
+            .identity
+            .passwords
+            .hash(&req.password)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let stored = password::StoredPassword {
+            hash,
+            legacy_scheme: None,
+            legacy_params: None,
+        };
+        store::set_credential(&s.db, employee_id, &stored, false).await?;
+        tracing::info!(target: "portcullis::audit", event = "auth.password_upgraded", employee_id, "legacy password hash upgraded");
+    }
+    store::clear_failures(&s.db, &account_key).await?;
+    let (sid, issued) = s
+        .start_session(employee_id, method, amr, &headers, None)
+        .await?;
+    s.identity
+        .logins
+        .with_label_values(&["success", method])
+        .inc();
+    tracing::info!(target: "portcullis::audit", event = "auth.login", outcome = "success", employee_id, method, session_id = %sid, "signed in");
+    Ok(token_response(
+        &issued,
+        req.client.as_deref() == Some("api"),
+        json!({}),
+    ))
+}
+
+fn clear_cookies(resp: &mut Response) {
+    for name in [ACCESS_COOKIE, REFRESH_COOKIE, CSRF_COOKIE] {
+        resp.headers_mut()
+            .append(header::SET_COOKIE, cookie(name, "", 0, true));
+    }
+}
+
+/// The session a request names, through its access token (even expired) or
+/// its refresh token.
+async fn session_of(
+    s: &AppState,
+    headers: &HeaderMap,
+    refresh_in_body: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    let token = bearer(headers).or_else(|| read_cookie(headers, ACCESS_COOKIE));
+    if let Some(token) = token {
+        let ring = s
+            .identity
+            .keyring
+            .read()
+            .map_err(|_| ApiError::Internal("keyring lock poisoned".into()))?;
+        if let Some(c) = ring.verify::<AccessClaims>(
+            token,
+            &s.identity.settings.issuer,
+            &s.identity.settings.audience,
+        ) {
+            return Ok(Some(c.sid));
+        }
+    }
+    let refresh = refresh_in_body.or_else(|| read_cookie(headers, REFRESH_COOKIE));
+    if let Some(r) = refresh {
+        use sqlx::Row;
+        let row = sqlx::query("select session_id from refresh_tokens where token_hash = $1")
+            .bind(token_hash(r))
+            .fetch_optional(s.db.pool())
+            .await
+            .map_err(RepoError::from)?;
+        return Ok(row.and_then(|r| r.try_get(0).ok()));
+    }
+    Ok(None)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshRequest {
+    refresh_token: Option<String>,
+}
+
+async fn logout(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Option<Json<RefreshRequest>>,
+) -> Result<Response, ApiError> {
+    let body = body.map(|b| b.0).unwrap_or_default();
+    if let Some(sid) = session_of(&s, &headers, body.refresh_token.as_deref()).await? {
+        if store::revoke_session(&s.db, &sid, "logout").await? {
+            s.publish_revocation(&sid).await;
+        }
+        tracing::info!(target: "portcullis::audit", event = "auth.logout", session_id = %sid, "signed out");
+    }
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    clear_cookies(&mut resp);
+    Ok(resp)
+}
+
+async fn refresh(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Option<Json<RefreshRequest>>,
+) -> Result<Response, ApiError> {
+    let body = body.map(|b| b.0).unwrap_or_default();
+    let api_client = body.refresh_token.is_some();
+    let Some(token) = body
+        .refresh_token
+        .as_deref()
+        .or_else(|| read_cookie(&headers, REFRESH_COOKIE))
+    else {
+        return Err(ApiError::Unauthenticated);
+    };
+    let sid = match store::use_refresh(&s.db, &token_hash(token)).await? {
+        RefreshUse::Fresh { session_id } => session_id,
+        RefreshUse::Reused { session_id } => {
+            // A rotated token came back: whoever holds the family is not
+            // trustworthy any more. End it.
+            if store::revoke_session(&s.db, &session_id, "refresh_token_reuse").await? {
+                s.publish_revocation(&session_id).await;
+            }
+            tracing::warn!(target: "portcullis::audit", event = "auth.refresh_reuse", session_id = %session_id, "refresh token reused; session ended");
+            return Err(ApiError::Unauthenticated);
+        }
+        RefreshUse::Unknown => return Err(ApiError::Unauthenticated),
+    };
+    let Some(session) = store::session(&s.db, &sid).await? else {
+        return Err(ApiError::Unauthenticated);
+    };
+    if !session.is_active(&now_text()) {
+        return Err(ApiError::Unauthenticated);
+    }
+    let timeout = s.session_timeout(session.employee_id).await?;
+    let absolute = time::OffsetDateTime::parse(
+        &session.absolute_expires_at,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .map(|t| t.unix_timestamp())
+    .unwrap_or(0);
+    let expires = (now_unix() + timeout).min(absolute);
+    store::extend_session(&s.db, &sid, &at(expires)).await?;
+    let mut amr = vec![if session.auth_method == "oidc" {
+        "ext".to_owned()
+    } else {
+        "pwd".to_owned()
+    }];
+    if session.mfa {
+        amr.push("otp".into());
+    }
+    let issued = s.issue(&sid, session.employee_id, amr, expires).await?;
+    Ok(token_response(&issued, api_client, json!({})))
+}
+
+async fn jwks(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let body = s
+        .identity
+        .keyring
+        .read()
+        .map_err(|_| ApiError::Internal("keyring lock poisoned".into()))?
+        .jwks();
+    Ok(([(header::CACHE_CONTROL, "public, max-age=60")], Json(body)).into_response())
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct FeedQuery {
+    /// Last revocation number already seen (0 at start).
+    after: Option<i64>,
+}
+
+/// The revocation feed for the proxy. Only the proxy may read it: the
+/// request must carry a proxy-signed identity for the `@proxy` service.
+async fn revocations(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    ApiQuery(q): ApiQuery<FeedQuery>,
+) -> Result<Response, ApiError> {
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let id = s
+        .identity_key
+        .verify(
+            "GET",
+            target,
+            header(crate::identity::IDENTITY_HEADER),
+            header(crate::identity::SIGNATURE_HEADER),
+            now_unix(),
+        )
+        .map_err(|_| ApiError::Unauthenticated)?;
+    if id.sub != "@proxy" {
+        return Err(ApiError::Forbidden(
+            "the revocation feed is for the proxy".into(),
+        ));
+    }
+    let after = q.after.unwrap_or(0).max(0);
+    let rows = store::revocations_after(&s.db, after, 1000).await?;
+    let next = rows.last().map_or(after, |r| r.0);
+    let ids: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    Ok(Json(json!({ "after": next, "session_ids": ids })).into_response())
+}
+
+impl AppState {
+    /// Tells other proxies at once when Redis is configured; the polled feed
+    /// covers everyone in any case.
+    pub async fn publish_revocation(&self, session_id: &str) {
+        tracing::info!(target: "portcullis::audit", event = "session.revoked", session_id, "session revoked");
+    }
+}
+
+// ------------------------------------------------------------- password, MFA
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+async fn change_password(
+    State(s): State<AppState>,
+    c: Caller,
+    ApiJson(req): ApiJson<PasswordChange>,
+) -> Result<Response, ApiError> {
+    let cred = store::credential(&s.db, c.employee.id)
+        .await?
+        .ok_or(ApiError::Forbidden("this account has no password".into()))?;
+    if s.identity
+        .passwords
+        .verify(&req.current_password, &cred.password)
+        .is_none()
+    {
+        return Err(invalid_credentials());
+    }
+    check_new_password(&c.employee.username, &req.new_password)?;
+    let hash = s
+        .identity
+        .passwords
+        .hash(&req.new_password)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    store::set_credential(
+        &s.db,
+        c.employee.id,
+        &password::StoredPassword {
+            hash,
+            legacy_scheme: None,
+            legacy_params: None,
+        },
+        false,
+    )
+    .await?;
+    for sid in store::revoke_all(&s.db, c.employee.id, "password_change").await? {
+        s.publish_revocation(&sid).await;
+    }
+    tracing::info!(target: "portcullis::audit", event = "auth.password_changed", employee_id = c.employee.id, "password changed; sessions ended");
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    clear_cookies(&mut resp);
+    Ok(resp)
+}
+
+async fn totp_enroll(State(s): State<AppState>, c: Caller) -> Result<Response, ApiError> {
+    if let Some((_, true)) = store::totp(&s.db, c.employee.id).await? {
+        return Err(ApiError::Conflict(
+            "an authenticator is already enrolled; an administrator can reset it".into(),
+        ));
+    }
+    let secret = mfa::new_secret();
+    store::start_totp(&s.db, c.employee.id, &secret).await?;
+    let t = mfa::totp(&secret, "Portcullis", &c.employee.username)
+        .ok_or(ApiError::Internal("totp".into()))?;
+    let uri = t.get_url();
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({ "secret": secret, "otpauth_uri": uri, "qr_svg": mfa::qr_svg(&uri) })),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct TotpCode {
+    code: String,
+}
+
+async fn totp_confirm(
+    State(s): State<AppState>,
+    c: Caller,
+    ApiJson(req): ApiJson<TotpCode>,
+) -> Result<Response, ApiError> {
+    let Some((secret, confirmed)) = store::totp(&s.db, c.employee.id).await? else {
+        return Err(ApiError::Conflict("start the enrolment first".into()));
+    };
+    if confirmed {
+        return Err(ApiError::Conflict("already enrolled".into()));
+    }
+    let t = mfa::totp(&secret, "Portcullis", &c.employee.username)
+        .ok_or(ApiError::Internal("totp".into()))?;
+    let ok = match mfa::matching_step(&t, req.code.trim(), now_unix() as u64) {
+        Some(step) => store::claim_totp_step(&s.db, c.employee.id, step).await?,
+        None => false,
+    };
+    if !ok {
+        return Err(ApiError::Validation(
+            "the code is not valid; check the device clock and try the next code".into(),
+        ));
+    }
+    store::confirm_totp(&s.db, c.employee.id).await?;
+    let codes = mfa::new_backup_codes();
+    let mut hashes = Vec::with_capacity(codes.len());
+    for code in &codes {
+        hashes.push(
+            s.identity
+                .passwords
+                .hash(&mfa::normalise_backup_code(code))
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
+        );
+    }
+    store::replace_backup_codes(&s.db, c.employee.id, &hashes).await?;
+    tracing::info!(target: "portcullis::audit", event = "auth.mfa_enrolled", employee_id = c.employee.id, "TOTP enrolled");
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({ "backup_codes": codes })),
+    )
+        .into_response())
+}
+
+// ------------------------------------------------------------- administration
+
+fn require_admin(c: &Caller) -> Result<(), ApiError> {
+    c.employee
+        .roles
+        .contains(&Role::Administrator)
+        .then_some(())
+        .ok_or_else(|| ApiError::Forbidden("administrators only".into()))
+}
+
+async fn admin_sessions(
+    State(s): State<AppState>,
+    c: Caller,
+) -> Result<Json<Vec<store::Session>>, ApiError> {
+    require_admin(&c)?;
+    Ok(Json(store::active_sessions(&s.db, None).await?))
+}
+
+async fn admin_revoke_session(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(sid): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    require_admin(&c)?;
+    if !store::revoke_session(&s.db, &sid, "admin").await? {
+        return Err(ApiError::NotFound("active session"));
+    }
+    s.publish_revocation(&sid).await;
+    tracing::info!(target: "portcullis::audit", event = "session.revoked_by_admin", admin = c.employee.id, session_id = %sid, "session revoked by an administrator");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn employee_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or(ApiError::NotFound("employee"))
+}
+
+async fn admin_user_sessions(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<store::Session>>, ApiError> {
+    require_admin(&c)?;
+    Ok(Json(
+        store::active_sessions(&s.db, Some(employee_id(&id)?)).await?,
+    ))
+}
+
+async fn admin_revoke_user_sessions(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&c)?;
+    let ended = store::revoke_all(&s.db, employee_id(&id)?, "admin").await?;
+    for sid in &ended {
+        s.publish_revocation(sid).await;
+    }
+    Ok(Json(json!({ "ended": ended.len() })))
+}
+
+async fn admin_reset_mfa(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    require_admin(&c)?;
+    let id = employee_id(&id)?;
+    crate::repo::get_employee(&s.db, id)
+        .await
+        .map_err(|_| ApiError::NotFound("employee"))?;
+    store::reset_mfa(&s.db, id).await?;
+    for sid in store::revoke_all(&s.db, id, "mfa_reset").await? {
+        s.publish_revocation(&sid).await;
+    }
+    tracing::warn!(target: "portcullis::audit", event = "auth.mfa_reset", admin = c.employee.id, employee_id = id, "MFA reset by an administrator");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Routes of the identity API.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/auth/login", post(login))
+        .route("/auth/logout", post(logout))
+        .route("/auth/refresh", post(refresh))
+        .route("/auth/jwks.json", get(jwks))
+        .route("/auth/revocations", get(revocations))
+        .route("/auth/password", post(change_password))
+        .route("/auth/mfa/totp/enroll", post(totp_enroll))
+        .route("/auth/mfa/totp/confirm", post(totp_confirm))
+        .route("/admin/sessions", get(admin_sessions))
+        .route("/admin/sessions/{sid}", delete(admin_revoke_session))
+        .route(
+            "/admin/users/{id}/sessions",
+            get(admin_user_sessions).delete(admin_revoke_user_sessions),
+        )
+        .route("/admin/users/{id}/mfa/reset", post(admin_reset_mfa))
+}
+
+/// Creates the first administrator when there is none: user `admin` with a
+/// one-time password written to `initial_password_file` (mode 0600), which
+/// must be replaced at first sign-in.
+pub async fn bootstrap_admin(
+    s: &AppState,
+    initial_password_file: &std::path::Path,
+) -> Result<bool, ApiError> {
+    use sqlx::Row;
+    let count: i64 =
+        sqlx::query("select count(*) from employee_roles where role = 'administrator'")
+            .fetch_one(s.db.pool())
+            .await
+            .map_err(RepoError::from)?
+            .try_get(0)
+            .map_err(RepoError::from)?;
+    if count > 0 {
+        return Ok(false);
+    }
+    let one_time: String = {
+        const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+        let raw: [u8; 24] = rand::random();
+        raw.iter()
+            .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+            .collect()
+    };
+    let admin = crate::repo::create_employee(
+        &s.db,
+        &crate::model::NewEmployee {
+            username: "admin".into(),
+            email: "admin@localhost.invalid".into(),
+            display_name: "Administrator".into(),
+            department_id: None,
+            roles: vec![Role::Administrator],
+        },
+        false,
+    )
+    .await?;
+    let hash = s
+        .identity
+        .passwords
+        .hash(&one_time)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    store::set_credential(
+        &s.db,
+        admin.id,
+        &password::StoredPassword {
+            hash,
+            legacy_scheme: None,
+            legacy_params: None,
+        },
+        true,
+    )
+    .await?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Some(dir) = initial_password_file.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| ApiError::Internal(e.to_string()))?;
+        }
+        let _ = std::fs::remove_file(initial_password_file);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(initial_password_file)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        writeln!(f, "username: admin\none-time password: {one_time}\n(replace it at first sign-in: POST /auth/login with new_password)")
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    }
+    tracing::warn!(target: "portcullis::audit", event = "user.bootstrap_admin", file = %initial_password_file.display(), "created the first administrator `admin`; its one-time password is in the file");
+    Ok(true)
+}

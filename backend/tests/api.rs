@@ -1,0 +1,1045 @@
+//! The backend's API suite, run on SQLite and on the PostgreSQL at
+//! 127.0.0.1:5432 (each test gets a fresh database). A missing PostgreSQL is
+//! a failure, not a skip.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use portcullis_backend::identity::{IDENTITY_HEADER, Identity, SIGNATURE_HEADER};
+use portcullis_backend::model::{NewEmployee, Role};
+use portcullis_backend::{AppState, BackendSettings, IdentityKey, repo};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+#[derive(Clone, Copy, Debug)]
+enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// Admin connection for creating throw-away test databases.
+const PG_ADMIN_URL: &str = "postgres://root@127.0.0.1:5432/postgres";
+
+struct Users {
+    admin: i64,
+    alice: i64,
+    bob: i64,
+    tom: i64,
+    tina: i64,
+    hank: i64,
+    hilda: i64,
+    dev: i64,
+    dept_a: i64,
+    dept_b: i64,
+}
+
+struct App {
+    sessions: std::collections::HashMap<i64, String>,
+    base: String,
+    key: IdentityKey,
+    client: reqwest::Client,
+    state: AppState,
+    users: Users,
+    _dir: tempfile::TempDir,
+    pg_db: Option<String>,
+}
+
+async fn pg_admin() -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyPool::connect(PG_ADMIN_URL)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {PG_ADMIN_URL} is required for this suite: {e}"))
+}
+
+impl App {
+    async fn start(engine: Engine) -> App {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, pg_db) = match engine {
+            Engine::Sqlite => (
+                format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
+                None,
+            ),
+            Engine::Postgres => {
+                let name = format!("portcullis_t_{}", uuid_simple());
+                sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+                    .execute(&pg_admin().await)
+                    .await
+                    .unwrap();
+                (format!("postgres://root@127.0.0.1:5432/{name}"), Some(name))
+            }
+        };
+        let settings = BackendSettings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database_url: url,
+            database_password_file: None,
+            policy_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies")),
+            identity_key_file: dir.path().join("identity.key"),
+            keyring_dir: dir.path().join("keys/jwt"),
+            initial_admin_file: dir.path().join("initial-admin.txt"),
+            identity: Default::default(),
+        };
+        let state = portcullis_backend::open(&settings).await.unwrap();
+        let key = IdentityKey::load_or_create(&settings.identity_key_file).unwrap();
+        let users = seed(&state).await;
+        let mut sessions = std::collections::HashMap::new();
+        for id in [
+            users.admin,
+            users.alice,
+            users.bob,
+            users.tom,
+            users.tina,
+            users.hank,
+            users.hilda,
+            users.dev,
+        ] {
+            let sid = format!("test-session-{id}");
+            let s = portcullis_backend::auth::store::NewSession {
+                employee_id: id,
+                auth_method: "password".into(),
+                expires_at: "2999-01-01T00:00:00.000000Z".into(),
+                absolute_expires_at: "2999-01-01T00:00:00.000000Z".into(),
+                ..Default::default()
+            };
+            portcullis_backend::auth::store::create_session(&state.db, &sid, &s)
+                .await
+                .unwrap();
+            sessions.insert(id, sid);
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let serving = state.clone();
+        tokio::spawn(async move {
+            portcullis_backend::serve(listener, serving, std::future::pending())
+                .await
+                .unwrap();
+        });
+        App {
+            sessions,
+            base,
+            key,
+            client: reqwest::Client::new(),
+            state,
+            users,
+            _dir: dir,
+            pg_db,
+        }
+    }
+
+    /// A request signed as the proxy would sign it for employee `as_user`.
+    fn req(&self, method: Method, path: &str, as_user: i64) -> reqwest::RequestBuilder {
+        let identity = Identity {
+            sub: as_user.to_string(),
+            session_id: self.sessions.get(&as_user).cloned(),
+            auth_method: Some("password".into()),
+            decision_id: None,
+            iat: time::OffsetDateTime::now_utc().unix_timestamp(),
+        };
+        let (id, sig) = self.key.sign(method.as_str(), path, &identity);
+        self.client
+            .request(method, format!("{}{path}", self.base))
+            .header(IDENTITY_HEADER, id)
+            .header(SIGNATURE_HEADER, sig)
+    }
+
+    async fn create(&self, as_user: i64, title: &str) -> Value {
+        let r = self
+            .req(Method::POST, "/api/tickets", as_user)
+            .json(&json!({"title": title}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::CREATED,
+            "{}",
+            r.text().await.unwrap()
+        );
+        r.json().await.unwrap()
+    }
+
+    async fn etag(&self, id: &str) -> String {
+        let r = self
+            .req(Method::GET, &format!("/api/tickets/{id}"), self.users.admin)
+            .send()
+            .await
+            .unwrap();
+        r.headers()["etag"].to_str().unwrap().to_owned()
+    }
+
+    async fn assign(&self, id: &str, to: i64) {
+        let etag = self.etag(id).await;
+        let r = self
+            .req(
+                Method::PUT,
+                &format!("/api/tickets/{id}/assignment"),
+                self.users.admin,
+            )
+            .header("if-match", etag)
+            .json(&json!({"assignee_id": to}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    }
+
+    async fn finish(self) {
+        let pg_db = self.pg_db.clone();
+        drop(self);
+        if let Some(name) = pg_db {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "drop database if exists {name} with (force)"
+            )))
+            .execute(&pg_admin().await)
+            .await;
+        }
+    }
+}
+
+fn uuid_simple() -> String {
+    format!("{:x}{:x}", std::process::id(), rand_u64())
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
+async fn seed(state: &AppState) -> Users {
+    let db = &state.db;
+    let a = repo::create_department(db, "Facilities").await.unwrap().id;
+    let b = repo::create_department(db, "Laboratories")
+        .await
+        .unwrap()
+        .id;
+    let mk = |name: &str, dept: Option<i64>, roles: Vec<Role>| NewEmployee {
+        username: name.to_owned(),
+        email: format!("{name}@example.org"),
+        display_name: name.to_owned(),
+        department_id: dept,
+        roles,
+    };
+    let mut ids = Vec::new();
+    for e in [
+        mk("ada", None, vec![Role::Administrator]),
+        mk("alice", Some(a), vec![Role::Employee]),
+        mk("bob", Some(a), vec![Role::Employee]),
+        mk("tom", Some(a), vec![Role::Technician]),
+        mk("tina", Some(b), vec![Role::Technician]),
+        mk("hank", Some(a), vec![Role::DepartmentHead]),
+        mk("hilda", Some(b), vec![Role::DepartmentHead]),
+        mk("dev", Some(b), vec![Role::Developer]),
+    ] {
+        ids.push(repo::create_employee(db, &e, false).await.unwrap().id);
+    }
+    Users {
+        admin: ids[0],
+        alice: ids[1],
+        bob: ids[2],
+        tom: ids[3],
+        tina: ids[4],
+        hank: ids[5],
+        hilda: ids[6],
+        dev: ids[7],
+        dept_a: a,
+        dept_b: b,
+    }
+}
+
+// ------------------------------------------------------------------ tests
+
+async fn tickets_get_ids_etags_and_optimistic_concurrency(engine: Engine) {
+    let app = App::start(engine).await;
+    let u = &app.users;
+    let r = app
+        .req(Method::POST, "/api/tickets", u.alice)
+        .json(&json!({"title": "Leaking tap", "description": "Room 12"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.headers()["etag"], "\"1\"");
+    let t: Value = r.json().await.unwrap();
+    let id = t["id"].as_str().unwrap().to_owned();
+    let year = time::OffsetDateTime::now_utc().year();
+    assert!(
+        id.starts_with(&format!("TCK-{year}-")) && id.len() == 15,
+        "{id}"
+    );
+    assert_eq!(t["status"], "open");
+    assert_eq!(t["department_id"], u.dept_a);
+
+    // Clients cannot choose the id.
+    let r = app
+        .req(Method::POST, "/api/tickets", u.alice)
+        .json(&json!({"title": "x", "id": "TCK-2000-000001"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    let path = format!("/api/tickets/{id}");
+    let r = app
+        .req(Method::PATCH, &path, u.alice)
+        .json(&json!({"title": "No If-Match"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PRECONDITION_REQUIRED);
+    let r = app
+        .req(Method::PATCH, &path, u.alice)
+        .header("if-match", "\"1\"")
+        .json(&json!({"title": "Leaking tap, room 12"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["etag"], "\"2\"");
+    let r = app
+        .req(Method::PATCH, &path, u.alice)
+        .header("if-match", "\"1\"")
+        .json(&json!({"title": "stale write"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(r.headers()["etag"], "\"2\"");
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["type"], "urn:portcullis:problem:precondition-failed");
+    let stored = repo::get_ticket(&app.state.db, &id).await.unwrap();
+    assert_eq!(stored.title, "Leaking tap, room 12");
+    assert_eq!(stored.version, 2);
+    app.finish().await;
+}
+
+async fn two_hundred_concurrent_creations_get_distinct_ids(engine: Engine) {
+    let app = App::start(engine).await;
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let req = app
+            .req(Method::POST, "/api/tickets", app.users.alice)
+            .json(&json!({"title": format!("ticket {i}")}));
+        tasks.push(tokio::spawn(async move { req.send().await.unwrap() }));
+    }
+    let mut ids = HashSet::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let v: Value = r.json().await.unwrap();
+        ids.insert(v["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 200);
+    app.finish().await;
+}
+
+async fn same_if_match_twice_one_wins_one_gets_412(engine: Engine) {
+    let app = App::start(engine).await;
+    let t = app.create(app.users.alice, "race").await;
+    let path = format!("/api/tickets/{}", t["id"].as_str().unwrap());
+    let a = app
+        .req(Method::PATCH, &path, app.users.alice)
+        .header("if-match", "\"1\"")
+        .json(&json!({"title": "A"}))
+        .send();
+    let b = app
+        .req(Method::PATCH, &path, app.users.alice)
+        .header("if-match", "\"1\"")
+        .json(&json!({"title": "B"}))
+        .send();
+    let (a, b) = tokio::join!(a, b);
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut statuses = [a.status(), b.status()];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::PRECONDITION_FAILED]);
+    let winner = if a.status() == StatusCode::OK {
+        "A"
+    } else {
+        "B"
+    };
+    let stored = repo::get_ticket(&app.state.db, t["id"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(stored.title, winner);
+    assert_eq!(stored.version, 2);
+    app.finish().await;
+}
+
+async fn workflow_refuses_invalid_transitions(engine: Engine) {
+    let app = App::start(engine).await;
+    let u = &app.users;
+    let t = app.create(u.alice, "Broken door").await;
+    let id = t["id"].as_str().unwrap().to_owned();
+    app.assign(&id, u.tom).await;
+    let go = |to: &str, etag: String, who: i64| {
+        app.req(Method::POST, &format!("/api/tickets/{id}/transitions"), who)
+            .header("if-match", etag)
+            .json(&json!({"to": to}))
+            .send()
+    };
+    let r = go("resolved", app.etag(&id).await, u.tom).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["type"], "urn:portcullis:problem:invalid-transition");
+    for to in ["in_progress", "resolved"] {
+        let r = go(to, app.etag(&id).await, u.tom).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{to}");
+    }
+    // The reporter may close or reopen their own ticket, not start work.
+    let r = go("closed", app.etag(&id).await, u.alice).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = go("in_progress", app.etag(&id).await, u.alice)
+        .await
+        .unwrap();
+    assert!(
+        r.status() == StatusCode::FORBIDDEN || r.status() == StatusCode::CONFLICT,
+        "{}",
+        r.status()
+    );
+    let r = go("reopened", app.etag(&id).await, u.alice).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let h = repo::history(&app.state.db, &id).await.unwrap();
+    let actions: Vec<&str> = h.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "created",
+            "assigned",
+            "transitioned",
+            "transitioned",
+            "transitioned",
+            "transitioned"
+        ]
+    );
+    app.finish().await;
+}
+
+/// Role × action × ownership. Each row: actor, action, whose ticket
+/// (reporter, assignee), expected status.
+async fn object_level_authorization_matrix(engine: Engine) {
+    let app = App::start(engine).await;
+    let u = &app.users;
+    // alice's ticket in dept A, assigned to tom; hilda and tina are dept B.
+    let t = app.create(u.alice, "Matrix").await;
+    let id = t["id"].as_str().unwrap().to_owned();
+    app.assign(&id, u.tom).await;
+    let path = format!("/api/tickets/{id}");
+
+    let read_cases = [
+        (u.alice, "reporter", StatusCode::OK),
+        (u.bob, "same-department employee", StatusCode::NOT_FOUND),
+        (u.tom, "assigned technician", StatusCode::OK),
+        (u.tina, "other technician", StatusCode::NOT_FOUND),
+        (u.hank, "head of the department", StatusCode::OK),
+        (u.hilda, "head of another department", StatusCode::NOT_FOUND),
+        (u.admin, "administrator", StatusCode::OK),
+        (u.dev, "developer", StatusCode::NOT_FOUND),
+    ];
+    for (who, label, want) in read_cases {
+        let r = app.req(Method::GET, &path, who).send().await.unwrap();
+        assert_eq!(r.status(), want, "read by {label}");
+        let r = app
+            .req(Method::GET, &format!("{path}/comments"), who)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "comments read by {label}");
+    }
+
+    let approve_cases = [
+        (u.alice, StatusCode::FORBIDDEN),
+        (u.tom, StatusCode::FORBIDDEN),
+        (u.hilda, StatusCode::NOT_FOUND),
+        (u.hank, StatusCode::OK),
+    ];
+    for (who, want) in approve_cases {
+        let r = app
+            .req(Method::POST, &format!("{path}/approval"), who)
+            .header("if-match", app.etag(&id).await)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "approval by {who}");
+    }
+    let r = app
+        .req(Method::POST, &format!("{path}/approval"), u.admin)
+        .header("if-match", app.etag(&id).await)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT, "approving twice");
+
+    let assign_cases = [
+        (u.alice, StatusCode::FORBIDDEN),
+        (u.tom, StatusCode::FORBIDDEN),
+        (u.hank, StatusCode::OK),
+    ];
+    for (who, want) in assign_cases {
+        let r = app
+            .req(Method::PUT, &format!("{path}/assignment"), who)
+            .header("if-match", app.etag(&id).await)
+            .json(&json!({"assignee_id": u.tom}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "assignment by {who}");
+    }
+    // Only technicians can be assignees.
+    let r = app
+        .req(Method::PUT, &format!("{path}/assignment"), u.admin)
+        .header("if-match", app.etag(&id).await)
+        .json(&json!({"assignee_id": u.bob}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    let edit_cases = [
+        (u.alice, StatusCode::OK),
+        (u.tom, StatusCode::OK),
+        (u.hank, StatusCode::OK),
+        (u.bob, StatusCode::NOT_FOUND),
+        (u.tina, StatusCode::NOT_FOUND),
+        (u.dev, StatusCode::NOT_FOUND),
+    ];
+    for (who, want) in edit_cases {
+        let r = app
+            .req(Method::PATCH, &path, who)
+            .header("if-match", app.etag(&id).await)
+            .json(&json!({"priority": "high"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "edit by {who}");
+        let r = app
+            .req(Method::POST, &format!("{path}/comments"), who)
+            .json(&json!({"body": "hello"}))
+            .send()
+            .await
+            .unwrap();
+        let want_comment = if want == StatusCode::OK {
+            StatusCode::CREATED
+        } else {
+            want
+        };
+        assert_eq!(r.status(), want_comment, "comment by {who}");
+    }
+
+    // Lists apply the same rules.
+    let bobs = app.create(u.bob, "Bob's").await;
+    let tinas_dept = app.create(u.hilda, "Lab sink").await;
+    let visible = |who: i64| {
+        let req = app.req(Method::GET, "/api/tickets?limit=200", who);
+        async move {
+            let page: Value = req.send().await.unwrap().json().await.unwrap();
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["id"].as_str().unwrap().to_owned())
+                .collect::<HashSet<_>>()
+        }
+    };
+    let all: HashSet<String> = [
+        &id,
+        bobs["id"].as_str().unwrap(),
+        tinas_dept["id"].as_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(visible(u.admin).await, all);
+    assert_eq!(visible(u.alice).await, HashSet::from([id.clone()]));
+    assert_eq!(
+        visible(u.bob).await,
+        HashSet::from([bobs["id"].as_str().unwrap().to_owned()])
+    );
+    assert_eq!(visible(u.tom).await, HashSet::from([id.clone()]));
+    assert_eq!(
+        visible(u.hank).await,
+        HashSet::from([id.clone(), bobs["id"].as_str().unwrap().to_owned()])
+    );
+    assert_eq!(
+        visible(u.hilda).await,
+        HashSet::from([tinas_dept["id"].as_str().unwrap().to_owned()])
+    );
+    assert_eq!(visible(u.dev).await, HashSet::new());
+    app.finish().await;
+}
+
+async fn pagination_is_stable_and_filters_apply(engine: Engine) {
+    let app = App::start(engine).await;
+    let mut made = Vec::new();
+    for i in 0..7 {
+        made.push(
+            app.create(app.users.alice, &format!("t{i}")).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("/api/tickets?limit=3&cursor={c}"),
+            None => "/api/tickets?limit=3".to_owned(),
+        };
+        let page: Value = app
+            .req(Method::GET, &q, app.users.admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, made);
+    let r = app
+        .req(Method::GET, "/api/tickets?status=closed", app.users.admin)
+        .send()
+        .await
+        .unwrap();
+    let page: Value = r.json().await.unwrap();
+    assert!(page["items"].as_array().unwrap().is_empty());
+    for bad in [
+        "/api/tickets?limit=0",
+        "/api/tickets?status=bogus",
+        "/api/tickets?cursor=abc",
+        "/api/tickets?unknown=1",
+    ] {
+        let r = app
+            .req(Method::GET, bad, app.users.admin)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status() == StatusCode::BAD_REQUEST || r.status() == StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {}",
+            r.status()
+        );
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+    }
+    app.finish().await;
+}
+
+async fn directory_is_for_administrators(engine: Engine) {
+    let app = App::start(engine).await;
+    let u = &app.users;
+    let new = json!({"username": "nina", "email": "nina@example.org", "display_name": "Nina", "department_id": u.dept_b, "roles": ["technician"]});
+    for who in [u.alice, u.tom, u.hank, u.dev] {
+        let r = app
+            .req(Method::POST, "/api/employees", who)
+            .json(&new)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::FORBIDDEN,
+            "employee creation by {who}"
+        );
+        let r = app
+            .req(Method::POST, "/api/departments", who)
+            .json(&json!({"name": "X"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::FORBIDDEN,
+            "department creation by {who}"
+        );
+    }
+    // Department heads may read the directory; employees may not.
+    assert_eq!(
+        app.req(Method::GET, "/api/employees", u.hank)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.req(Method::GET, "/api/employees", u.alice)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+
+    let r = app
+        .req(Method::POST, "/api/employees", u.admin)
+        .json(&new)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let nina: Value = r.json().await.unwrap();
+    let r = app
+        .req(Method::POST, "/api/employees", u.admin)
+        .json(&new)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT, "duplicate username");
+    let path = format!("/api/employees/{}", nina["id"]);
+    let r = app
+        .req(Method::PATCH, &path, u.admin)
+        .json(&json!({"roles": ["technician", "department_head"], "department_id": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["roles"], json!(["technician", "department_head"]));
+    assert_eq!(v["department_id"], Value::Null);
+    let r = app
+        .req(Method::PATCH, &path, u.admin)
+        .json(&json!({"roles": ["root"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        app.req(Method::DELETE, &path, u.admin)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.req(Method::GET, &path, u.admin)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+
+    let r = app
+        .req(Method::POST, "/api/departments", u.admin)
+        .json(&json!({"name": "Grounds"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let d: Value = r.json().await.unwrap();
+    let r = app
+        .req(
+            Method::PATCH,
+            &format!("/api/departments/{}", d["id"]),
+            u.admin,
+        )
+        .json(&json!({"name": "Gardens"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        app.req(
+            Method::DELETE,
+            &format!("/api/departments/{}", d["id"]),
+            u.admin
+        )
+        .send()
+        .await
+        .unwrap()
+        .status(),
+        StatusCode::NO_CONTENT
+    );
+    // A department still referenced cannot be deleted.
+    let r = app
+        .req(
+            Method::DELETE,
+            &format!("/api/departments/{}", u.dept_a),
+            u.admin,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    app.finish().await;
+}
+
+async fn requests_without_a_proxy_identity_are_refused(engine: Engine) {
+    let app = App::start(engine).await;
+    let url = format!("{}/api/tickets", app.base);
+    let r = app.client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["type"], "urn:portcullis:problem:unauthenticated");
+    // Forged: signed with another key.
+    let other = IdentityKey::random();
+    let identity = Identity {
+        sub: app.users.admin.to_string(),
+        session_id: None,
+        auth_method: None,
+        decision_id: None,
+        iat: time::OffsetDateTime::now_utc().unix_timestamp(),
+    };
+    let (i, s) = other.sign("GET", "/api/tickets", &identity);
+    let r = app
+        .client
+        .get(&url)
+        .header(IDENTITY_HEADER, i)
+        .header(SIGNATURE_HEADER, s)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Replayed onto another path.
+    let (i, s) = app.key.sign("GET", "/api/employees", &identity);
+    let r = app
+        .client
+        .get(&url)
+        .header(IDENTITY_HEADER, i)
+        .header(SIGNATURE_HEADER, s)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // A disabled employee is refused even with a valid identity.
+    let patch = json!({"status": "disabled"});
+    let r = app
+        .req(
+            Method::PATCH,
+            &format!("/api/employees/{}", app.users.bob),
+            app.users.admin,
+        )
+        .json(&patch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app
+        .req(Method::GET, "/api/tickets", app.users.bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Public endpoints need no identity.
+    assert_eq!(
+        app.client
+            .get(format!("{}/monitoring/health", app.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    app.finish().await;
+}
+
+async fn bad_input_gets_clear_problems(engine: Engine) {
+    let app = App::start(engine).await;
+    let u = app.users.alice;
+    let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str)> = vec![
+        (
+            app.req(Method::POST, "/api/tickets", u)
+                .header("content-type", "application/json")
+                .body("{"),
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+        ),
+        (
+            app.req(Method::POST, "/api/tickets", u)
+                .header("content-type", "text/plain")
+                .body("{}"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+        ),
+        (
+            app.req(Method::POST, "/api/tickets", u)
+                .json(&json!({"title": "x", "colour": "red"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+        ),
+        (
+            app.req(Method::POST, "/api/tickets", u)
+                .json(&json!({"title": "x".repeat(201)})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+        ),
+        (
+            app.req(Method::POST, "/api/tickets", u)
+                .json(&json!({"title": "   "})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+        ),
+        (
+            app.req(Method::POST, "/api/tickets", u)
+                .json(&json!({"title": "a\u{0}b"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+        ),
+        (
+            app.req(Method::POST, "/api/tickets", u)
+                .json(&json!({"title": "x", "priority": "urgent"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+        ),
+        (
+            app.req(Method::GET, "/api/tickets/TCK-1", u),
+            StatusCode::NOT_FOUND,
+            "not-found",
+        ),
+        (
+            app.req(Method::GET, "/api/tickets/TCK-2026-999999", u),
+            StatusCode::NOT_FOUND,
+            "not-found",
+        ),
+        (
+            app.req(Method::GET, "/api/employees/abc", app.users.admin),
+            StatusCode::NOT_FOUND,
+            "not-found",
+        ),
+        (
+            app.req(Method::DELETE, "/api/tickets", u),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+        ),
+    ];
+    for (req, status, kind) in cases {
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), status, "{kind}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let p: Value = r.json().await.unwrap();
+        assert_eq!(p["type"], format!("urn:portcullis:problem:{kind}"));
+        assert!(p["request_id"].as_str().is_some_and(|s| !s.is_empty()));
+        assert!(!p.to_string().to_lowercase().contains("sql"), "{p}");
+    }
+    app.finish().await;
+}
+
+async fn edited_history_is_detected(engine: Engine) {
+    let app = App::start(engine).await;
+    let t = app.create(app.users.alice, "Chain").await;
+    let id = t["id"].as_str().unwrap().to_owned();
+    app.assign(&id, app.users.tom).await;
+    let r = app
+        .req(
+            Method::POST,
+            &format!("/api/tickets/{id}/comments"),
+            app.users.alice,
+        )
+        .json(&json!({"body": "any news?"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        repo::verify_history(&app.state.db, &id).await.unwrap(),
+        Ok(())
+    );
+    let h: Vec<Value> = app
+        .req(
+            Method::GET,
+            &format!("/api/tickets/{id}/history"),
+            app.users.alice,
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(h.len(), 3);
+    assert_eq!(h[1]["prev_hash"], h[0]["hash"]);
+
+    // Rewrite who the ticket was assigned to in the second entry.
+    sqlx::query("update ticket_history set snapshot = replace(snapshot, '\"title\":\"Chain\"', '\"title\":\"Forged\"') where sequence = 2")
+        .execute(app.state.db.pool())
+        .await
+        .unwrap();
+    let broken = repo::verify_history(&app.state.db, &id)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(broken.position, 2, "{broken:?}");
+    app.finish().await;
+}
+
+async fn openapi_document_describes_the_api(engine: Engine) {
+    let app = App::start(engine).await;
+    let doc: Value = app
+        .client
+        .get(format!("{}/api/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    for p in [
+        "/api/tickets",
+        "/api/tickets/{id}",
+        "/api/tickets/{id}/transitions",
+        "/api/employees",
+        "/api/departments/{id}",
+    ] {
+        assert!(doc["paths"].get(p).is_some(), "{p} missing");
+    }
+    assert!(
+        doc["paths"]["/api/tickets/{id}"]["patch"]["responses"]
+            .get("412")
+            .is_some()
+    );
+    app.finish().await;
+}
+
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Engine::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Engine::Postgres).await })*
+        }
+    };
+}
+
+on_both_engines!(
+    tickets_get_ids_etags_and_optimistic_concurrency,
+    two_hundred_concurrent_creations_get_distinct_ids,
+    same_if_match_twice_one_wins_one_gets_412,
+    workflow_refuses_invalid_transitions,
+    object_level_authorization_matrix,
+    pagination_is_stable_and_filters_apply,
+    directory_is_for_administrators,
+    requests_without_a_proxy_identity_are_refused,
+    bad_input_gets_clear_problems,
+    edited_history_is_detected,
+    openapi_document_describes_the_api,
+);
