@@ -40,6 +40,7 @@ struct Users {
 }
 
 struct App {
+    dir_path: PathBuf,
     sessions: std::collections::HashMap<i64, String>,
     base: String,
     key: IdentityKey,
@@ -59,6 +60,13 @@ async fn pg_admin() -> sqlx::AnyPool {
 
 impl App {
     async fn start(engine: Engine) -> App {
+        Self::start_with(engine, Default::default()).await
+    }
+
+    async fn start_with(
+        engine: Engine,
+        identity: portcullis_backend::auth::IdentitySettings,
+    ) -> App {
         let dir = tempfile::tempdir().unwrap();
         let (url, pg_db) = match engine {
             Engine::Sqlite => (
@@ -82,7 +90,7 @@ impl App {
             identity_key_file: dir.path().join("identity.key"),
             keyring_dir: dir.path().join("keys/jwt"),
             initial_admin_file: dir.path().join("initial-admin.txt"),
-            identity: Default::default(),
+            identity,
         };
         let state = portcullis_backend::open(&settings).await.unwrap();
         let key = IdentityKey::load_or_create(&settings.identity_key_file).unwrap();
@@ -120,6 +128,7 @@ impl App {
                 .unwrap();
         });
         App {
+            dir_path: dir.path().to_owned(),
             sessions,
             base,
             key,
@@ -1017,6 +1026,473 @@ async fn openapi_document_describes_the_api(engine: Engine) {
     app.finish().await;
 }
 
+// ---------------------------------------------------------------- identity
+
+impl App {
+    async fn set_password(&self, id: i64, pw: &str) {
+        let hash = self.state.identity.passwords.hash(pw).unwrap();
+        let stored = portcullis_backend::auth::password::StoredPassword {
+            hash,
+            legacy_scheme: None,
+            legacy_params: None,
+        };
+        portcullis_backend::auth::store::set_credential(&self.state.db, id, &stored, false)
+            .await
+            .unwrap();
+    }
+
+    async fn login(&self, body: Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}/auth/login", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    fn feed(&self, after: i64) -> reqwest::RequestBuilder {
+        let path = format!("/auth/revocations?after={after}");
+        let identity = Identity {
+            sub: "@proxy".into(),
+            session_id: None,
+            auth_method: None,
+            decision_id: None,
+            iat: time::OffsetDateTime::now_utc().unix_timestamp(),
+        };
+        let (i, s) = self.key.sign("GET", &path, &identity);
+        self.client
+            .get(format!("{}{path}", self.base))
+            .header(IDENTITY_HEADER, i)
+            .header(SIGNATURE_HEADER, s)
+    }
+
+    async fn revoked(&self) -> Vec<String> {
+        let v: Value = self.feed(0).send().await.unwrap().json().await.unwrap();
+        v["session_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+fn claims_of(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    use base64::Engine as _;
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+async fn browser_login_sets_host_cookies_and_tokens_verify_with_jwks(engine: Engine) {
+    let app = App::start(engine).await;
+    app.set_password(app.users.alice, "correct horse battery")
+        .await;
+    let r = app
+        .login(json!({"username": "alice", "password": "correct horse battery"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let cookies: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(cookies.len(), 3, "{cookies:?}");
+    for c in &cookies {
+        assert!(c.starts_with("__Host-portcullis-"), "{c}");
+        assert!(
+            c.contains("; Path=/; Secure") && c.contains("SameSite=Strict"),
+            "{c}"
+        );
+    }
+    assert!(
+        cookies.iter().filter(|c| c.contains("HttpOnly")).count() == 2,
+        "access and refresh are HttpOnly"
+    );
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body.get("access_token").is_none(),
+        "browser clients never see the token"
+    );
+
+    let r = app
+        .login(json!({"username": "alice", "password": "correct horse battery", "client": "api"}))
+        .await;
+    let body: Value = r.json().await.unwrap();
+    let token = body["access_token"].as_str().unwrap();
+    let header: Value = {
+        use base64::Engine as _;
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(token.split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(header["alg"], "EdDSA");
+    let jwks: Value = app
+        .client
+        .get(format!("{}/auth/jwks.json", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == header["kid"])
+        .unwrap();
+    let key = jsonwebtoken::DecodingKey::from_ed_components(jwk["x"].as_str().unwrap()).unwrap();
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    v.set_audience(&["portcullis"]);
+    v.set_issuer(&["portcullis"]);
+    let c = jsonwebtoken::decode::<Value>(token, &key, &v)
+        .unwrap()
+        .claims;
+    assert_eq!(c["sub"], app.users.alice.to_string());
+    assert_eq!(c["roles"], json!(["employee"]));
+    assert_eq!(c["amr"], json!(["pwd"]));
+    assert!(c["sid"].as_str().is_some_and(|s| s.len() >= 40));
+    assert!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap() <= 300);
+    app.finish().await;
+}
+
+async fn failures_are_generic_and_lock_out_without_enumeration(engine: Engine) {
+    let mut settings = portcullis_backend::auth::IdentitySettings::default();
+    settings.throttle.delay_after = 1000;
+    settings.throttle.account_lockout_failures = 5;
+    let app = App::start_with(engine, settings).await;
+    app.set_password(app.users.bob, "bobs real password").await;
+    let wrong = app
+        .login(json!({"username": "bob", "password": "nope"}))
+        .await;
+    let unknown = app
+        .login(json!({"username": "nobody", "password": "nope"}))
+        .await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
+    let (w, u): (Value, Value) = (wrong.json().await.unwrap(), unknown.json().await.unwrap());
+    assert_eq!(w["type"], u["type"]);
+    assert_eq!(w["detail"], u["detail"]);
+    for _ in 0..4 {
+        app.login(json!({"username": "bob", "password": "nope"}))
+            .await;
+    }
+    // Locked: even the right password is refused, with the same answer.
+    let r = app
+        .login(json!({"username": "bob", "password": "bobs real password"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let l: Value = r.json().await.unwrap();
+    assert_eq!(l["detail"], w["detail"]);
+    // Another account is not affected.
+    app.set_password(app.users.alice, "alice password 1").await;
+    assert_eq!(
+        app.login(json!({"username": "alice", "password": "alice password 1"}))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    app.finish().await;
+}
+
+async fn refresh_rotates_and_reuse_ends_the_family(engine: Engine) {
+    let app = App::start(engine).await;
+    app.set_password(app.users.alice, "correct horse battery")
+        .await;
+    let body: Value = app
+        .login(json!({"username": "alice", "password": "correct horse battery", "client": "api"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let first = body["refresh_token"].as_str().unwrap().to_owned();
+    let sid = claims_of(body["access_token"].as_str().unwrap())["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let refresh = |t: &str| {
+        app.client
+            .post(format!("{}/auth/refresh", app.base))
+            .json(&json!({"refresh_token": t}))
+            .send()
+    };
+    let r = refresh(&first).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let second: Value = r.json().await.unwrap();
+    let second_refresh = second["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(second_refresh, first);
+    assert_eq!(
+        claims_of(second["access_token"].as_str().unwrap())["sid"],
+        sid.as_str()
+    );
+    // The rotated token comes back: the whole session ends.
+    assert_eq!(
+        refresh(&first).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        refresh(&second_refresh).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(app.revoked().await.contains(&sid));
+    app.finish().await;
+}
+
+async fn logout_and_admin_revocation_reach_the_feed(engine: Engine) {
+    let app = App::start(engine).await;
+    app.set_password(app.users.alice, "correct horse battery")
+        .await;
+    let login = || {
+        app.login(
+            json!({"username": "alice", "password": "correct horse battery", "client": "api"}),
+        )
+    };
+    let a: Value = login().await.json().await.unwrap();
+    let b: Value = login().await.json().await.unwrap();
+    let sid_a = claims_of(a["access_token"].as_str().unwrap())["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sid_b = claims_of(b["access_token"].as_str().unwrap())["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .client
+        .post(format!("{}/auth/logout", app.base))
+        .bearer_auth(a["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(app.revoked().await.contains(&sid_a));
+    assert!(!app.revoked().await.contains(&sid_b));
+    let r = app
+        .req(
+            Method::DELETE,
+            &format!("/admin/sessions/{sid_b}"),
+            app.users.admin,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(app.revoked().await.contains(&sid_b));
+    // Not an administrator: refused.
+    let r = app
+        .req(Method::GET, "/admin/sessions", app.users.alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // The feed is the proxy's only: unsigned or user-signed requests are refused.
+    assert_eq!(
+        app.client
+            .get(format!("{}/auth/revocations?after=0", app.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.req(Method::GET, "/auth/revocations?after=0", app.users.admin)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    // Feed paging: `after` moves forward.
+    let v: Value = app.feed(0).send().await.unwrap().json().await.unwrap();
+    let after = v["after"].as_i64().unwrap();
+    let v: Value = app.feed(after).send().await.unwrap().json().await.unwrap();
+    assert!(v["session_ids"].as_array().unwrap().is_empty());
+    app.finish().await;
+}
+
+async fn role_change_and_session_limit_end_sessions(engine: Engine) {
+    let app = App::start(engine).await;
+    app.set_password(app.users.bob, "bobs real password").await;
+    let mut sids = Vec::new();
+    for _ in 0..6 {
+        let v: Value = app
+            .login(json!({"username": "bob", "password": "bobs real password", "client": "api"}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        sids.push(
+            claims_of(v["access_token"].as_str().unwrap())["sid"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let revoked = app.revoked().await;
+    assert!(
+        revoked.contains(&sids[0]),
+        "the oldest session ends at the limit of 5"
+    );
+    assert!(!revoked.contains(&sids[5]));
+    let r = app
+        .req(
+            Method::PATCH,
+            &format!("/api/employees/{}", app.users.bob),
+            app.users.admin,
+        )
+        .json(&json!({"roles": ["technician"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let revoked = app.revoked().await;
+    assert!(
+        sids.iter().all(|s| revoked.contains(s)),
+        "a role change ends every session"
+    );
+    app.finish().await;
+}
+
+async fn totp_enrolment_login_replay_and_backup_codes(engine: Engine) {
+    let app = App::start(engine).await;
+    app.set_password(app.users.hank, "hanks password ok").await;
+    let r = app
+        .req(Method::POST, "/auth/mfa/totp/enroll", app.users.hank)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let e: Value = r.json().await.unwrap();
+    assert!(
+        e["otpauth_uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("otpauth://totp/Portcullis:hank?secret=")
+    );
+    assert!(e["qr_svg"].as_str().unwrap().contains("<svg"));
+    let t =
+        portcullis_backend::auth::mfa::totp(e["secret"].as_str().unwrap(), "Portcullis", "hank")
+            .unwrap();
+    let now = || time::OffsetDateTime::now_utc().unix_timestamp() as u64;
+    // Confirm with the previous step's code so the login below can use the current one.
+    let r = app
+        .req(Method::POST, "/auth/mfa/totp/confirm", app.users.hank)
+        .json(&json!({"code": t.generate(now() - 30)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let codes: Vec<String> = r.json::<Value>().await.unwrap()["backup_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(codes.len(), 10);
+
+    let r = app
+        .login(json!({"username": "hank", "password": "hanks password ok"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["type"],
+        "urn:portcullis:problem:mfa-required"
+    );
+    let code = t.generate(now());
+    let r = app.login(json!({"username": "hank", "password": "hanks password ok", "totp_code": code, "client": "api"})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        claims_of(v["access_token"].as_str().unwrap())["amr"],
+        json!(["pwd", "otp"])
+    );
+    // The same code twice is a replay.
+    let r = app
+        .login(json!({"username": "hank", "password": "hanks password ok", "totp_code": code}))
+        .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // A backup code works once.
+    let ok = app.login(json!({"username": "hank", "password": "hanks password ok", "backup_code": codes[3].to_uppercase()})).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    let again = app
+        .login(
+            json!({"username": "hank", "password": "hanks password ok", "backup_code": codes[3]}),
+        )
+        .await;
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
+    // An administrator can reset it; then the password alone works again.
+    let r = app
+        .req(
+            Method::POST,
+            &format!("/admin/users/{}/mfa/reset", app.users.hank),
+            app.users.admin,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.login(json!({"username": "hank", "password": "hanks password ok"}))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    app.finish().await;
+}
+
+async fn first_administrator_must_replace_the_one_time_password(engine: Engine) {
+    let app = App::start(engine).await;
+    let file = app.dir_path.join("initial-admin.txt");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    let one_time = text
+        .lines()
+        .find_map(|l| l.strip_prefix("one-time password: "))
+        .unwrap()
+        .to_owned();
+    let r = app
+        .login(json!({"username": "admin", "password": one_time}))
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["type"],
+        "urn:portcullis:problem:password-change-required"
+    );
+    let r = app
+        .login(json!({"username": "admin", "password": one_time, "new_password": "short"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let r = app.login(json!({"username": "admin", "password": one_time, "new_password": "a much better passphrase"})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        app.login(json!({"username": "admin", "password": one_time}))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.login(json!({"username": "admin", "password": "a much better passphrase"}))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    app.finish().await;
+}
+
 macro_rules! on_both_engines {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1042,4 +1518,11 @@ on_both_engines!(
     bad_input_gets_clear_problems,
     edited_history_is_detected,
     openapi_document_describes_the_api,
+    browser_login_sets_host_cookies_and_tokens_verify_with_jwks,
+    failures_are_generic_and_lock_out_without_enumeration,
+    refresh_rotates_and_reuse_ends_the_family,
+    logout_and_admin_revocation_reach_the_feed,
+    role_change_and_session_limit_end_sessions,
+    totp_enrolment_login_replay_and_backup_codes,
+    first_administrator_must_replace_the_one_time_password,
 );
