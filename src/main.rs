@@ -1,5 +1,6 @@
 //! `portcullis`: one binary, one CLI. See `portcullis --help`.
 
+mod admin_cli;
 mod config;
 
 use std::path::{Path, PathBuf};
@@ -52,6 +53,78 @@ enum Command {
         #[command(subcommand)]
         command: DbCommand,
     },
+    /// User administration.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Token signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// The Rego policy bundle.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user with a one-time password (printed once).
+    Create {
+        username: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        display_name: String,
+        /// employee, technician, department_head, administrator, developer (repeatable).
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// Department name (created if missing).
+        #[arg(long)]
+        department: Option<String>,
+    },
+    /// Import users from CSV (header: username,email,display_name,department,roles,password_format,password)
+    /// or a JSON array of the same fields. Passwords may be plaintext, bcrypt or sha256;
+    /// only Argon2id is stored.
+    Import { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Add a signing key: published at once, signing after the overlap, the old key retired later.
+    Rotate,
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Run the `test_*` rules of `*_test.rego` files (like `opa test`).
+    Test {
+        /// Bundle folder. Default: `policies`.
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+        /// Report per-line coverage.
+        #[arg(long)]
+        coverage: bool,
+        /// Fail below this coverage percentage (implies --coverage).
+        #[arg(long)]
+        threshold: Option<f64>,
+        /// Machine-readable report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate a query, e.g. `data.portcullis.http.decision`.
+    Eval {
+        query: String,
+        /// JSON input document.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Bundle folder. Default: `policies`.
+        #[arg(long, default_value = "policies")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -75,6 +148,14 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => config_failure(&file, &e),
+        },
+        Command::Policy { command } => match run_policy(command) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(EXIT_FAILURE),
+            Err(e) => {
+                eprintln!("portcullis: {e:#}");
+                ExitCode::from(EXIT_FAILURE)
+            }
         },
         Command::ConfigSchema => {
             println!(
@@ -103,7 +184,16 @@ fn main() -> ExitCode {
                 Command::Db {
                     command: DbCommand::Migrate { dry_run },
                 } => db_migrate(&settings, dry_run),
-                Command::CheckConfig { .. } | Command::ConfigSchema => Ok(()),
+                Command::User { command } => user(&settings, command),
+                Command::Keys {
+                    command: KeysCommand::Rotate,
+                } => admin_cli::rotate_keys(
+                    &settings.backend.keyring_dir,
+                    settings.backend.identity.key_overlap_seconds,
+                ),
+                Command::CheckConfig { .. } | Command::ConfigSchema | Command::Policy { .. } => {
+                    Ok(())
+                }
             };
             match result {
                 Ok(()) => ExitCode::SUCCESS,
@@ -247,6 +337,47 @@ fn backend(settings: Settings) -> anyhow::Result<()> {
                 tracing::warn!("drain took longer than 10 s; exiting");
                 Ok(())
             }
+        }
+    })
+}
+
+fn run_policy(command: PolicyCommand) -> anyhow::Result<bool> {
+    match command {
+        PolicyCommand::Test {
+            dir,
+            coverage,
+            threshold,
+            json,
+        } => admin_cli::policy_test(&dir, coverage, threshold, json),
+        PolicyCommand::Eval { query, input, dir } => {
+            admin_cli::policy_eval(&dir, input.as_deref(), &query).map(|()| true)
+        }
+    }
+}
+
+fn user(settings: &Settings, command: UserCommand) -> anyhow::Result<()> {
+    let rt = backend_runtime()?;
+    rt.block_on(async {
+        let state = portcullis_backend::open(&settings.backend).await?;
+        match command {
+            UserCommand::Create {
+                username,
+                email,
+                display_name,
+                roles,
+                department,
+            } => {
+                admin_cli::create_user(
+                    &state,
+                    &username,
+                    &email,
+                    &display_name,
+                    &roles,
+                    department.as_deref(),
+                )
+                .await
+            }
+            UserCommand::Import { file } => admin_cli::import_users(&state, &file).await,
         }
     })
 }

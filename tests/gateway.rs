@@ -563,7 +563,9 @@ async fn sigterm_drains_in_flight_requests_then_exits_within_grace() {
     let in_flight = tokio::spawn(async move { client.get(url).send().await.map(|r| r.status()) });
     // SIGTERM only once the proxy is holding the request.
     assert_eventually!(
-        p.metrics().await.contains("portcullis_http_requests_in_flight 1"),
+        p.metrics()
+            .await
+            .contains("portcullis_http_requests_in_flight 1"),
         Duration::from_secs(10),
         "the slow request never reached the proxy"
     );

@@ -6,7 +6,9 @@
 //! [`ProxySettings`].
 
 pub mod config;
+pub mod jwt;
 pub mod path;
+pub mod ratelimit;
 
 mod admin;
 mod csp_report;

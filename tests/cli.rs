@@ -1,0 +1,229 @@
+//! The administrative CLI against a real state folder.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use sha2::Digest;
+
+fn config(dir: &Path) -> std::path::PathBuf {
+    let file = dir.join("portcullis.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "state_dir: {}\nlog: {{format: text, level: info}}\nbackend: {{policy_dir: '{}'}}\n",
+            dir.join("var").display(),
+            support::policy_dir()
+        ),
+    )
+    .unwrap();
+    file
+}
+
+fn run(config: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(support::binary())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Every file below `dir`, as bytes.
+fn all_files(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            all_files(&p, out);
+        } else {
+            out.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+        }
+    }
+}
+
+#[test]
+fn imported_passwords_leave_no_plaintext_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let secrets = [
+        "Plaintext-Secret-One-42",
+        "Bcrypt-Secret-Two-42",
+        "Sha-Secret-Three-42",
+    ];
+    let bcrypt_hash = bcrypt::hash(secrets[1], 4).unwrap();
+    let sha = hex::encode(sha2::Sha256::digest(secrets[2].as_bytes()));
+    let csv = format!(
+        "username,email,display_name,department,roles,password_format,password\n\
+         pia,pia@example.org,Pia,Facilities,employee,plaintext,{}\n\
+         ben,ben@example.org,Ben,Facilities,technician;employee,bcrypt,{bcrypt_hash}\n\
+         sam,sam@example.org,Sam,,department_head,sha256,{sha}\n",
+        secrets[0]
+    );
+    let import = dir.path().join("users.csv");
+    std::fs::write(&import, csv).unwrap();
+    let (ok, out) = run(&cfg, &["user", "import", import.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(out.contains("imported 3 user(s)"), "{out}");
+    // A second import skips existing users and says so.
+    let (ok, out2) = run(&cfg, &["user", "import", import.to_str().unwrap()]);
+    assert!(ok && out2.contains("skipped 3"), "{out2}");
+
+    let mut files = Vec::new();
+    all_files(&dir.path().join("var"), &mut files);
+    assert!(
+        files.iter().any(|(p, _)| p.ends_with("portcullis.db")),
+        "{:?}",
+        files.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    for secret in secrets.iter().chain([&bcrypt_hash.as_str(), &sha.as_str()]) {
+        for (path, bytes) in &files {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} found in {path}"
+            );
+        }
+        assert!(
+            !out.contains(secret) && !out2.contains(secret),
+            "{secret} printed"
+        );
+    }
+
+    // A malformed row names its line, never its content.
+    std::fs::write(&import, "username,email,display_name,department,roles,password_format,password\nx,x@e.org,X,,wizard,plaintext,Visible-Secret-99\n").unwrap();
+    let (ok, out) = run(&cfg, &["user", "import", import.to_str().unwrap()]);
+    assert!(!ok && out.contains("unknown role `wizard`"), "{out}");
+    assert!(!out.contains("Visible-Secret-99"), "{out}");
+}
+
+#[test]
+fn policy_test_command_reports_and_fails_like_opa_test() {
+    let (ok, out) = {
+        let out = Command::new(support::binary())
+            .args([
+                "policy",
+                "test",
+                support::policy_dir(),
+                "--coverage",
+                "--threshold",
+                "90",
+            ])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    assert!(ok, "{out}");
+    assert!(out.contains(" passed, 0 failed"), "{out}");
+    assert!(out.contains("policies/http.rego"), "{out}");
+
+    let broken = tempfile::tempdir().unwrap();
+    std::fs::write(
+        broken.path().join("p.rego"),
+        "package p\n\nallow if {\n  input.x ==\n}\n",
+    )
+    .unwrap();
+    let out = Command::new(support::binary())
+        .args(["policy", "test", broken.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("p.rego:"), "{err}");
+
+    let failing = tempfile::tempdir().unwrap();
+    std::fs::write(
+        failing.path().join("p.rego"),
+        "package p\n\nallow if input.x == 1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        failing.path().join("p_test.rego"),
+        "package p_test\n\ntest_allow if data.p.allow with input as {\"x\": 2}\n",
+    )
+    .unwrap();
+    let out = Command::new(support::binary())
+        .args(["policy", "test", failing.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("FAIL p_test.test_allow"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let input = failing.path().join("in.json");
+    std::fs::write(&input, "{\"x\": 1}").unwrap();
+    let out = Command::new(support::binary())
+        .args([
+            "policy",
+            "eval",
+            "--dir",
+            failing.path().to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "data.p.allow",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "true");
+}
+
+#[test]
+fn db_migrate_dry_run_lists_then_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let (ok, out) = run(&cfg, &["db", "migrate", "--dry-run"]);
+    assert!(
+        ok && out.contains("would apply") && out.contains("tickets"),
+        "{out}"
+    );
+    assert!(!dir.path().join("var/portcullis.db-wal").exists() || ok);
+    let (ok, out) = run(&cfg, &["db", "migrate"]);
+    assert!(ok && out.contains("applied"), "{out}");
+    let (ok, out) = run(&cfg, &["db", "migrate", "--dry-run"]);
+    assert!(ok && out.contains("up to date"), "{out}");
+}
+
+#[test]
+fn keys_rotate_adds_a_published_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let (ok, out) = run(&cfg, &["db", "migrate"]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&cfg, &["keys", "rotate"]);
+    assert!(ok && out.contains("added signing key"), "{out}");
+    let (ok, out) = run(&cfg, &["keys", "rotate"]);
+    assert!(!ok && out.contains("already in progress"), "{out}");
+    let ring: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("var/keys/jwt/keyring.json")).unwrap(),
+    )
+    .unwrap();
+    let states: Vec<&str> = ring
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["current", "next"]);
+}
