@@ -152,7 +152,7 @@ pub fn validate(mut config: PortcullisConfig, base: &Path) -> Result<Settings, C
     };
     let proxy = config
         .proxy
-        .validate("proxy", &state_dir)
+        .validate("proxy", base, &state_dir)
         .map_err(|e| problems.extend(e))
         .ok();
     let backend = config

@@ -18,9 +18,9 @@ fn config(dir: &Path) -> std::path::PathBuf {
     std::fs::write(
         &file,
         format!(
-            "state_dir: {}\nlog: {{format: text, level: info}}\nbackend: {{policy_dir: '{}'}}\n",
+            "state_dir: {}\nlog: {{format: text, level: info}}\nproxy: {{policy: {{dir: '{p}'}}}}\nbackend: {{policy_dir: '{p}'}}\n",
             dir.join("var").display(),
-            support::policy_dir()
+            p = support::policy_dir()
         ),
     )
     .unwrap();

@@ -126,9 +126,9 @@ async fn clear_text_listener_only_redirects() {
 }
 
 #[tokio::test]
-async fn errors_carry_security_headers_404_and_502() {
-    // 404 from the backend (through the catch-all route) and from the proxy
-    // itself (no route), then 502 with the upstream down.
+async fn errors_carry_security_headers_401_404_and_502() {
+    // 401 from the policy (an unknown path needs a signed-in caller), 404
+    // from the proxy itself (no route), then 502 with the upstream down.
     let p = portcullis().start().await;
     let r = p
         .client()
@@ -136,9 +136,14 @@ async fn errors_carry_security_headers_404_and_502() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_security_headers(r.headers());
     assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["decision_id"].as_str().is_some_and(|s| !s.is_empty()),
+        "{body}"
+    );
 
     let echo = start_echo().await;
     let p = portcullis()
@@ -611,9 +616,9 @@ async fn self_signed_certificate_is_generated_when_none_is_configured() {
     std::fs::write(
         &config,
         format!(
-            "state_dir: {}\nproxy:\n  listen: {{https: 127.0.0.1:{https}, http: null, admin: 127.0.0.1:{admin}}}\n  upstreams: {{backend: {{address: '127.0.0.1:{backend}'}}}}\nbackend: {{listen: '127.0.0.1:{backend}', policy_dir: '{}'}}\n",
+            "state_dir: {}\nproxy:\n  listen: {{https: 127.0.0.1:{https}, http: null, admin: 127.0.0.1:{admin}}}\n  upstreams: {{backend: {{address: '127.0.0.1:{backend}'}}}}\n  policy: {{dir: '{policies}'}}\n  auth: {{revocation_feed_url: 'http://127.0.0.1:{backend}/auth/revocations', issuers: [{{issuer: portcullis, label: backend, audiences: [portcullis], jwks_url: 'http://127.0.0.1:{backend}/auth/jwks.json'}}]}}\nbackend: {{listen: '127.0.0.1:{backend}', policy_dir: '{policies}'}}\n",
             state.display(),
-            support::policy_dir()
+            policies = support::policy_dir()
         ),
     )
     .unwrap();

@@ -8,6 +8,8 @@
 //! - [`Authorizer`]: the current bundle behind an [`ArcSwap`], replaced only by a bundle
 //!   whose tests pass ([`Authorizer::try_reload`]).
 
+pub mod identity;
+
 mod bundle;
 mod decision;
 mod testing;

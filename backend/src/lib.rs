@@ -9,7 +9,6 @@ pub mod api;
 pub mod auth;
 pub mod db;
 pub mod error;
-pub mod identity;
 pub mod model;
 pub mod repo;
 
@@ -23,6 +22,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 pub use db::Db;
+/// The proxy-signed identity at the boundary (shared with the proxy).
+pub use portcullis_authz::identity;
 pub use identity::IdentityKey;
 
 /// The `backend:` section of the configuration file.
@@ -68,6 +69,8 @@ pub struct IdentityConfig {
     pub mfa_required_roles: Vec<String>,
     /// Failed sign-in throttling.
     pub lockout: LockoutConfig,
+    /// OIDC single sign-on providers (`/auth/oidc/login?provider=NAME`). Default none.
+    pub oidc: Vec<auth::oidc::OidcProviderConfig>,
 }
 
 /// Failed sign-in throttling (per account and per client address).
@@ -99,6 +102,7 @@ impl Default for IdentityConfig {
             key_overlap_seconds: d.key_overlap_seconds,
             mfa_required_roles: Vec::new(),
             lockout: LockoutConfig::default(),
+            oidc: Vec::new(),
         }
     }
 }
@@ -117,7 +121,12 @@ impl Default for LockoutConfig {
 }
 
 impl IdentityConfig {
-    fn validate(&self, prefix: &str, problems: &mut Vec<String>) -> auth::IdentitySettings {
+    fn validate(
+        &self,
+        prefix: &str,
+        base: &Path,
+        problems: &mut Vec<String>,
+    ) -> auth::IdentitySettings {
         let mut positive = |name: &str, v: i64| {
             if v <= 0 {
                 problems.push(format!("{prefix}.{name}: must be positive"));
@@ -150,6 +159,8 @@ impl IdentityConfig {
                 )),
             }
         }
+        let oidc =
+            auth::oidc::validate_providers(&self.oidc, &format!("{prefix}.oidc"), base, problems);
         auth::IdentitySettings {
             issuer: self.issuer.clone(),
             audience: self.audience.clone(),
@@ -166,6 +177,7 @@ impl IdentityConfig {
                 ip_lockout_failures: self.lockout.ip_failures,
                 lockout_seconds: self.lockout.lockout_seconds,
             },
+            oidc,
         }
     }
 }
@@ -261,7 +273,7 @@ impl BackendConfig {
                 policy_dir.display()
             ));
         }
-        let identity = identity.validate(&format!("{prefix}.identity"), &mut problems);
+        let identity = identity.validate(&format!("{prefix}.identity"), base, &mut problems);
         match (listen, problems.is_empty()) {
             (Some(listen), true) => Ok(BackendSettings {
                 listen,
@@ -315,7 +327,9 @@ pub async fn open(settings: &BackendSettings) -> Result<AppState, StartError> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let keyring = auth::keys::Keyring::open(&settings.keyring_dir, now)
         .map_err(|e| StartError::Identity(e.to_string()))?;
-    let identity = auth::Identity::new(settings.identity.clone(), keyring)
+    let mut identity = auth::Identity::new(settings.identity.clone(), keyring)
+        .map_err(|e| StartError::Identity(e.to_string()))?;
+    identity.oidc = auth::oidc::Providers::load(&settings.identity.oidc)
         .map_err(|e| StartError::Identity(e.to_string()))?;
     let state = AppState {
         db,

@@ -13,6 +13,7 @@ use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
 use crate::drain::Drain;
+use crate::enforce::Enforcement;
 use crate::metrics::Metrics;
 
 /// How long a readiness probe waits for each upstream.
@@ -23,6 +24,9 @@ pub struct AdminApp {
     pub drain: Arc<Drain>,
     /// Distinct upstream addresses, by name.
     pub upstreams: Vec<(String, SocketAddr)>,
+    pub enforcement: Arc<Enforcement>,
+    /// Whether a revocation feed is configured (then it must have synced).
+    pub revocation_feed: bool,
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -54,6 +58,21 @@ impl AdminApp {
         checks.insert("config".into(), json!("ok"));
         checks.insert("certificate".into(), json!("ok"));
         checks.insert("draining".into(), json!(self.drain.is_draining()));
+        checks.insert(
+            "policy".into(),
+            json!(self.enforcement.authorizer.current().digest()),
+        );
+        let keys = self.enforcement.verifier.keys_loaded();
+        ok &= keys;
+        checks.insert("jwks".into(), json!(if keys { "ok" } else { "not_loaded" }));
+        if self.revocation_feed {
+            let synced = self.enforcement.revocations.synced();
+            ok &= synced;
+            checks.insert(
+                "revocation_feed".into(),
+                json!(if synced { "ok" } else { "not_synced" }),
+            );
+        }
         for (name, addr) in &self.upstreams {
             let up = matches!(
                 tokio::time::timeout(UPSTREAM_PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr))

@@ -17,6 +17,8 @@ use serde::Deserialize;
 
 use crate::forwarded::TrustedProxies;
 use crate::headers::{CspMode, SecurityHeaders};
+use crate::jwt::{IssuerConfig, IssuerSettings};
+use crate::ratelimit::{RateLimitConfig, RateLimitSettings};
 use crate::routes::{Route, RouteTable};
 
 /// The `proxy:` section of the configuration file.
@@ -46,6 +48,96 @@ pub struct ProxyConfig {
     pub csp_reports: CspReportsConfig,
     /// The clear-text listener's redirect target.
     pub redirect: RedirectConfig,
+    /// Who may sign access tokens, and where sessions are revoked.
+    pub auth: AuthConfig,
+    /// The Rego policy bundle deciding every request.
+    pub policy: PolicyConfig,
+    /// Rate limits (GCRA), local or shared through Redis.
+    pub rate_limits: RateLimitConfig,
+    /// CSRF defence for cookie-authenticated unsafe requests.
+    pub csrf: CsrfConfig,
+}
+
+/// Authentication of requests.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Token issuers. Default: the backend (`portcullis`, JWKS at
+    /// `http://127.0.0.1:8081/auth/jwks.json`, EdDSA).
+    pub issuers: Vec<IssuerConfig>,
+    /// Cookie holding a browser's access token. Default `__Host-portcullis-access`.
+    pub access_cookie: String,
+    /// Shared proxy↔backend identity key. Default `<state_dir>/keys/identity.key`.
+    pub identity_key_file: Option<PathBuf>,
+    /// The backend's revocation feed. Default `http://127.0.0.1:8081/auth/revocations`;
+    /// `null` disables it (then only token expiry ends a session at the proxy).
+    pub revocation_feed_url: Option<String>,
+    /// How often the feed is polled. Default 500.
+    pub revocation_poll_milliseconds: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            issuers: vec![IssuerConfig {
+                algorithms: vec!["EdDSA".to_owned()],
+                refresh_interval_seconds: 60,
+                min_refetch_interval_seconds: 5,
+                ..IssuerConfig::with_jwks_url(
+                    "portcullis",
+                    "backend",
+                    vec!["portcullis".to_owned()],
+                    "http://127.0.0.1:8081/auth/jwks.json",
+                )
+            }],
+            access_cookie: "__Host-portcullis-access".to_owned(),
+            identity_key_file: None,
+            revocation_feed_url: Some("http://127.0.0.1:8081/auth/revocations".to_owned()),
+            revocation_poll_milliseconds: 500,
+        }
+    }
+}
+
+/// The policy bundle.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Folder of `*.rego`, `*_test.rego` and `data.yaml`. Default `policies`.
+    /// Watched: edits (and SIGHUP) reload it after its tests pass.
+    pub dir: PathBuf,
+    /// Longest evaluation before it counts as a deny. Default 100.
+    pub evaluation_time_limit_milliseconds: u64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("policies"),
+            evaluation_time_limit_milliseconds: 100,
+        }
+    }
+}
+
+/// CSRF defence: Fetch Metadata, Origin and a double-submit token.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CsrfConfig {
+    /// The cookie the backend sets at sign-in. Default `__Host-portcullis-csrf`.
+    pub cookie: String,
+    /// The header the page echoes it in. Default `x-csrf-token`.
+    pub header: String,
+    /// Origins allowed besides the request's own (`https://host[:port]`).
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for CsrfConfig {
+    fn default() -> Self {
+        Self {
+            cookie: "__Host-portcullis-csrf".to_owned(),
+            header: "x-csrf-token".to_owned(),
+            allowed_origins: Vec::new(),
+        }
+    }
 }
 
 impl Default for ProxyConfig {
@@ -81,6 +173,10 @@ impl Default for ProxyConfig {
             headers: HeadersConfig::default(),
             csp_reports: CspReportsConfig::default(),
             redirect: RedirectConfig::default(),
+            auth: AuthConfig::default(),
+            policy: PolicyConfig::default(),
+            rate_limits: RateLimitConfig::default(),
+            csrf: CsrfConfig::default(),
         }
     }
 }
@@ -291,6 +387,15 @@ pub struct ProxySettings {
     pub routes: RouteTable,
     pub headers: SecurityHeaders,
     pub csp_report_max_body_bytes: usize,
+    pub issuers: Vec<IssuerSettings>,
+    pub access_cookie: String,
+    pub identity_key_file: PathBuf,
+    pub revocation_feed_url: Option<String>,
+    pub revocation_poll: Duration,
+    pub policy_dir: PathBuf,
+    pub policy_time_limit: Duration,
+    pub rate_limits: RateLimitSettings,
+    pub csrf: crate::csrf::CsrfSettings,
 }
 
 /// Where the serving certificate comes from.
@@ -358,7 +463,12 @@ impl ProxyConfig {
     /// Validates the section. `prefix` is the section's path in the file
     /// (`proxy`), `state_dir` where generated material goes. Returns every
     /// problem found, each as `path: message`.
-    pub fn validate(&self, prefix: &str, state_dir: &Path) -> Result<ProxySettings, Vec<String>> {
+    pub fn validate(
+        &self,
+        prefix: &str,
+        base: &Path,
+        state_dir: &Path,
+    ) -> Result<ProxySettings, Vec<String>> {
         let Self {
             listen,
             tls,
@@ -370,6 +480,10 @@ impl ProxyConfig {
             headers,
             csp_reports,
             redirect,
+            auth,
+            policy,
+            rate_limits,
+            csrf,
         } = self;
         let mut p = Problems::default();
         let https_addr = parse_addr(&mut p, &format!("{prefix}.listen.https"), &listen.https);
@@ -526,31 +640,135 @@ impl ProxyConfig {
             p.push(format!("{prefix}.redirect.https_port"), "must not be 0");
         }
 
+        let resolve = |f: &Path| {
+            if f.is_absolute() || base.as_os_str().is_empty() {
+                f.to_owned()
+            } else {
+                base.join(f)
+            }
+        };
+        let mut issuers = Vec::new();
+        if auth.issuers.is_empty() {
+            p.push(
+                format!("{prefix}.auth.issuers"),
+                "at least one issuer is required",
+            );
+        }
+        for (i, cfg) in auth.issuers.iter().enumerate() {
+            match IssuerSettings::try_new(cfg) {
+                Ok(s) => issuers.push(s),
+                Err(errors) => {
+                    for e in errors {
+                        p.push(format!("{prefix}.auth.issuers[{i}].{}", e.field), e.message);
+                    }
+                }
+            }
+        }
+        if !auth.access_cookie.starts_with("__Host-") {
+            p.push(
+                format!("{prefix}.auth.access_cookie"),
+                "use a `__Host-` cookie name",
+            );
+        }
+        if let Some(url) = &auth.revocation_feed_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            p.push(
+                format!("{prefix}.auth.revocation_feed_url"),
+                "must be an http(s) URL",
+            );
+        }
+        if !(100..=60_000).contains(&auth.revocation_poll_milliseconds) {
+            p.push(
+                format!("{prefix}.auth.revocation_poll_milliseconds"),
+                "must be 100 to 60000",
+            );
+        }
+        let policy_dir = resolve(&policy.dir);
+        if !policy_dir.is_dir() {
+            p.push(
+                format!("{prefix}.policy.dir"),
+                format!("{} is not a folder", policy_dir.display()),
+            );
+        }
+        if !(1..=10_000).contains(&policy.evaluation_time_limit_milliseconds) {
+            p.push(
+                format!("{prefix}.policy.evaluation_time_limit_milliseconds"),
+                "must be 1 to 10000",
+            );
+        }
+        let route_names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+        let rate_limits = match rate_limits.validate(&route_names) {
+            Ok(r) => Some(r),
+            Err(errors) => {
+                for e in errors {
+                    p.push(format!("{prefix}.rate_limits.{}", e.field), e.message);
+                }
+                None
+            }
+        };
+        for (i, o) in csrf.allowed_origins.iter().enumerate() {
+            if !o.starts_with("https://") || o.ends_with('/') {
+                p.push(
+                    format!("{prefix}.csrf.allowed_origins[{i}]"),
+                    "an origin is https://host[:port] without a path",
+                );
+            }
+        }
+        if !csrf.cookie.starts_with("__Host-") {
+            p.push(
+                format!("{prefix}.csrf.cookie"),
+                "use a `__Host-` cookie name",
+            );
+        }
+
         match (
             https_addr,
             http_addr,
             admin_addr,
             tls,
             headers,
+            rate_limits,
             p.is_empty(),
         ) {
-            (Some(https_addr), http_addr, Some(admin_addr), Some(tls), Some(headers), true) => {
-                Ok(ProxySettings {
-                    redirect_https_port: redirect.https_port.unwrap_or(https_addr.port()),
-                    https_addr,
-                    http_addr: http_addr.flatten(),
-                    admin_addr,
-                    tls,
-                    trusted_proxies: TrustedProxies::new(nets),
-                    worker_threads: worker_threads.unwrap_or_else(|| {
-                        std::thread::available_parallelism().map_or(1, |n| n.get())
-                    }),
-                    shutdown_grace: Duration::from_secs(shutdown.grace_seconds),
-                    routes: RouteTable::new(parsed_routes),
-                    headers,
-                    csp_report_max_body_bytes: csp_reports.max_body_bytes,
-                })
-            }
+            (
+                Some(https_addr),
+                http_addr,
+                Some(admin_addr),
+                Some(tls),
+                Some(headers),
+                Some(rate_limits),
+                true,
+            ) => Ok(ProxySettings {
+                redirect_https_port: redirect.https_port.unwrap_or(https_addr.port()),
+                https_addr,
+                http_addr: http_addr.flatten(),
+                admin_addr,
+                tls,
+                trusted_proxies: TrustedProxies::new(nets),
+                worker_threads: worker_threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+                shutdown_grace: Duration::from_secs(shutdown.grace_seconds),
+                routes: RouteTable::new(parsed_routes),
+                headers,
+                csp_report_max_body_bytes: csp_reports.max_body_bytes,
+                issuers,
+                access_cookie: auth.access_cookie.clone(),
+                identity_key_file: auth
+                    .identity_key_file
+                    .as_deref()
+                    .map_or_else(|| state_dir.join("keys/identity.key"), resolve),
+                revocation_feed_url: auth.revocation_feed_url.clone(),
+                revocation_poll: Duration::from_millis(auth.revocation_poll_milliseconds),
+                policy_dir,
+                policy_time_limit: Duration::from_millis(policy.evaluation_time_limit_milliseconds),
+                rate_limits,
+                csrf: crate::csrf::CsrfSettings {
+                    cookie: csrf.cookie.clone(),
+                    header: csrf.header.to_ascii_lowercase(),
+                    extra_origins: csrf.allowed_origins.clone(),
+                },
+            }),
             _ => Err(p.into_vec()),
         }
     }

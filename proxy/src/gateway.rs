@@ -25,6 +25,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::csp_report;
 use crate::drain::{Drain, InFlight};
+use crate::enforce::{Enforcement, Passed, Refusal, RequestFacts};
 use crate::forwarded::{HOP_HEADERS, IDENTITY_PREFIX, TrustedProxies, valid_request_id};
 use crate::headers::{CSP_REPORT_PATH, CspHeader, SecurityHeaders};
 use crate::metrics::{Metrics, method_label, status_class};
@@ -45,7 +46,13 @@ pub struct Gateway {
     pub(crate) metrics: Metrics,
     pub(crate) drain: Arc<Drain>,
     pub(crate) csp_report_max_body_bytes: usize,
+    pub(crate) enforcement: Arc<Enforcement>,
 }
+
+/// The sign-in endpoint whose body names the account for its rate limit.
+const LOGIN_PATH: &str = "/auth/login";
+/// Largest sign-in body the proxy reads to find the account name.
+const MAX_LOGIN_BODY_BYTES: usize = 16 * 1024;
 
 /// State shared by the phases of one request.
 pub struct RequestCtx {
@@ -60,6 +67,12 @@ pub struct RequestCtx {
     label: &'static str,
     /// Status of a response the proxy wrote itself.
     local_status: Option<u16>,
+    /// What enforcement established for a request that passed.
+    passed: Option<Passed>,
+    /// The buffered sign-in body, for the per-account rate limit.
+    login_body: Option<BytesMut>,
+    /// A refusal decided after the request was already on its way upstream.
+    late_refusal: Option<Refusal>,
 }
 
 impl RequestCtx {
@@ -247,6 +260,9 @@ impl ProxyHttp for Gateway {
             route: None,
             label: NO_ROUTE,
             local_status: None,
+            passed: None,
+            login_body: None,
+            late_refusal: None,
         }
     }
 
@@ -319,8 +335,96 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         };
         ctx.route = Some(Arc::clone(route));
+        let req = session.req_header();
+        let raw = req.raw_path();
+        let query = raw
+            .iter()
+            .position(|b| *b == b'?')
+            .and_then(|i| std::str::from_utf8(&raw[i + 1..]).ok());
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri.authority().map(|a| a.as_str()));
+        let facts = RequestFacts {
+            method: &req.method,
+            path: path.as_str(),
+            query,
+            headers: &req.headers,
+            host,
+            route: route.name.as_str(),
+            client_ip: ctx.client_ip,
+            request_id: &ctx.request_id,
+        };
+        let outcome = self.enforcement.check(&facts).await;
+        let is_login = req.method == http::Method::POST && path.as_str() == LOGIN_PATH;
         ctx.path = Some(path);
-        Ok(false)
+        match outcome {
+            Ok(passed) => {
+                ctx.passed = Some(passed);
+                if is_login {
+                    ctx.login_body = Some(BytesMut::new());
+                }
+                Ok(false)
+            }
+            Err(refusal) => {
+                self.respond_problem(session, ctx, refusal.problem, &refusal.headers)
+                    .await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(buf) = ctx.login_body.as_mut() else {
+            return Ok(());
+        };
+        // Hold the sign-in body back until the account's limit is checked.
+        if let Some(chunk) = body.take() {
+            if buf.len() + chunk.len() > MAX_LOGIN_BODY_BYTES {
+                ctx.late_refusal = Some(Refusal {
+                    problem: Problem::new(
+                        413,
+                        "body-too-large",
+                        "Body too large",
+                        "Sign-in requests are small",
+                    ),
+                    headers: Vec::new(),
+                });
+                return Error::e_explain(ErrorType::HTTPStatus(413), "sign-in body too large");
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        if !end_of_stream {
+            return Ok(());
+        }
+        let whole = ctx.login_body.take().unwrap_or_default().freeze();
+        let account = serde_json::from_slice::<serde_json::Value>(&whole)
+            .ok()
+            .and_then(|v| {
+                v.get("username")
+                    .and_then(|u| u.as_str())
+                    .map(str::to_owned)
+            });
+        if let Some(account) = account {
+            let route = ctx.route.as_ref().map_or(NO_ROUTE, |r| r.name.as_str());
+            if let Err(refusal) = self
+                .enforcement
+                .check_login_account(route, &account, ctx.client_ip)
+                .await
+            {
+                ctx.late_refusal = Some(refusal);
+                return Error::e_explain(ErrorType::HTTPStatus(429), "sign-in rate limit");
+            }
+        }
+        *body = Some(whole);
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -397,6 +501,32 @@ impl ProxyHttp for Gateway {
         }
         upstream.remove_header("forwarded");
         upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        // The client address as the trusted-proxy logic established it, for
+        // the backend's sign-in throttling (inbound copies were stripped).
+        if let Some(ip) = ctx.client_ip {
+            upstream.insert_header("x-portcullis-client-ip", ip.to_string())?;
+        }
+        if let Some(passed) = &ctx.passed {
+            upstream.insert_header("x-portcullis-decision-id", passed.decision_id.as_str())?;
+            if let Some(p) = &passed.principal {
+                // The verified identity, bound to this exact request line.
+                let identity = portcullis_authz::identity::Identity {
+                    sub: p.token.sub.clone(),
+                    session_id: p.token.sid.clone(),
+                    auth_method: Some(p.auth_method().to_owned()),
+                    decision_id: Some(passed.decision_id.clone()),
+                    iat: time::OffsetDateTime::now_utc().unix_timestamp(),
+                };
+                let target = String::from_utf8_lossy(&target).into_owned();
+                let method = upstream.method.as_str().to_owned();
+                let (id, sig) = self
+                    .enforcement
+                    .identity_key
+                    .sign(&method, &target, &identity);
+                upstream.insert_header(portcullis_authz::identity::IDENTITY_HEADER, id)?;
+                upstream.insert_header(portcullis_authz::identity::SIGNATURE_HEADER, sig)?;
+            }
+        }
         Ok(())
     }
 
@@ -408,6 +538,15 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         self.headers.apply(upstream_response, self.csp_for(ctx));
         upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(passed) = &ctx.passed {
+            if let Some(h) = &passed.rate_headers {
+                upstream_response.insert_header("ratelimit-policy", h.policy.as_str())?;
+                upstream_response.insert_header("ratelimit", h.rate_limit.as_str())?;
+            }
+            for (k, v) in &passed.obligations {
+                upstream_response.insert_header(k.clone(), v.clone())?;
+            }
+        }
         Ok(())
     }
 
@@ -428,6 +567,21 @@ impl ProxyHttp for Gateway {
                 ErrorSource::Internal | ErrorSource::Unset => 500,
             },
         };
+        if let Some(refusal) = ctx.late_refusal.take()
+            && session.response_written().is_none()
+        {
+            let status = refusal.problem.status;
+            if let Err(write_err) = self
+                .respond_problem(session, ctx, refusal.problem, &refusal.headers)
+                .await
+            {
+                tracing::debug!(error = %write_err, "could not send refusal");
+            }
+            return FailToProxy {
+                error_code: status,
+                can_reuse_downstream: false,
+            };
+        }
         if code > 0 && session.response_written().is_none() {
             let problem = match code {
                 502 => Problem::new(

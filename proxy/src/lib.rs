@@ -10,6 +10,11 @@ pub mod jwt;
 pub mod path;
 pub mod ratelimit;
 
+mod csrf;
+mod enforce;
+mod policy_watch;
+mod revocation;
+
 mod admin;
 mod csp_report;
 mod drain;
@@ -22,8 +27,15 @@ mod redirect;
 mod routes;
 mod tls;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::{BackgroundService, background_service};
+use portcullis_authz::identity::IdentityKey;
+use portcullis_authz::{Authorizer, PolicyBundle};
 
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -47,6 +59,34 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error("listener: {0}")]
     Listener(String),
+    #[error("policy bundle: {0}")]
+    Policy(String),
+    #[error("authentication: {0}")]
+    Auth(String),
+    #[error("rate limiting: {0}")]
+    RateLimit(String),
+}
+
+/// Fetches key sets and polls the revocation feed on pingora's runtime.
+struct Background {
+    verifier: jwt::JwtVerifier,
+    poller: Mutex<Option<revocation::FeedPoller>>,
+}
+
+#[async_trait]
+impl BackgroundService for Background {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        if let Err(e) = self.verifier.refresh_all().await {
+            tracing::warn!(error = %e, "token issuer keys not loaded yet; retrying in the background");
+        }
+        if let Err(e) = self.verifier.start_background_refresh() {
+            tracing::error!(error = %e, "cannot refresh token issuer keys");
+        }
+        let poller = self.poller.lock().ok().and_then(|mut p| p.take());
+        if let Some(poller) = poller {
+            poller.run().await;
+        }
+    }
 }
 
 /// Starts the proxy and blocks until it has shut down.
@@ -63,8 +103,89 @@ pub fn run(settings: ProxySettings) -> Result<(), StartError> {
         routes,
         headers,
         csp_report_max_body_bytes,
+        issuers,
+        access_cookie,
+        identity_key_file,
+        revocation_feed_url,
+        revocation_poll,
+        policy_dir,
+        policy_time_limit,
+        rate_limits,
+        csrf,
     } = settings;
     let metrics = metrics::Metrics::try_new()?;
+    let registry = metrics.registry().clone();
+    let jwt_metrics = jwt::JwtMetrics::try_new()?;
+    jwt_metrics.register(&registry)?;
+    let rate_metrics = ratelimit::RateLimitMetrics::try_new()?;
+    rate_metrics.register(&registry)?;
+    let enforce_metrics = enforce::EnforceMetrics::try_new(&registry)?;
+
+    // The bundle must load and pass its own tests before anything serves.
+    let bundle = PolicyBundle::load(&policy_dir)
+        .map_err(|e| StartError::Policy(e.to_string()))?
+        .with_eval_time_limit(policy_time_limit);
+    let report = bundle.run_tests(false);
+    if !report.all_passed() {
+        return Err(StartError::Policy(format!(
+            "{} of {} policy tests fail; run `portcullis policy test {}`",
+            report.failed(),
+            report.results.len(),
+            policy_dir.display()
+        )));
+    }
+    tracing::info!(digest = bundle.digest(), "policy bundle loaded");
+    let authorizer = Arc::new(Authorizer::new(bundle));
+    let modes = Arc::new(ArcSwap::from_pointee(enforce::RouteModes::from_bundle(
+        &authorizer.current(),
+    )));
+    {
+        let (modes, authz) = (Arc::clone(&modes), Arc::clone(&authorizer));
+        policy_watch::start(
+            policy_dir.clone(),
+            Arc::clone(&authorizer),
+            enforce_metrics.reloads.clone(),
+            Box::new(move || {
+                modes.store(Arc::new(enforce::RouteModes::from_bundle(&authz.current())))
+            }),
+        )
+        .map_err(StartError::Policy)?;
+    }
+
+    let observer: jwt::KeySetObserver = Arc::new(|c: &jwt::KeySetChange| {
+        tracing::warn!(target: "portcullis::audit", event = "jwks.changed", issuer = %c.issuer_label,
+            added = ?c.added, removed = ?c.removed, replaced = ?c.replaced, keys = c.key_count, "token signing key set changed");
+    });
+    let verifier = jwt::JwtVerifier::new(issuers, jwt_metrics, Some(observer))
+        .map_err(|e| StartError::Auth(e.to_string()))?;
+    let store = rate_limits
+        .store
+        .build()
+        .map_err(|e| StartError::RateLimit(e.to_string()))?;
+    let rates = ratelimit::Rules::new(rate_limits.rules, store, rate_metrics);
+    let identity_key = IdentityKey::load_or_create(&identity_key_file)
+        .map_err(|e| StartError::Auth(e.to_string()))?;
+    let revocations = Arc::new(revocation::Revocations::default());
+    let poller = revocation_feed_url
+        .as_ref()
+        .map(|url| revocation::FeedPoller {
+            url: url.clone(),
+            interval: revocation_poll,
+            key: identity_key.clone(),
+            revocations: Arc::clone(&revocations),
+            errors: enforce_metrics.revocation_errors.clone(),
+        });
+    let enforcement = Arc::new(enforce::Enforcement {
+        verifier: verifier.clone(),
+        authorizer,
+        modes,
+        revocations,
+        rates,
+        csrf,
+        identity_key,
+        access_cookie,
+        metrics: enforce_metrics,
+    });
     let (store, note) = tls::CertStore::open(&tls, &metrics)?;
     if let Some(note) = note {
         tracing::warn!("{note}");
@@ -97,6 +218,7 @@ pub fn run(settings: ProxySettings) -> Result<(), StartError> {
         metrics: metrics.clone(),
         drain: Arc::clone(&drain),
         csp_report_max_body_bytes,
+        enforcement: Arc::clone(&enforcement),
     };
     let mut https = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -128,10 +250,19 @@ pub fn run(settings: ProxySettings) -> Result<(), StartError> {
             metrics,
             drain: Arc::clone(&drain),
             upstreams,
+            enforcement: Arc::clone(&enforcement),
+            revocation_feed: revocation_feed_url.is_some(),
         },
     );
     admin.add_tcp(&admin_addr.to_string());
     server.add_service(admin);
+    server.add_service(background_service(
+        "enforcement",
+        Background {
+            verifier,
+            poller: Mutex::new(poller),
+        },
+    ));
 
     tracing::info!(%https_addr, ?http_addr, %admin_addr, "proxy starting");
     server.run(RunArgs {

@@ -91,11 +91,20 @@ impl Metrics {
         })
     }
 
-    /// The registry in Prometheus text format.
+    /// The registry other components register their metrics in.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The proxy's registry plus the process-wide default one (where the
+    /// backend registers its metrics when it runs in the same process), in
+    /// Prometheus text format.
     pub fn render(&self) -> Vec<u8> {
+        let mut families = self.registry.gather();
+        families.extend(prometheus::default_registry().gather());
         let mut buf = Vec::new();
-        // Encoding our own well-formed families into a Vec cannot fail.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        // Encoding well-formed families into a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&families, &mut buf);
         buf
     }
 }

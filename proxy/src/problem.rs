@@ -13,6 +13,8 @@ pub struct Problem {
     pub kind: &'static str,
     pub title: &'static str,
     pub detail: String,
+    /// The policy decision that refused the request, if one did.
+    pub decision_id: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -23,6 +25,8 @@ struct Body<'a> {
     status: u16,
     detail: &'a str,
     request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decision_id: Option<&'a str>,
 }
 
 impl Problem {
@@ -37,6 +41,7 @@ impl Problem {
             kind,
             title,
             detail: detail.into(),
+            decision_id: None,
         }
     }
 
@@ -53,6 +58,7 @@ impl Problem {
             status: self.status,
             detail: &self.detail,
             request_id,
+            decision_id: self.decision_id.as_deref(),
         };
         // Serialising plain strings and integers cannot fail.
         Bytes::from(serde_json::to_vec(&body).unwrap_or_default())

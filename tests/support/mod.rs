@@ -65,6 +65,8 @@ pub struct Builder {
     trusted_proxies: Vec<String>,
     grace_seconds: u64,
     routes_yaml: Option<String>,
+    policy_dir: Option<String>,
+    extra_proxy_yaml: String,
 }
 
 /// A running `portcullis` process.
@@ -85,6 +87,8 @@ pub fn portcullis() -> Builder {
         trusted_proxies: Vec::new(),
         grace_seconds: 10,
         routes_yaml: None,
+        policy_dir: None,
+        extra_proxy_yaml: String::new(),
     }
 }
 
@@ -93,15 +97,37 @@ pub fn policy_dir() -> &'static str {
     concat!(env!("CARGO_MANIFEST_DIR"), "/policies")
 }
 
+/// A bundle that allows everything, for tests of the gateway itself.
+pub fn allow_all_policy_dir() -> &'static str {
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/allow-all-policy"
+    )
+}
+
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_portcullis")
 }
 
 impl Builder {
-    /// Run `portcullis proxy` in front of this upstream instead of `up`.
+    /// Run `portcullis proxy` in front of this upstream instead of `up`,
+    /// with the allow-all test policy (these tests are about the gateway,
+    /// not the policy) unless another is set.
     pub fn proxy_to(mut self, upstream: SocketAddr) -> Self {
         self.mode = Mode::Proxy;
         self.upstream = Some(upstream);
+        self.policy_dir
+            .get_or_insert_with(|| allow_all_policy_dir().to_owned());
+        self
+    }
+    /// Use this policy bundle folder.
+    pub fn policy(mut self, dir: &str) -> Self {
+        self.policy_dir = Some(dir.to_owned());
+        self
+    }
+    /// Extra YAML lines inside `proxy:` (indented two spaces).
+    pub fn proxy_yaml(mut self, yaml: &str) -> Self {
+        self.extra_proxy_yaml.push_str(yaml);
         self
     }
     pub fn trusted_proxies(mut self, cidrs: &[&str]) -> Self {
@@ -112,13 +138,14 @@ impl Builder {
         self.grace_seconds = s;
         self
     }
-    /// YAML for `proxy.routes` (a flow sequence).
+    /// YAML for `proxy.routes` (a flow sequence). The default rate-limit
+    /// rules name the default routes, so a per-IP rule replaces them.
     pub fn routes(mut self, yaml: &str) -> Self {
         self.routes_yaml = Some(yaml.to_owned());
         self
     }
 
-    pub async fn start(self) -> Portcullis {
+    pub async fn start(mut self) -> Portcullis {
         let dir = tempfile::tempdir().unwrap();
         let pki = TestPki::generate(dir.path());
         let (https, http, admin) = (free_port(), free_port(), free_port());
@@ -129,10 +156,26 @@ impl Builder {
         let trusted = format!("[{}]", self.trusted_proxies.join(", "));
         let routes = self
             .routes_yaml
+            .as_ref()
             .map(|r| format!("  routes: {r}\n"))
             .unwrap_or_default();
+        // The default rate-limit rules name the default routes; with custom
+        // routes (and no rules given) one generous per-IP rule replaces them.
+        if self.routes_yaml.is_some() && !self.extra_proxy_yaml.contains("rate_limits:") {
+            self.extra_proxy_yaml
+                .push_str("  rate_limits: {rules: [{name: per_ip, key: client_ip, requests_per_period: 1000, burst_requests: 2000}]}\n");
+        }
+        let feed = match self.mode {
+            Mode::Up => format!("'http://127.0.0.1:{backend}/auth/revocations'"),
+            Mode::Proxy => "null".to_owned(),
+        };
+        let auth = format!(
+            "  auth:\n    issuers: [{{issuer: portcullis, label: backend, audiences: [portcullis], jwks_url: 'http://127.0.0.1:{backend}/auth/jwks.json', algorithms: [EdDSA], refresh_interval_seconds: 60, min_refetch_interval_seconds: 1}}]\n    revocation_feed_url: {feed}\n    revocation_poll_milliseconds: 200\n  policy: {{dir: '{}'}}\n{}",
+            self.policy_dir.as_deref().unwrap_or(policy_dir()),
+            self.extra_proxy_yaml
+        );
         let yaml = format!(
-            "state_dir: {state}\nlog: {{format: text, level: info}}\nproxy:\n  listen: {{https: 127.0.0.1:{https}, http: 127.0.0.1:{http}, admin: 127.0.0.1:{admin}}}\n  tls: {{certificate_file: {cert}, private_key_file: {key}}}\n  trusted_proxies: {trusted}\n  shutdown: {{grace_seconds: {grace}}}\n  worker_threads: 2\n  upstreams:\n    backend: {{address: '{upstream}', connect_timeout_seconds: 1, read_timeout_seconds: 10}}\n{routes}backend:\n  listen: 127.0.0.1:{backend}\n  policy_dir: {policies}\n",
+            "state_dir: {state}\nlog: {{format: text, level: info}}\nproxy:\n  listen: {{https: 127.0.0.1:{https}, http: 127.0.0.1:{http}, admin: 127.0.0.1:{admin}}}\n  tls: {{certificate_file: {cert}, private_key_file: {key}}}\n  trusted_proxies: {trusted}\n  shutdown: {{grace_seconds: {grace}}}\n  worker_threads: 2\n  upstreams:\n    backend: {{address: '{upstream}', connect_timeout_seconds: 1, read_timeout_seconds: 10}}\n{routes}{auth}backend:\n  listen: 127.0.0.1:{backend}\n  policy_dir: {policies}\n",
             state = dir.path().join("var").display(),
             cert = pki.cert_path.display(),
             key = pki.key_path.display(),
@@ -247,6 +290,58 @@ impl Portcullis {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Runs another `portcullis` command with this instance's configuration.
+    pub fn cli(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(binary())
+            .arg("--config")
+            .arg(self.dir.path().join("portcullis.yaml"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// Imports users (`username,role,password` triples, plaintext) and
+    /// returns nothing; panics when the import fails.
+    pub fn add_users(&self, users: &[(&str, &str, &str)]) {
+        let mut csv =
+            String::from("username,email,display_name,department,roles,password_format,password\n");
+        for (name, role, pw) in users {
+            csv.push_str(&format!(
+                "{name},{name}@example.org,{name},Facilities,{role},plaintext,{pw}\n"
+            ));
+        }
+        let file = self.dir.path().join("users.csv");
+        std::fs::write(&file, csv).unwrap();
+        let (ok, out) = self.cli(&["user", "import", file.to_str().unwrap()]);
+        assert!(ok, "{out}");
+    }
+
+    /// Signs in through the proxy as an API client; returns the access token.
+    pub async fn login(&self, user: &str, password: &str) -> serde_json::Value {
+        let r = self
+            .client()
+            .post(self.url("/auth/login"))
+            .json(&serde_json::json!({"username": user, "password": password, "client": "api"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "login of {user}: {}",
+            r.text().await.unwrap_or_default()
+        );
+        r.json().await.unwrap()
     }
 
     pub fn state_dir(&self) -> PathBuf {

@@ -5,6 +5,7 @@
 
 pub mod keys;
 pub mod mfa;
+pub mod oidc;
 pub mod password;
 pub mod store;
 
@@ -51,6 +52,8 @@ pub struct IdentitySettings {
     /// Roles that must use a second factor.
     pub mfa_required_roles: Vec<Role>,
     pub throttle: ThrottleSettings,
+    /// OIDC single sign-on providers (none by default).
+    pub oidc: Vec<oidc::ProviderSettings>,
 }
 
 impl Default for IdentitySettings {
@@ -65,6 +68,7 @@ impl Default for IdentitySettings {
             key_overlap_seconds: 600,
             mfa_required_roles: Vec::new(),
             throttle: ThrottleSettings::default(),
+            oidc: Vec::new(),
         }
     }
 }
@@ -97,6 +101,8 @@ pub struct Identity {
     pub settings: IdentitySettings,
     pub passwords: Passwords,
     pub keyring: RwLock<Keyring>,
+    /// OIDC providers, loaded by `crate::open` (empty until then).
+    pub oidc: oidc::Providers,
     lockouts: prometheus::IntCounterVec,
     logins: prometheus::IntCounterVec,
 }
@@ -134,6 +140,7 @@ impl Identity {
             settings,
             passwords: Passwords::try_new()?,
             keyring: RwLock::new(keyring),
+            oidc: oidc::Providers::default(),
             lockouts: counter(
                 "portcullis_auth_lockouts_total",
                 "Sign-in lockouts, by key kind.",
@@ -215,12 +222,12 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn client_ip(headers: &HeaderMap) -> Option<String> {
-    // Set by the proxy from the peer address (trusted-proxy aware).
+    // Set by the proxy from its trusted-proxy logic; the proxy strips any
+    // inbound `X-Portcullis-*` header, and only the proxy reaches the backend.
     headers
-        .get("x-forwarded-for")
+        .get("x-portcullis-client-ip")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .map(|s| s.trim().to_owned())
+        .map(|s| s.trim().chars().take(45).collect())
 }
 
 // ------------------------------------------------------------- throttling
@@ -1012,6 +1019,7 @@ pub fn router() -> Router<AppState> {
             get(admin_user_sessions).delete(admin_revoke_user_sessions),
         )
         .route("/admin/users/{id}/mfa/reset", post(admin_reset_mfa))
+        .merge(oidc::router())
 }
 
 /// Creates the first administrator when there is none: user `admin` with a

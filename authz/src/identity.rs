@@ -1,4 +1,4 @@
-//! Identity at the boundary. The backend believes who the caller is only
+//! Identity at the boundary between proxy and backend. The backend believes who the caller is only
 //! from the proxy: the proxy sends the verified identity in
 //! `X-Portcullis-Identity` (base64url JSON) and binds it to the request with
 //! `X-Portcullis-Signature`, an HMAC-SHA256 over the method, the path and

@@ -1,0 +1,652 @@
+//! OIDC single sign-on: authorization code flow with PKCE (S256), `state` and
+//! `nonce`; IdP groups mapped to roles at every sign-in; OIDC Back-Channel
+//! Logout; RP-initiated logout.
+//!
+//! Routes:
+//! - `GET /auth/oidc/login?provider=NAME&return_to=/path`: stores a pending
+//!   login (hashed `state` and `nonce`, 10 minutes, single use) bound to the
+//!   browser by the `__Host-portcullis-oidc` cookie, and redirects to the
+//!   provider. The PKCE verifier is derived from that cookie and the state
+//!   (HMAC-SHA-256), so it is never stored: the database alone cannot finish a
+//!   sign-in, nor can an intercepted code without the browser's cookie.
+//! - `GET /auth/oidc/callback`: consumes the pending login, exchanges the code
+//!   with the verifier, verifies the ID token (discovery, JWKS, `iss`, `aud`,
+//!   `exp`, `nonce`; a nonce is accepted once), reads username, email, name
+//!   and groups from the ID token or else the userinfo endpoint, creates the
+//!   employee on first sign-in (`is_oidc`), re-synchronises roles, starts a
+//!   session and redirects to `return_to` with the session cookies.
+//! - `POST /auth/oidc/backchannel-logout`: verifies a logout token and ends the
+//!   sessions it names (provider + `sid`, or provider + `sub`).
+//! - `GET /auth/oidc/logout`: ends the local session and redirects to the
+//!   provider's `end_session_endpoint` (with `client_id` and the configured
+//!   `post_logout_redirect_uri`), or to `/`.
+//!
+//! Outbound HTTP (discovery, JWKS, token, userinfo) uses one reqwest client
+//! with rustls, redirects off and timeouts; metadata is cached for ten minutes
+//! and refreshed early (at most every 30 s) when a token is signed by an
+//! unknown key.
+mod config;
+mod provider;
+mod store;
+
+pub use config::{OidcProviderConfig, ProviderSettings, default_role_mapping, validate_providers};
+pub use provider::{BACKCHANNEL_LOGOUT_EVENT, Claims, LogoutClaims, OidcError, Providers};
+
+use axum::Router;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::AppState;
+use crate::api::ApiQuery;
+use crate::db::now_text;
+use crate::error::ApiError;
+use crate::model::{EmployeePatch, NewEmployee, Role};
+use crate::repo::{self, RepoError};
+
+use self::provider::{CLOCK_SKEW_SECONDS, Provider, string_list};
+use super::{at, now_unix, random_token, read_cookie, token_hash};
+
+/// The cookie binding a pending sign-in to the browser that started it.
+pub const OIDC_COOKIE: &str = "__Host-portcullis-oidc";
+/// How long a pending sign-in waits for its callback.
+pub const LOGIN_TTL_SECONDS: i64 = 600;
+
+/// The PKCE verifier of a sign-in: HMAC-SHA-256 keyed by the browser's
+/// cookie secret over the state, base64url (43 characters).
+fn pkce_verifier(browser_secret: &str, state: &str) -> Result<String, ApiError> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(browser_secret.as_bytes())
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    mac.update(b"portcullis-oidc-pkce\0");
+    mac.update(state.as_bytes());
+    Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+}
+
+/// `return_to` when it is a local path: starts with one `/`, printable ASCII,
+/// no backslash (browsers read `/\host` as `//host`), at most 2048 bytes.
+pub fn local_path(raw: &str) -> Option<&str> {
+    let ok = raw.starts_with('/')
+        && !raw.starts_with("//")
+        && raw.len() <= 2048
+        && raw
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b'\\');
+    ok.then_some(raw)
+}
+
+fn oidc_cookie(value: &str, max_age: i64) -> HeaderValue {
+    // Lax, unlike the session cookies: the provider's redirect back is a
+    // cross-site navigation that must carry it.
+    HeaderValue::from_str(&format!(
+        "{OIDC_COOKIE}={value}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age}"
+    ))
+    .unwrap_or(HeaderValue::from_static("invalid=; Max-Age=0"))
+}
+
+fn see_other(location: &str) -> Response {
+    let location = HeaderValue::from_str(location).unwrap_or(HeaderValue::from_static("/"));
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, location),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+    )
+        .into_response()
+}
+
+// ------------------------------------------------------------- sign-in
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginQuery {
+    /// Provider name; optional when only one is configured.
+    provider: Option<String>,
+    /// Local path to return to afterwards. Default `/`.
+    return_to: Option<String>,
+}
+
+async fn login(
+    State(s): State<AppState>,
+    ApiQuery(q): ApiQuery<LoginQuery>,
+) -> Result<Response, ApiError> {
+    let provider = s.identity.oidc.select(q.provider.as_deref())?;
+    let return_to = match q.return_to.as_deref() {
+        None => "/",
+        Some(r) => local_path(r).ok_or_else(|| ApiError::Custom {
+            status: StatusCode::BAD_REQUEST,
+            kind: "oidc-invalid-return-to",
+            detail: "return_to must be a local path such as /tickets".into(),
+        })?,
+    };
+    let (state, nonce, browser) = (random_token(), random_token(), random_token());
+    let verifier = pkce_verifier(&browser, &state)?;
+    let url = provider
+        .authorization_url(&state, &nonce, &verifier)
+        .await?;
+    let now = now_unix();
+    store::purge_expired(&s.db, &now_text()).await?;
+    store::insert_login(
+        &s.db,
+        &store::PendingLogin {
+            state_hash: token_hash(&state),
+            browser_hash: token_hash(&browser),
+            provider: provider.settings.name.clone(),
+            nonce_hash: token_hash(&nonce),
+            return_to: return_to.to_owned(),
+            created_at: at(now),
+            expires_at: at(now + LOGIN_TTL_SECONDS),
+        },
+    )
+    .await?;
+    let mut resp = see_other(&url);
+    resp.headers_mut()
+        .append(header::SET_COOKIE, oidc_cookie(&browser, LOGIN_TTL_SECONDS));
+    Ok(resp)
+}
+
+/// Query of the provider's redirect back. Not `deny_unknown_fields`:
+/// providers add their own parameters (`session_state`, …).
+#[derive(Debug, Deserialize)]
+struct CallbackQuery {
+    state: Option<String>,
+    code: Option<String>,
+    /// RFC 9207: the issuer of the response (mix-up defence).
+    iss: Option<String>,
+    error: Option<String>,
+}
+
+fn invalid_state() -> ApiError {
+    ApiError::Custom {
+        status: StatusCode::BAD_REQUEST,
+        kind: "oidc-invalid-state",
+        detail: "This sign-in is unknown, expired, already used or was started in another browser; start again".into(),
+    }
+}
+
+async fn callback(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<CallbackQuery>,
+) -> Response {
+    // The pending login must exist, be this browser's, and be unused.
+    let state = q
+        .state
+        .as_deref()
+        .filter(|v| !v.is_empty() && v.len() <= 512);
+    let browser = read_cookie(&headers, OIDC_COOKIE).filter(|v| !v.is_empty());
+    let (Some(state), Some(browser)) = (state, browser) else {
+        return invalid_state().into_response();
+    };
+    let claimed = match store::claim_login(
+        &s.db,
+        &token_hash(state),
+        &token_hash(browser),
+        &now_text(),
+    )
+    .await
+    {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            tracing::warn!(target: "portcullis::audit", event = "auth.login", outcome = "failure", method = "oidc", reason = "oidc-invalid-state", "OIDC callback without a matching pending sign-in");
+            return invalid_state().into_response();
+        }
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    // From here on the pending login is spent: the browser's cookie goes too.
+    let outcome = complete(&s, &headers, &q, &claimed, state, browser).await;
+    let mut resp = match outcome {
+        Ok(r) => r,
+        Err(e) => {
+            s.identity
+                .logins
+                .with_label_values(&["failure", "oidc"])
+                .inc();
+            let reason = match &e {
+                ApiError::Custom { kind, .. } => *kind,
+                ApiError::Internal(_) => "internal",
+                _ => "other",
+            };
+            tracing::info!(target: "portcullis::audit", event = "auth.login", outcome = "failure", method = "oidc", provider = %claimed.provider, reason, "OIDC sign-in refused");
+            e.into_response()
+        }
+    };
+    resp.headers_mut()
+        .append(header::SET_COOKIE, oidc_cookie("", 0));
+    resp
+}
+
+/// Who the provider says signed in.
+#[derive(Debug, Clone)]
+struct Profile {
+    subject: String,
+    sid: Option<String>,
+    username: String,
+    email: Option<String>,
+    display_name: Option<String>,
+    groups: Vec<String>,
+}
+
+async fn complete(
+    s: &AppState,
+    headers: &HeaderMap,
+    q: &CallbackQuery,
+    claimed: &store::ClaimedLogin,
+    state: &str,
+    browser: &str,
+) -> Result<Response, ApiError> {
+    let provider = s
+        .identity
+        .oidc
+        .get(&claimed.provider)
+        .ok_or_else(invalid_state)?;
+    let settings = &provider.settings;
+    if let Some(error) = &q.error {
+        let code: String = error
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(64)
+            .collect();
+        return Err(ApiError::Custom {
+            status: StatusCode::UNAUTHORIZED,
+            kind: "oidc-sign-in-refused",
+            detail: format!("The identity provider did not sign you in ({code})"),
+        });
+    }
+    if q.iss.as_deref().is_some_and(|iss| iss != settings.issuer) {
+        return Err(ApiError::Custom {
+            status: StatusCode::BAD_REQUEST,
+            kind: "oidc-issuer-mismatch",
+            detail: "The answer came from another identity provider than the one asked".into(),
+        });
+    }
+    let code = q
+        .code
+        .as_deref()
+        .filter(|c| !c.is_empty() && c.len() <= 4096)
+        .ok_or_else(|| ApiError::Custom {
+            status: StatusCode::BAD_REQUEST,
+            kind: "oidc-invalid-callback",
+            detail: "The identity provider's answer has no authorization code".into(),
+        })?;
+    let verifier = pkce_verifier(browser, state)?;
+    let (id_token, access_token) = provider.exchange(code, &verifier).await?;
+    let claims = provider
+        .verify_id_token(&id_token, &claimed.nonce_hash)
+        .await?;
+    // Each nonce is accepted once (the pending login is single use already;
+    // this also holds if that ever changes).
+    let nonce = claims
+        .get("nonce")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_i64)
+        .unwrap_or_else(now_unix);
+    if !store::use_once(
+        &s.db,
+        &settings.name,
+        "nonce",
+        &token_hash(nonce),
+        &at(exp.max(now_unix()) + CLOCK_SKEW_SECONDS),
+    )
+    .await?
+    {
+        return Err(ApiError::Custom {
+            status: StatusCode::UNAUTHORIZED,
+            kind: "oidc-replay",
+            detail: "This sign-in answer was already used; start again".into(),
+        });
+    }
+    let profile = profile(provider, claims, &access_token).await?;
+    let mut roles: Vec<Role> = profile
+        .groups
+        .iter()
+        .filter_map(|g| settings.role_mapping.get(g).copied())
+        .collect();
+    roles.sort();
+    roles.dedup();
+    let employee_id = provision(s, settings, &profile, &roles).await?;
+    let (sid, issued) = s
+        .start_session(
+            employee_id,
+            "oidc",
+            vec!["ext".into()],
+            headers,
+            Some((settings.name.clone(), profile.sid.clone())),
+        )
+        .await?;
+    s.identity
+        .logins
+        .with_label_values(&["success", "oidc"])
+        .inc();
+    tracing::info!(target: "portcullis::audit", event = "auth.login", outcome = "success", employee_id, method = "oidc", provider = %settings.name, session_id = %sid, "signed in");
+    // The same cookies as a browser password sign-in, then back to the page.
+    let tokens = super::token_response(&issued, false, json!({}));
+    let mut resp = see_other(&claimed.return_to);
+    for c in tokens.headers().get_all(header::SET_COOKIE) {
+        resp.headers_mut().append(header::SET_COOKIE, c.clone());
+    }
+    Ok(resp)
+}
+
+/// Reads the profile from the ID token, completed from userinfo when a
+/// configured claim is missing there.
+async fn profile(
+    provider: &Provider,
+    mut claims: Claims,
+    access_token: &str,
+) -> Result<Profile, ApiError> {
+    let settings = &provider.settings;
+    let subject = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| OidcError::InvalidIdToken("no sub".into()))?;
+    let wanted = [
+        settings.username_claim.as_str(),
+        settings.groups_claim.as_str(),
+        "email",
+        "name",
+    ];
+    if wanted.iter().any(|c| !claims.contains_key(*c))
+        && let Some(info) = provider.userinfo(access_token, &subject).await?
+    {
+        for (k, v) in info {
+            claims.entry(k).or_insert(v);
+        }
+    }
+    let text = |k: &str| {
+        claims
+            .get(k)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let username = text(&settings.username_claim)
+        .map(|u| u.to_lowercase())
+        .filter(|u| {
+            (3..=64).contains(&u.len())
+                && u.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-@".contains(&b)
+                })
+        })
+        .ok_or_else(|| ApiError::Custom {
+            status: StatusCode::FORBIDDEN,
+            kind: "oidc-invalid-username",
+            detail: format!(
+                "The identity provider gave no usable `{}` (3 to 64 of a-z, 0-9, `.`, `_`, `-`, `@`)",
+                settings.username_claim
+            ),
+        })?;
+    let email = text("email").filter(|e| {
+        e.len() <= 254
+            && !e.contains(char::is_whitespace)
+            && e.split_once('@')
+                .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
+    });
+    let display_name = text("name").map(|n| n.chars().take(100).collect());
+    Ok(Profile {
+        subject,
+        sid: text("sid"),
+        username,
+        email,
+        display_name,
+        groups: string_list(claims.get(&settings.groups_claim)),
+    })
+}
+
+fn no_role() -> ApiError {
+    ApiError::Custom {
+        status: StatusCode::FORBIDDEN,
+        kind: "oidc-no-role",
+        detail: "Your account at the identity provider is in no group that grants access here; ask an administrator".into(),
+    }
+}
+
+fn account_conflict() -> ApiError {
+    ApiError::Custom {
+        status: StatusCode::CONFLICT,
+        kind: "oidc-account-conflict",
+        detail: "A different account already uses this username or email; ask an administrator to link or rename it".into(),
+    }
+}
+
+/// The employee of a provider account: created at first sign-in, linked to
+/// a pre-provisioned OIDC account of the same username, and otherwise
+/// re-synchronised (roles, email, name). Groups that map to no role refuse
+/// the sign-in; a linked employee then loses every role and session.
+async fn provision(
+    s: &AppState,
+    settings: &ProviderSettings,
+    profile: &Profile,
+    roles: &[Role],
+) -> Result<i64, ApiError> {
+    let now = now_text();
+    let provider = settings.name.as_str();
+    let linked = store::linked_employee(&s.db, provider, &profile.subject).await?;
+    let employee = match linked {
+        Some(id) => repo::get_employee(&s.db, id).await?,
+        None => match super::store::employee_by_username(&s.db, &profile.username).await? {
+            Some((id, _)) => {
+                // Only an OIDC account nobody signed in to yet (e.g. imported)
+                // may be claimed; never a password account.
+                let e = repo::get_employee(&s.db, id).await?;
+                if !e.is_oidc || store::has_link(&s.db, id).await? {
+                    return Err(account_conflict());
+                }
+                if roles.is_empty() {
+                    return Err(no_role());
+                }
+                store::link(&s.db, provider, &profile.subject, id, &now).await?;
+                e
+            }
+            None => {
+                if roles.is_empty() {
+                    return Err(no_role());
+                }
+                let new = NewEmployee {
+                    username: profile.username.clone(),
+                    email: profile.email.clone().unwrap_or_else(|| {
+                        if profile.username.contains('@') {
+                            profile.username.clone()
+                        } else {
+                            format!("{}@{provider}.oidc.invalid", profile.username)
+                        }
+                    }),
+                    display_name: profile
+                        .display_name
+                        .clone()
+                        .unwrap_or_else(|| profile.username.clone()),
+                    department_id: None,
+                    roles: roles.to_vec(),
+                };
+                let e = repo::create_employee(&s.db, &new, true)
+                    .await
+                    .map_err(|e| match e {
+                        RepoError::Conflict(_) => account_conflict(),
+                        other => other.into(),
+                    })?;
+                store::link(&s.db, provider, &profile.subject, e.id, &now).await?;
+                let roles: Vec<&str> = e.roles.iter().map(|r| r.as_str()).collect();
+                tracing::info!(target: "portcullis::audit", event = "user.provisioned", employee_id = e.id, username = %e.username, provider, roles = ?roles, "account created at first OIDC sign-in");
+                return Ok(e.id);
+            }
+        },
+    };
+    if employee.status != "active" {
+        return Err(ApiError::Custom {
+            status: StatusCode::FORBIDDEN,
+            kind: "account-disabled",
+            detail: "This account is disabled; ask an administrator".into(),
+        });
+    }
+    let mut patch = EmployeePatch::default();
+    let roles_changed = employee.roles.as_slice() != roles;
+    if roles_changed {
+        patch.roles = Some(roles.to_vec());
+    }
+    if let Some(email) = profile.email.as_ref().filter(|e| **e != employee.email) {
+        patch.email = Some(email.clone());
+    }
+    if let Some(name) = profile
+        .display_name
+        .as_ref()
+        .filter(|n| **n != employee.display_name)
+    {
+        patch.display_name = Some(name.clone());
+    }
+    if patch.roles.is_some() || patch.email.is_some() || patch.display_name.is_some() {
+        repo::update_employee(&s.db, employee.id, &patch)
+            .await
+            .map_err(|e| match e {
+                RepoError::Conflict(_) => account_conflict(),
+                other => other.into(),
+            })?;
+    }
+    if roles_changed {
+        let added: Vec<&str> = roles
+            .iter()
+            .filter(|r| !employee.roles.contains(r))
+            .map(|r| r.as_str())
+            .collect();
+        let removed: Vec<&str> = employee
+            .roles
+            .iter()
+            .filter(|r| !roles.contains(r))
+            .map(|r| r.as_str())
+            .collect();
+        tracing::info!(target: "portcullis::audit", event = "user.roles_synced", employee_id = employee.id, username = %employee.username, provider, added = ?added, removed = ?removed, "roles re-synchronised from the identity provider's groups");
+        // As with an administrator's change: sessions holding the old roles end.
+        for sid in super::store::revoke_all(&s.db, employee.id, "role_change").await? {
+            s.publish_revocation(&sid).await;
+        }
+    }
+    store::touch_link(&s.db, provider, &profile.subject, &now).await?;
+    if roles.is_empty() {
+        return Err(no_role());
+    }
+    Ok(employee.id)
+}
+
+// ------------------------------------------------------------- logout
+
+#[derive(Debug, Deserialize)]
+struct BackchannelForm {
+    logout_token: String,
+}
+
+/// OIDC Back-Channel Logout: 200 when the token is valid (whether or not a
+/// session matched), 400 problem otherwise. Never cached.
+async fn backchannel_logout(
+    State(s): State<AppState>,
+    form: Result<Form<BackchannelForm>, FormRejection>,
+) -> Response {
+    let outcome = async {
+        let Form(form) = form.map_err(|e| ApiError::Custom {
+            status: StatusCode::BAD_REQUEST,
+            kind: "oidc-invalid-logout-token",
+            detail: format!("Send logout_token as application/x-www-form-urlencoded ({e})"),
+        })?;
+        let now = now_unix();
+        let claims = s
+            .identity
+            .oidc
+            .verify_logout_token(&form.logout_token, now)
+            .await?;
+        store::purge_expired(&s.db, &now_text()).await?;
+        if !store::use_once(
+            &s.db,
+            &claims.provider,
+            "jti",
+            &token_hash(&claims.jti),
+            &at(claims.keep_until),
+        )
+        .await?
+        {
+            return Err(OidcError::InvalidLogoutToken("already used (jti)".into()).into());
+        }
+        let now_t = now_text();
+        let employee = match &claims.sub {
+            Some(sub) => store::linked_employee(&s.db, &claims.provider, sub).await?,
+            None => None,
+        };
+        let sessions: Vec<String> = match (&claims.sid, &claims.sub, employee) {
+            (Some(sid), sub, employee) => store::sessions_by_sid(&s.db, &claims.provider, sid, &now_t)
+                .await?
+                .into_iter()
+                .filter(|(_, e)| sub.is_none() || Some(*e) == employee)
+                .map(|(sid, _)| sid)
+                .collect(),
+            (None, Some(_), Some(employee)) => {
+                store::sessions_of_employee(&s.db, &claims.provider, employee, &now_t).await?
+            }
+            _ => Vec::new(),
+        };
+        let mut ended = 0usize;
+        for sid in &sessions {
+            if super::store::revoke_session(&s.db, sid, "backchannel_logout").await? {
+                s.publish_revocation(sid).await;
+                ended += 1;
+            }
+        }
+        tracing::info!(target: "portcullis::audit", event = "auth.backchannel_logout", provider = %claims.provider, sessions_ended = ended, "identity provider ended sessions");
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    let mut resp = match outcome {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => e.into_response(),
+    };
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// RP-initiated logout: ends the local session (as `/auth/logout`), then
+/// sends the browser to the provider's end-session endpoint, or to `/`.
+async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let mut target = "/".to_owned();
+    if let Some(sid) = super::session_of(&s, &headers, None).await? {
+        let session = super::store::session(&s.db, &sid).await?;
+        if super::store::revoke_session(&s.db, &sid, "logout").await? {
+            s.publish_revocation(&sid).await;
+        }
+        tracing::info!(target: "portcullis::audit", event = "auth.logout", session_id = %sid, "signed out");
+        if let Some(p) = session
+            .and_then(|x| x.oidc_provider)
+            .and_then(|name| s.identity.oidc.get(&name))
+        {
+            match p.end_session_url().await {
+                Ok(Some(url)) => target = url,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "no end-session redirect: provider metadata unavailable");
+                }
+            }
+        }
+    }
+    let mut resp = see_other(&target);
+    super::clear_cookies(&mut resp);
+    Ok(resp)
+}
+
+/// Routes of OIDC sign-in and logout.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/auth/oidc/login", get(login))
+        .route("/auth/oidc/callback", get(callback))
+        .route("/auth/oidc/backchannel-logout", post(backchannel_logout))
+        .route("/auth/oidc/logout", get(logout))
+}

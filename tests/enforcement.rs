@@ -1,0 +1,676 @@
+//! End-to-end enforcement: real proxy + backend (`portcullis up`), the
+//! shipped policy bundle, tokens issued by the backend and tokens crafted to
+//! attack the verifier.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::pki::raw_request;
+use support::upstream::start_echo;
+use support::{Portcullis, portcullis};
+
+const PW: &str = "a long enough password";
+
+async fn started() -> Portcullis {
+    let p = portcullis().start().await;
+    p.add_users(&[
+        ("alice", "employee", PW),
+        ("root", "administrator", PW),
+        ("tom", "technician", PW),
+    ]);
+    p
+}
+
+fn api(
+    p: &Portcullis,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+) -> reqwest::RequestBuilder {
+    p.client().request(method, p.url(path)).bearer_auth(token)
+}
+
+/// The backend's current signing key, read from its keyring (0600 files).
+fn signing_key(p: &Portcullis) -> (String, jsonwebtoken::EncodingKey, String) {
+    let dir = p.state_dir().join("keys/jwt");
+    let ring: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("keyring.json")).unwrap()).unwrap();
+    let current = ring
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["state"] == "current")
+        .unwrap();
+    let kid = current["kid"].as_str().unwrap().to_owned();
+    let der = std::fs::read(dir.join(format!("{kid}.pk8"))).unwrap();
+    (
+        kid,
+        jsonwebtoken::EncodingKey::from_ed_der(&der),
+        current["public_x"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn b64(v: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+}
+
+#[tokio::test]
+async fn signed_in_users_reach_the_api_and_anonymous_ones_do_not() {
+    let p = started().await;
+    let r = p.client().get(p.url("/api/tickets")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["type"], "urn:portcullis:problem:unauthenticated");
+    assert!(body["decision_id"].is_string());
+
+    let token = p.login("alice", PW).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = api(&p, &token, reqwest::Method::POST, "/api/tickets")
+        .json(&json!({"title": "Lamp broken"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
+    let r = api(&p, &token, reqwest::Method::GET, "/api/tickets")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers().get("ratelimit").is_some(),
+        "rate-limit headers advertised"
+    );
+    // An employee is not an administrator: the route policy says 403, with the decision id.
+    let r = api(&p, &token, reqwest::Method::GET, "/admin/sessions")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["decision_id"].is_string(), "{body}");
+    let m = p.metrics().await;
+    assert!(
+        m.contains(r#"portcullis_policy_decisions_total{decision="deny",mode="enforce"}"#),
+        "{m}"
+    );
+    assert!(m.contains("portcullis_policy_evaluation_duration_seconds_bucket"));
+}
+
+#[tokio::test]
+async fn logout_and_admin_revocation_are_refused_by_the_proxy_within_one_second() {
+    let p = started().await;
+    for how in ["logout", "admin"] {
+        let login = p.login("alice", PW).await;
+        let token = login["access_token"].as_str().unwrap().to_owned();
+        assert_eq!(
+            api(&p, &token, reqwest::Method::GET, "/api/tickets")
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::OK
+        );
+        let started = Instant::now();
+        if how == "logout" {
+            let r = api(&p, &token, reqwest::Method::POST, "/auth/logout")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        } else {
+            let admin = p.login("root", PW).await["access_token"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let sid: Value = {
+                let payload = token.split('.').nth(1).unwrap();
+                serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+            };
+            let r = api(
+                &p,
+                &admin,
+                reqwest::Method::DELETE,
+                &format!("/admin/sessions/{}", sid["sid"].as_str().unwrap()),
+            )
+            .send()
+            .await
+            .unwrap();
+            assert_eq!(
+                r.status(),
+                StatusCode::NO_CONTENT,
+                "{}",
+                r.text().await.unwrap()
+            );
+        }
+        // Poll until the proxy itself refuses the token (the backend checks
+        // its session table too, so it may refuse even earlier).
+        loop {
+            let r = api(&p, &token, reqwest::Method::GET, "/api/tickets")
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                r.status() == StatusCode::OK || r.status() == StatusCode::UNAUTHORIZED,
+                "{}",
+                r.status()
+            );
+            if r.status() == StatusCode::UNAUTHORIZED {
+                let body: Value = r.json().await.unwrap();
+                if body["detail"].as_str().unwrap().contains("session_revoked") {
+                    break;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "{how}: token still accepted after 1 s"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        println!("{how}: refused after {:?}", started.elapsed());
+    }
+}
+
+#[tokio::test]
+async fn crafted_tokens_are_refused_with_a_reason_code() {
+    let p = started().await;
+    // A token the backend issued, to compare against.
+    let good = p.login("alice", PW).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        api(&p, &good, reqwest::Method::GET, "/api/tickets")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let (kid, key, public_x) = signing_key(&p);
+    let claims = |patch: Value| {
+        let mut c = json!({"iss": "portcullis", "aud": "portcullis", "sub": "2", "sid": "x", "roles": ["administrator"],
+                            "amr": ["pwd"], "iat": now(), "exp": now() + 120});
+        for (k, v) in patch.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let sign =
+        |header: jsonwebtoken::Header, c: &Value| jsonwebtoken::encode(&header, c, &key).unwrap();
+    let eddsa = |kid: &str| {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        h.kid = Some(kid.to_owned());
+        h
+    };
+    let valid_claims = claims(json!({}));
+    let parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+    let hs256_with_public_key = {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        h.kid = Some(kid.clone());
+        let secret = URL_SAFE_NO_PAD.decode(&public_x).unwrap();
+        jsonwebtoken::encode(
+            &h,
+            &valid_claims,
+            &jsonwebtoken::EncodingKey::from_secret(&secret),
+        )
+        .unwrap()
+    };
+    let with_header = |extra: Value| {
+        let mut h = json!({"alg": "EdDSA", "typ": "JWT", "kid": kid});
+        for (k, v) in extra.as_object().unwrap() {
+            h[k] = v.clone();
+        }
+        // Header changed: the signature of the original no longer matters, the header check comes first.
+        format!("{}.{}.{}", b64(&h), b64(&valid_claims), parts[2])
+    };
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                b64(&json!({"alg": "none", "kid": kid})),
+                b64(&valid_claims)
+            ),
+            "algorithm_not_allowed",
+        ),
+        (
+            "alg None",
+            format!(
+                "{}.{}.",
+                b64(&json!({"alg": "None", "kid": kid})),
+                b64(&valid_claims)
+            ),
+            "algorithm_not_allowed",
+        ),
+        (
+            "HS256 keyed with the public key",
+            hs256_with_public_key,
+            "algorithm_not_allowed",
+        ),
+        (
+            "unknown kid",
+            sign(eddsa("0000000000000000"), &valid_claims),
+            "unknown_kid",
+        ),
+        (
+            "kid with path characters",
+            sign(eddsa("../../keys/jwt/x"), &valid_claims),
+            "bad_kid",
+        ),
+        (
+            "jku header",
+            with_header(json!({"jku": "https://evil.example/jwks.json"})),
+            "forbidden_header",
+        ),
+        (
+            "x5u header",
+            with_header(json!({"x5u": "https://evil.example/cert.pem"})),
+            "forbidden_header",
+        ),
+        (
+            "expired",
+            sign(
+                eddsa(&kid),
+                &claims(json!({"exp": now() - 3600, "iat": now() - 7200})),
+            ),
+            "expired",
+        ),
+        (
+            "not yet valid",
+            sign(eddsa(&kid), &claims(json!({"nbf": now() + 3600}))),
+            "not_yet_valid",
+        ),
+        (
+            "wrong issuer",
+            sign(eddsa(&kid), &claims(json!({"iss": "https://evil.example"}))),
+            "unknown_issuer",
+        ),
+        (
+            "wrong audience",
+            sign(eddsa(&kid), &claims(json!({"aud": "someone-else"}))),
+            "wrong_audience",
+        ),
+        (
+            "bad signature",
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                b64(&claims(json!({"roles": ["administrator"]}))),
+                parts[2]
+            ),
+            "bad_signature",
+        ),
+        ("truncated", parts[..2].join("."), "malformed"),
+        (
+            "zero-length signature",
+            format!("{}.{}.", parts[0], parts[1]),
+            "bad_signature",
+        ),
+        (
+            "oversized",
+            format!("{}.{}.{}", parts[0], "A".repeat(20_000), parts[2]),
+            "oversized",
+        ),
+        (
+            "missing kid",
+            sign(
+                jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+                &valid_claims,
+            ),
+            "missing_kid",
+        ),
+    ];
+    for (label, token, reason) in &cases {
+        let r = api(&p, token, reqwest::Method::GET, "/api/tickets")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{label}");
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            body["detail"].as_str().unwrap().contains(reason),
+            "{label}: {body}"
+        );
+    }
+    let m = p.metrics().await;
+    for (label, _, reason) in &cases {
+        assert!(
+            m.contains(&format!(
+                "portcullis_jwt_rejections_total{{reason=\"{reason}\"}}"
+            )),
+            "{label}: no metric for {reason}"
+        );
+    }
+    // A correctly signed token for another subject still meets the policy and the backend.
+    let forged_ok = sign(eddsa(&kid), &claims(json!({})));
+    let r = api(&p, &forged_ok, reqwest::Method::GET, "/api/tickets")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "a signed token with an unknown session is refused by the backend"
+    );
+}
+
+#[tokio::test]
+async fn path_spellings_cannot_reach_a_denied_route() {
+    let p = started().await;
+    let token = p.login("alice", PW).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for target in [
+        "/admin/sessions",
+        "/admin/../admin/sessions",
+        "/api/%2e%2e/admin/sessions",
+        "//admin/sessions",
+        "/ADMIN/sessions",
+        "/Admin/Sessions",
+        "/admin;x=1/sessions",
+        "/admin./sessions",
+        "/api/..%2fadmin/sessions",
+        "/api/%2e%2e%2fadmin/sessions",
+        "/%61dmin/sessions",
+    ] {
+        let req = format!(
+            "GET {target} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        );
+        let (status, text) = raw_request(&p.pki.ca_pem, p.https, req.as_bytes()).await;
+        assert!(
+            status == 400 || status == 403 || status == 404,
+            "{target} reached {status}: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cross_site_form_post_with_the_cookie_is_refused_and_the_spa_passes() {
+    let p = started().await;
+    let r = p
+        .client()
+        .post(p.url("/auth/login"))
+        .json(&json!({"username": "alice", "password": PW}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let cookies: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .collect();
+    let csrf = r.json::<Value>().await.unwrap()["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cookie = cookies.join("; ");
+    let host = format!("localhost:{}", p.https);
+    let post = |headers: Vec<(&str, String)>| {
+        let mut req = p
+            .client()
+            .post(format!("https://localhost:{}/api/tickets", p.https))
+            .header("cookie", &cookie)
+            .json(&json!({"title": "t"}));
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        req.send()
+    };
+    // A form on another site: the browser attaches the cookie, nothing else.
+    let r = post(vec![
+        ("sec-fetch-site", "cross-site".into()),
+        ("origin", "https://evil.example".into()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["type"],
+        "urn:portcullis:problem:csrf"
+    );
+    // Same origin but without the token (e.g. an older browser without Fetch Metadata).
+    let r = post(vec![]).await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // The SPA: same origin, token echoed from the cookie.
+    let r = post(vec![
+        ("sec-fetch-site", "same-origin".into()),
+        ("origin", format!("https://{host}")),
+        ("x-csrf-token", csrf),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
+    // API clients with a bearer token are exempt.
+    let token = p.login("alice", PW).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = api(&p, &token, reqwest::Method::POST, "/api/tickets")
+        .header("sec-fetch-site", "cross-site")
+        .json(&json!({"title": "t"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(
+        p.metrics()
+            .await
+            .contains(r#"portcullis_csrf_rejections_total{mode="enforce",reason="cross_site"}"#)
+    );
+}
+
+#[tokio::test]
+async fn brute_force_on_one_account_from_many_addresses_and_from_one_address_is_blocked() {
+    let p = portcullis()
+        .trusted_proxies(&["127.0.0.0/8"])
+        .proxy_yaml(
+            "  rate_limits:\n    rules:\n      - {name: login_account, key: login_account, routes: [auth], requests_per_period: 5, period_seconds: 600}\n      - {name: login_ip, key: client_ip, routes: [auth], requests_per_period: 8, period_seconds: 600}\n",
+        )
+        .start()
+        .await;
+    p.add_users(&[("victim", "employee", PW), ("bystander", "employee", PW)]);
+    let attempt = |user: &str, ip: String| {
+        p.client()
+            .post(p.url("/auth/login"))
+            .header("x-forwarded-for", ip)
+            .json(&json!({"username": user, "password": "guess"}))
+            .send()
+    };
+    // Many addresses, one account.
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        statuses.push(
+            attempt("victim", format!("198.51.100.{i}"))
+                .await
+                .unwrap()
+                .status(),
+        );
+    }
+    assert!(
+        statuses[..5].iter().all(|s| *s == StatusCode::UNAUTHORIZED),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses[5..]
+            .iter()
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    // One address, many accounts.
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let r = attempt(&format!("user{i}"), "203.0.113.9".into())
+            .await
+            .unwrap();
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(r.headers().get("retry-after").is_some());
+            assert!(r.headers().get("ratelimit-policy").is_some());
+        }
+        statuses.push(r.status());
+    }
+    assert!(
+        statuses[8..]
+            .iter()
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    // A legitimate user elsewhere is unaffected.
+    let r = p
+        .client()
+        .post(p.url("/auth/login"))
+        .header("x-forwarded-for", "192.0.2.44")
+        .json(&json!({"username": "bystander", "password": PW, "client": "api"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(p.metrics().await.contains(
+        "portcullis_ratelimit_rejections_total{mode=\"enforce\",rule=\"login_account\"}"
+    ));
+}
+
+#[tokio::test]
+async fn two_proxies_sharing_redis_enforce_one_limit() {
+    let echo = start_echo().await;
+    let prefix = format!("portcullis-test-{}-{}:", std::process::id(), now());
+    let yaml = format!(
+        "  rate_limits:\n    store: {{kind: redis, url: 'redis://127.0.0.1:6379', key_prefix: '{prefix}'}}\n    rules: [{{name: shared, key: route, requests_per_period: 10, period_seconds: 60}}]\n"
+    );
+    let a = portcullis()
+        .proxy_to(echo)
+        .routes("[{name: api, path_prefix: /api}]")
+        .proxy_yaml(&yaml)
+        .start()
+        .await;
+    let b = portcullis()
+        .proxy_to(echo)
+        .routes("[{name: api, path_prefix: /api}]")
+        .proxy_yaml(&yaml)
+        .start()
+        .await;
+    let mut allowed = 0;
+    for i in 0..16 {
+        let p = if i % 2 == 0 { &a } else { &b };
+        let r = p.client().get(p.url("/api/x")).send().await.unwrap();
+        match r.status() {
+            StatusCode::OK => allowed += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            s => panic!("unexpected {s}"),
+        }
+    }
+    assert_eq!(allowed, 10, "the two proxies share one budget of 10");
+}
+
+#[tokio::test]
+async fn a_broken_policy_edit_is_rejected_while_traffic_flows() {
+    let policies = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(support::policy_dir()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), policies.path().join(e.file_name())).unwrap();
+    }
+    let p = portcullis()
+        .policy(policies.path().to_str().unwrap())
+        .proxy_yaml("  rate_limits: {rules: [{name: per_ip, key: client_ip, requests_per_period: 100000, burst_requests: 100000}]}\n")
+        .start()
+        .await;
+    let client = p.client();
+    let url = p.url("/monitoring/health");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match client.get(&url).send().await {
+                    Ok(r) if r.status() == StatusCode::OK => ok += 1,
+                    _ => failed += 1,
+                }
+            }
+            (ok, failed)
+        })
+    };
+    let http = policies.path().join("http.rego");
+    let original = std::fs::read_to_string(&http).unwrap();
+    // A syntax error, then a policy whose own tests fail: both rejected.
+    std::fs::write(&http, format!("{original}\nbroken := {{\n")).unwrap();
+    assert_eventually!(
+        p.metrics()
+            .await
+            .contains(r#"portcullis_policy_reloads_total{result="failure"} 1"#),
+        Duration::from_secs(10),
+        "broken policy not rejected:\n{}",
+        p.log()
+    );
+    std::fs::write(
+        &http,
+        original.replace("\"unauthenticated\"", "\"anonymous_now\""),
+    )
+    .unwrap();
+    assert_eventually!(
+        p.metrics()
+            .await
+            .contains(r#"portcullis_policy_reloads_total{result="failure"} 2"#),
+        Duration::from_secs(10),
+        "policy failing its tests not rejected:\n{}",
+        p.log()
+    );
+    let r = p.client().get(p.url("/api/tickets")).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "the old bundle still decides"
+    );
+    // A valid edit is taken (SIGHUP works too).
+    std::fs::write(&http, format!("{original}\n# reviewed\n")).unwrap();
+    p.signal("HUP");
+    assert_eventually!(
+        p.metrics()
+            .await
+            .contains(r#"portcullis_policy_reloads_total{result="success"} 1"#),
+        Duration::from_secs(10),
+        "valid policy not reloaded:\n{}",
+        p.log()
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.await.unwrap();
+    assert_eq!(
+        failed, 0,
+        "{failed} requests failed during the reloads ({ok} succeeded)"
+    );
+    assert!(ok > 20, "only {ok} requests were made");
+    let log = p.log();
+    assert!(
+        log.contains("policy.reload_rejected") && log.contains("http.rego:"),
+        "rejection names the file and line"
+    );
+}
