@@ -382,7 +382,41 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, api::router(state))
+    let keys = tokio::spawn(keyring_maintenance(state.clone()));
+    let served = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    keys.abort();
+    served
+}
+
+/// How often the keyring is re-read and its time-based steps taken.
+const KEYRING_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps the signing keys current: picks up rotations started by
+/// `portcullis keys rotate` (another process) and takes the timed steps
+/// (next → current after the overlap, previous → retired once no token it
+/// signed can still be valid). Each step is an audit event.
+async fn keyring_maintenance(state: AppState) {
+    let retire_after = state.identity.settings.access_ttl_seconds + 60;
+    loop {
+        tokio::time::sleep(KEYRING_TICK).await;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let Ok(mut ring) = state.identity.keyring.write() else {
+            tracing::error!("keyring lock poisoned");
+            return;
+        };
+        if let Err(e) = ring.reload() {
+            tracing::warn!(error = %e, "cannot re-read the keyring; keeping the keys in memory");
+            continue;
+        }
+        match ring.advance(now, retire_after) {
+            Ok(events) => {
+                for event in events {
+                    tracing::warn!(target: "portcullis::audit", event = "keys.rotation_step", step = ?event, "signing key rotation step");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "keyring step failed"),
+        }
+    }
 }

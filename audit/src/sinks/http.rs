@@ -1,0 +1,169 @@
+//! HTTP sink: NDJSON batches or Splunk HTTP Event Collector.
+//!
+//! A batch is one POST; any 2xx status acknowledges it, anything else (or no answer within
+//! 30 s) is a failure and the batch is sent again later. NDJSON bodies are the stored lines
+//! (`application/x-ndjson`, `Authorization: Bearer <token>` when a token file is set); HEC
+//! bodies are `{"event":<line>,"host":…,"source":"portcullis:<emitter>","sourcetype":
+//! "portcullis:audit","time":<epoch seconds>}` per line with `Authorization: Splunk <token>`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::chain::write_json_string;
+use crate::delivery::{Sink, SinkError};
+use crate::settings::HttpFormat;
+use crate::spool::SpooledEvent;
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) struct HttpSink {
+    name: String,
+    client: reqwest::Client,
+    url: reqwest::Url,
+    format: HttpFormat,
+    authorization: Option<HeaderValue>,
+    batch_max_events: usize,
+    hostname: String,
+    source: String,
+}
+
+impl HttpSink {
+    pub(crate) fn new(
+        name: String,
+        url: &str,
+        format: HttpFormat,
+        token_file: Option<&Path>,
+        ca_file: Option<&Path>,
+        batch_max_events: usize,
+        emitter: &str,
+    ) -> Result<Self, SinkError> {
+        let url = reqwest::Url::parse(url)
+            .map_err(|e| SinkError::Other(format!("url {url:?}: {e}").into()))?;
+        let authorization = match token_file {
+            None => None,
+            Some(path) => {
+                let token = std::fs::read_to_string(path)
+                    .map_err(SinkError::io(format!("token file {}", path.display())))?;
+                let token = token.trim();
+                if token.is_empty() {
+                    return Err(SinkError::Other(
+                        format!("token file {} is empty", path.display()).into(),
+                    ));
+                }
+                let scheme = match format {
+                    HttpFormat::Ndjson => "Bearer",
+                    HttpFormat::SplunkHec => "Splunk",
+                };
+                let mut value =
+                    HeaderValue::from_str(&format!("{scheme} {token}")).map_err(|_| {
+                        SinkError::Other(
+                            format!(
+                                "token file {} holds characters not allowed in a header",
+                                path.display()
+                            )
+                            .into(),
+                        )
+                    })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+        };
+        let mut builder = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("portcullis-audit/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path)
+                .map_err(SinkError::io(format!("CA file {}", path.display())))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        Ok(Self {
+            name,
+            client: builder.build()?,
+            url,
+            format,
+            authorization,
+            batch_max_events,
+            hostname: super::hostname(),
+            source: format!("portcullis:{emitter}"),
+        })
+    }
+
+    fn body(&self, batch: &[SpooledEvent]) -> Vec<u8> {
+        let mut body = Vec::with_capacity(batch.len() * 1024);
+        for event in batch {
+            match self.format {
+                HttpFormat::Ndjson => body.extend_from_slice(event.json().as_bytes()),
+                HttpFormat::SplunkHec => {
+                    body.extend_from_slice(b"{\"event\":");
+                    body.extend_from_slice(event.json().as_bytes());
+                    body.extend_from_slice(b",\"host\":");
+                    write_json_string(&self.hostname, &mut body);
+                    body.extend_from_slice(b",\"source\":");
+                    write_json_string(&self.source, &mut body);
+                    body.extend_from_slice(b",\"sourcetype\":\"portcullis:audit\"");
+                    if let Ok(at) = OffsetDateTime::parse(event.timestamp(), &Rfc3339) {
+                        body.extend_from_slice(
+                            format!(",\"time\":{}.{:06}", at.unix_timestamp(), at.microsecond())
+                                .as_bytes(),
+                        );
+                    }
+                    body.push(b'}');
+                }
+            }
+            body.push(b'\n');
+        }
+        body
+    }
+}
+
+#[async_trait]
+impl Sink for HttpSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn max_batch_events(&self) -> usize {
+        self.batch_max_events
+    }
+
+    async fn deliver(&mut self, batch: &[SpooledEvent]) -> Result<(), SinkError> {
+        let content_type = match self.format {
+            HttpFormat::Ndjson => "application/x-ndjson",
+            HttpFormat::SplunkHec => "application/json",
+        };
+        let mut request = self
+            .client
+            .post(self.url.clone())
+            .header(CONTENT_TYPE, content_type)
+            .body(self.body(batch));
+        if let Some(authorization) = &self.authorization {
+            request = request.header(AUTHORIZATION, authorization.clone());
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let mut body = response.text().await.unwrap_or_default();
+        if body.len() > 256 {
+            let mut end = 256;
+            while !body.is_char_boundary(end) {
+                end -= 1;
+            }
+            body.truncate(end);
+        }
+        Err(SinkError::Status {
+            status: status.as_u16(),
+            body,
+        })
+    }
+}
