@@ -25,6 +25,10 @@
 //! with rustls, redirects off and timeouts; metadata is cached for ten minutes
 //! and refreshed early (at most every 30 s) when a token is signed by an
 //! unknown key.
+//!
+//! Submodules: `config` (the `backend.identity.oidc` entries), `provider`
+//! (discovery, tokens, verification), `store` (SQL).
+
 mod config;
 mod provider;
 mod store;

@@ -13,9 +13,10 @@ use openidconnect::core::{
 };
 use openidconnect::{
     AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken,
-    EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, JsonWebKey, LogoutRequest, Nonce,
-    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl,
-    ProviderMetadataWithLogout, RedirectUrl, RequestTokenError, Scope, TokenResponse,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, JsonWebKey, JsonWebKeyUse as _,
+    LogoutRequest, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
+    PostLogoutRedirectUrl, ProviderMetadataWithLogout, RedirectUrl, RequestTokenError, Scope,
+    TokenResponse,
 };
 use serde_json::{Map, Value};
 
@@ -391,7 +392,8 @@ fn verify_jws(
 ) -> Jws {
     let mut tried = false;
     for key in metadata.jwks().keys() {
-        if kid.is_some() && key.key_id().map(|k| k.as_str()) != kid {
+        let usable = key.key_use().is_none_or(|u| u.allows_signature());
+        if !usable || (kid.is_some() && key.key_id().map(|k| k.as_str()) != kid) {
             continue;
         }
         tried = true;
@@ -408,6 +410,18 @@ fn verify_jws(
 fn decode_json(b64: &str) -> Option<Map<String, Value>> {
     let bytes = URL_SAFE_NO_PAD.decode(b64).ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+/// An error and its sources, `: `-separated.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// A claim that is a string or a list of strings, as a list.
@@ -441,7 +455,7 @@ impl Provider {
         let fetched = match IssuerUrl::new(self.settings.issuer.clone()) {
             Ok(issuer) => Metadata::discover_async(issuer, &self.http)
                 .await
-                .map_err(|e| unavailable(format!("discovery: {e}"))),
+                .map_err(|e| unavailable(format!("discovery: {}", chain(&e)))),
             Err(e) => Err(unavailable(format!("issuer: {e}"))),
         };
         match (fetched, cache.as_ref()) {
@@ -524,6 +538,10 @@ impl Provider {
             Err(RequestTokenError::ServerResponse(e)) => {
                 return Err(OidcError::CodeRejected(e.error().to_string()));
             }
+            // Not the parse errors' sources: they could quote the response.
+            Err(RequestTokenError::Request(e)) => {
+                return Err(unavailable(format!("token request: {}", chain(&e))));
+            }
             Err(e) => return Err(unavailable(format!("token request: {e}"))),
         };
         let id_token = tokens.id_token().cloned().ok_or_else(|| {
@@ -573,7 +591,11 @@ impl Provider {
 
     /// The userinfo claims, when the provider has the endpoint; their `sub`
     /// must be the ID token's.
-    pub(super) async fn userinfo(&self, access_token: &str, sub: &str) -> Result<Option<Claims>, OidcError> {
+    pub(super) async fn userinfo(
+        &self,
+        access_token: &str,
+        sub: &str,
+    ) -> Result<Option<Claims>, OidcError> {
         let metadata = self.metadata(false).await?;
         let Some(endpoint) = metadata.userinfo_endpoint() else {
             return Ok(None);
