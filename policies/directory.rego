@@ -21,7 +21,7 @@ default decision := {
 decision := {
 	"allow": true,
 	"reason": "permitted",
-	"rule": sort(grants)[0],
+	"rule": min(grants), # min, not sort()[0]: rego-cpp (regopy) mis-indexes sort results
 	"public_reason": true,
 } if {
 	count(grants) > 0

@@ -247,7 +247,9 @@ pub fn policy_test(
 
 /// `portcullis policy eval --input FILE QUERY`.
 pub fn policy_eval(dir: &Path, input: Option<&Path>, query: &str) -> anyhow::Result<()> {
-    let bundle = portcullis_authz::PolicyBundle::load(dir)?;
+    // An operator's query may batch many inputs; the request-path limit
+    // (100 ms) does not apply to the tool.
+    let bundle = portcullis_authz::PolicyBundle::load(dir)?.with_eval_time_limit(std::time::Duration::from_secs(120));
     let input: serde_json::Value = match input {
         Some(f) => serde_json::from_slice(
             &std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?,
