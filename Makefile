@@ -1,11 +1,9 @@
 # `make run` and `make test` work on a fresh machine: they install what they need.
 CARGO ?= cargo
-BIN_DEBUG := target/debug/portcullis
-ifdef CARGO_TARGET_DIR
-BIN_DEBUG := $(CARGO_TARGET_DIR)/debug/portcullis
-endif
+TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
+BIN_DEBUG := $(TARGET_DIR)/debug/portcullis
 
-.PHONY: run test deps build lint unit check-configs tls-audit schema fmt
+.PHONY: run test deps build lint unit check-configs policy regopy schemathesis tls-audit siem schema fmt bench
 
 ## Build and start proxy + backend on the embedded defaults (Ctrl-C stops).
 run:
@@ -13,7 +11,7 @@ run:
 	$(CARGO) run --release --bin portcullis -- up
 
 ## Everything CI checks.
-test: deps lint unit check-configs tls-audit
+test: deps lint unit check-configs policy regopy schemathesis tls-audit siem
 
 deps:
 	@scripts/install-test-deps.sh
@@ -25,18 +23,38 @@ lint:
 unit:
 	$(CARGO) test --workspace
 
+build:
+	$(CARGO) build --bin portcullis
+
 check-configs: build
 	$(BIN_DEBUG) check-config portcullis.yaml
+
+## Rego unit tests with coverage of the allow/deny matrix (at least 90 %).
+policy: build
+	$(BIN_DEBUG) policy test policies --coverage --threshold 90
+
+## The shipped policy's decisions agree with a second Rego engine (regopy).
+regopy: build
+	python3 scripts/regopy-diff.py $(BIN_DEBUG) policies
+
+## API fuzzing through the proxy.
+schemathesis: build
+	scripts/schemathesis.sh $(BIN_DEBUG) 30
 
 tls-audit: build
 	scripts/tls-audit.sh $(BIN_DEBUG)
 
-build:
-	$(CARGO) build --bin portcullis
+## Sigma detection rules validate and convert.
+siem:
+	@if [ -x dashboards/siem/check.sh ]; then dashboards/siem/check.sh; else echo "no SIEM rules yet"; fi
 
 ## Regenerate docs/portcullis.schema.json from the code.
 schema: build
 	$(BIN_DEBUG) config-schema > docs/portcullis.schema.json
+
+## Criterion micro-benchmarks (policy evaluation, JWT verification, audit spool).
+bench:
+	$(CARGO) bench -p portcullis-authz -p portcullis-proxy -p portcullis-audit
 
 fmt:
 	$(CARGO) fmt --all

@@ -8,8 +8,23 @@ command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v testssl >/dev/null || need_apt+=(testssl.sh)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v curl >/dev/null || need_apt+=(curl)
+command -v rsyslogd >/dev/null || need_apt+=(rsyslog)
+[ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_ossl.so ] || need_apt+=(rsyslog-openssl)
+command -v node >/dev/null || need_apt+=(nodejs npm)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi
   $sudo apt-get update -qq
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+# Python tools: API fuzzing, the second Rego engine, Sigma rule checks.
+py_need=()
+python3 -c 'import schemathesis' 2>/dev/null || py_need+=(schemathesis)
+python3 -c 'import regopy' 2>/dev/null || py_need+=(regopy)
+command -v sigma >/dev/null || py_need+=(sigma-cli pysigma-backend-elasticsearch)
+if [ "${#py_need[@]}" -gt 0 ]; then
+  python3 -m pip install --quiet --disable-pip-version-check "${py_need[@]}"
+fi
+# The OpenID provider used by the OIDC tests (pinned by its lock file).
+if [ ! -d tests/oidc-provider/node_modules ]; then
+  (cd tests/oidc-provider && npm ci --no-audit --no-fund --loglevel=error)
 fi
