@@ -249,7 +249,8 @@ pub fn policy_test(
 pub fn policy_eval(dir: &Path, input: Option<&Path>, query: &str) -> anyhow::Result<()> {
     // An operator's query may batch many inputs; the request-path limit
     // (100 ms) does not apply to the tool.
-    let bundle = portcullis_authz::PolicyBundle::load(dir)?.with_eval_time_limit(std::time::Duration::from_secs(120));
+    let bundle = portcullis_authz::PolicyBundle::load(dir)?
+        .with_eval_time_limit(std::time::Duration::from_secs(120));
     let input: serde_json::Value = match input {
         Some(f) => serde_json::from_slice(
             &std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?,

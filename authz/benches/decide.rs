@@ -26,19 +26,28 @@ fn http_input(method: &str, path: &str, roles: &[&str], authenticated: bool) -> 
 }
 
 fn bench(c: &mut Criterion) {
-    let bundle = PolicyBundle::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")).unwrap();
+    let bundle =
+        PolicyBundle::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")).unwrap();
     let allow = http_input("GET", "/api/tickets/TCK-2026-000001", &["employee"], true);
     let public = http_input("POST", "/auth/login", &[], false);
     let deny = http_input("DELETE", "/admin/sessions/abc", &["technician"], true);
     assert!(bundle.decide("data.portcullis.http.decision", &allow).allow);
-    assert!(bundle.decide("data.portcullis.http.decision", &public).allow);
+    assert!(
+        bundle
+            .decide("data.portcullis.http.decision", &public)
+            .allow
+    );
     assert!(!bundle.decide("data.portcullis.http.decision", &deny).allow);
     let ticket = json!({
         "subject": {"id": "42", "roles": ["technician"], "department_id": "7"},
         "action": "update",
         "ticket": {"reporter_id": "9", "assignee_id": "42", "department_id": "7", "status": "in_progress"},
     });
-    assert!(bundle.decide("data.portcullis.tickets.decision", &ticket).allow);
+    assert!(
+        bundle
+            .decide("data.portcullis.tickets.decision", &ticket)
+            .allow
+    );
 
     let mut g = c.benchmark_group("policy");
     g.bench_function("http_allow_employee_ticket", |b| {

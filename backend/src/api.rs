@@ -704,7 +704,9 @@ async fn update_employee(
     let id = parse_id(&id, "employee")?;
     // An administrator cannot lock themselves out by accident.
     if id == c.employee.id && (p.roles.is_some() || p.status.is_some()) {
-        return Err(ApiError::Conflict("you cannot change your own roles or status; ask another administrator".into()));
+        return Err(ApiError::Conflict(
+            "you cannot change your own roles or status; ask another administrator".into(),
+        ));
     }
     if let Some(e) = &p.email {
         check_email(e)?;

@@ -22,9 +22,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 pub use db::Db;
+pub use identity::IdentityKey;
 /// The proxy-signed identity at the boundary (shared with the proxy).
 pub use portcullis_authz::identity;
-pub use identity::IdentityKey;
 
 /// The `backend:` section of the configuration file.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
