@@ -3,7 +3,7 @@ CARGO ?= cargo
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 BIN_DEBUG := $(TARGET_DIR)/debug/portcullis
 
-.PHONY: run test deps build lint unit check-configs policy regopy schemathesis tls-audit siem schema fmt bench
+.PHONY: run test deps build lint unit check-configs policy regopy schemathesis jwt-hack tls-audit siem schema fmt bench
 
 ## Build and start proxy + backend on the embedded defaults (Ctrl-C stops).
 run:
@@ -11,7 +11,7 @@ run:
 	$(CARGO) run --release --bin portcullis -- up
 
 ## Everything CI checks.
-test: deps lint unit check-configs policy regopy schemathesis tls-audit siem
+test: deps lint unit check-configs policy regopy schemathesis jwt-hack tls-audit siem
 
 deps:
 	@scripts/install-test-deps.sh
@@ -40,6 +40,10 @@ regopy: build
 ## API fuzzing through the proxy.
 schemathesis: build
 	scripts/schemathesis.sh $(BIN_DEBUG) 30
+
+## Every attack token jwt-hack derives from a valid one is refused.
+jwt-hack: build
+	scripts/jwt-hack.sh $(BIN_DEBUG)
 
 tls-audit: build
 	scripts/tls-audit.sh $(BIN_DEBUG)

@@ -24,6 +24,8 @@ command -v sigma >/dev/null || py_need+=(sigma-cli pysigma-backend-elasticsearch
 if [ "${#py_need[@]}" -gt 0 ]; then
   python3 -m pip install --quiet --disable-pip-version-check "${py_need[@]}"
 fi
+# JWT attack token generator (crates.io; a few minutes to build the first time).
+command -v jwt-hack >/dev/null || cargo install --locked --quiet jwt-hack
 # The OpenID provider used by the OIDC tests (pinned by its lock file).
 if [ ! -d tests/oidc-provider/node_modules ]; then
   (cd tests/oidc-provider && npm ci --no-audit --no-fund --loglevel=error)
