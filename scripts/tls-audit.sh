@@ -8,6 +8,7 @@
 set -euo pipefail
 bin=${1:-target/debug/portcullis}
 bin=$(realpath "$bin")
+root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
@@ -37,14 +38,22 @@ proxy:
   listen: {https: "127.0.0.1:$https", http: null, admin: "127.0.0.1:$admin"}
   tls: {certificate_file: server.pem, private_key_file: server.key}
   upstreams: {backend: {address: "127.0.0.1:$backend"}}
-backend: {listen: "127.0.0.1:$backend"}
+  policy: {dir: "$root/policies"}
+  auth:
+    issuers: [{issuer: portcullis, label: backend, audiences: [portcullis], jwks_url: "http://127.0.0.1:$backend/auth/jwks.json", algorithms: [EdDSA]}]
+    revocation_feed_url: "http://127.0.0.1:$backend/auth/revocations"
+backend: {listen: "127.0.0.1:$backend", policy_dir: "$root/policies"}
 YAML
 "$bin" --config portcullis.yaml up > portcullis.log 2>&1 &
 pid=$!
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$admin/health/ready" >/dev/null && break
+ready=
+for _ in $(seq 300); do
+  if curl -sf "http://127.0.0.1:$admin/health/ready" >/dev/null; then ready=1; break; fi
   sleep 0.1
 done
+if [ -z "$ready" ]; then
+  echo "portcullis did not become ready:"; cat portcullis.log; exit 1
+fi
 
 testssl --quiet --color 0 --warnings batch --add-ca ca.pem --jsonfile-pretty result.json \
   "https://localhost:$https/monitoring/health" > testssl.txt 2>&1 || true
