@@ -4,10 +4,27 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use portcullis_backend::audit::{Category, Outcome, event};
 use portcullis_backend::auth::password::ImportedPassword;
 use portcullis_backend::model::{NewEmployee, Role};
 use portcullis_backend::{AppState, auth, repo};
 use serde::Deserialize;
+
+/// An event of this command: who ran it (the operating-system account) is in the details.
+fn cli_event(category: Category, action: &str) -> portcullis_audit::AuditEvent {
+    let os_user = std::env::var("USER").unwrap_or_default();
+    event(category, action, Outcome::Success)
+        .auth_method("cli")
+        .detail("os_user", os_user)
+}
+
+/// Records `e`, turning a refusal into an error of the command.
+async fn record(state: &AppState, e: portcullis_audit::AuditEvent) -> anyhow::Result<()> {
+    state
+        .audit(e)
+        .await
+        .map_err(|_| anyhow::anyhow!("the audit log cannot record this action (spool full?)"))
+}
 
 /// One user of an import file (CSV with this header, or a JSON array).
 #[derive(Debug, Deserialize)]
@@ -125,6 +142,18 @@ pub async fn import_users(state: &AppState, file: &Path) -> anyhow::Result<()> {
         match repo::create_employee(&state.db, &new, false).await {
             Ok(e) => {
                 auth::store::set_credential(&state.db, e.id, &stored, false).await?;
+                record(
+                    state,
+                    cli_event(Category::User, "user.create")
+                        .detail("target_user_id", e.id.to_string())
+                        .detail("target_username", e.username.clone())
+                        .detail(
+                            "roles",
+                            e.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                        )
+                        .detail("source", "import"),
+                )
+                .await?;
                 created += 1;
             }
             Err(repo::RepoError::Conflict(_)) => {
@@ -134,7 +163,14 @@ pub async fn import_users(state: &AppState, file: &Path) -> anyhow::Result<()> {
             Err(e) => return Err(e.into()),
         }
     }
-    tracing::info!(target: "portcullis::audit", event = "user.import", created, skipped, "users imported");
+    record(
+        state,
+        cli_event(Category::User, "user.import")
+            .detail("created", created)
+            .detail("skipped", skipped)
+            .detail("file", file.display().to_string()),
+    )
+    .await?;
     println!("imported {created} user(s), skipped {skipped}");
     Ok(())
 }
@@ -196,7 +232,18 @@ pub async fn create_user(
         legacy_params: None,
     };
     auth::store::set_credential(&state.db, e.id, &stored, true).await?;
-    tracing::info!(target: "portcullis::audit", event = "user.created", employee_id = e.id, "user created");
+    record(
+        state,
+        cli_event(Category::User, "user.create")
+            .detail("target_user_id", e.id.to_string())
+            .detail("target_username", e.username.clone())
+            .detail(
+                "roles",
+                e.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+            )
+            .detail("source", "cli"),
+    )
+    .await?;
     println!(
         "created user {} (id {}); one-time password: {one_time}",
         e.username, e.id
@@ -205,11 +252,19 @@ pub async fn create_user(
 }
 
 /// `portcullis keys rotate`.
-pub fn rotate_keys(dir: &Path, overlap_seconds: i64) -> anyhow::Result<()> {
+pub async fn rotate_keys(state: &AppState, dir: &Path, overlap_seconds: i64) -> anyhow::Result<()> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut ring = auth::keys::Keyring::open(dir, now)?;
     let event = ring.rotate(now, overlap_seconds)?;
-    tracing::warn!(target: "portcullis::audit", event = "keys.rotation_started", detail = ?event, "signing key rotation started");
+    drop(ring);
+    let os_user = std::env::var("USER").unwrap_or_default();
+    record(
+        state,
+        auth::keys::rotation_event(&event)
+            .auth_method("cli")
+            .detail("os_user", os_user),
+    )
+    .await?;
     if let auth::keys::KeyEvent::Added { kid } = event {
         println!(
             "added signing key {kid}: published now, signs from {overlap_seconds} s on; the old key retires after the longest token lifetime"

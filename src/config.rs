@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use portcullis_audit::{AuditConfig, AuditTemplate};
 use portcullis_backend::{BackendConfig, BackendSettings};
 use portcullis_proxy::{ProxyConfig, ProxySettings};
 use schemars::JsonSchema;
@@ -24,6 +25,8 @@ pub struct PortcullisConfig {
     pub proxy: ProxyConfig,
     /// The ticket backend.
     pub backend: BackendConfig,
+    /// Audit events of proxy, backend and CLI: spool, checkpoints, sinks.
+    pub audit: AuditConfig,
 }
 
 /// Log output on standard error.
@@ -62,6 +65,8 @@ pub struct Settings {
     pub log_filter: tracing_subscriber::EnvFilter,
     pub proxy: ProxySettings,
     pub backend: BackendSettings,
+    /// Each emitter's audit settings (`proxy`, `backend`, `cli`).
+    pub audit: AuditTemplate,
 }
 
 /// Why a configuration was refused.
@@ -160,6 +165,11 @@ pub fn validate(mut config: PortcullisConfig, base: &Path) -> Result<Settings, C
         .validate("backend", base, &state_dir)
         .map_err(|e| problems.extend(e))
         .ok();
+    let audit = config
+        .audit
+        .validate("audit", base, &state_dir)
+        .map_err(|e| problems.extend(e))
+        .ok();
     if let (Some(p), Some(b)) = (&proxy, &backend) {
         for (name, addr) in [
             ("https", Some(p.https_addr)),
@@ -173,14 +183,22 @@ pub fn validate(mut config: PortcullisConfig, base: &Path) -> Result<Settings, C
             }
         }
     }
-    match (proxy, backend, log_filter) {
-        (Some(proxy), Some(backend), Some(log_filter)) if problems.is_empty() => Ok(Settings {
-            state_dir,
-            log_format: config.log.format,
-            log_filter,
-            proxy,
-            backend,
-        }),
+    match (proxy, backend, audit, log_filter) {
+        (Some(mut proxy), Some(mut backend), Some(audit), Some(log_filter))
+            if problems.is_empty() =>
+        {
+            proxy.audit = audit.settings("proxy");
+            proxy.audit_ingest_url = audit.ingest_url.clone();
+            backend.audit = audit.settings("backend");
+            Ok(Settings {
+                state_dir,
+                log_format: config.log.format,
+                log_filter,
+                proxy,
+                backend,
+                audit,
+            })
+        }
         _ => Err(ConfigError::Invalid(problems)),
     }
 }
@@ -215,7 +233,7 @@ mod tests {
     #[test]
     fn every_value_error_is_reported() {
         let c = parse(
-            "proxy:\n  listen: {https: nope, admin: 127.0.0.1:1}\n  trusted_proxies: [10.0.0.0/33]\n  routes:\n    - {name: a, path_prefix: /a/, upstream: missing}\nlog: {level: 'info,[[['}\n",
+            "proxy:\n  listen: {https: nope, admin: 127.0.0.1:1}\n  trusted_proxies: [10.0.0.0/33]\n  routes:\n    - {name: a, path_prefix: /a/, upstream: missing}\nlog: {level: 'info,[[['}\naudit: {spool: {max_bytes: 1}, sinks: [{kind: file}, {kind: http, name: siem, url: 'ftp://x'}]}\n",
         )
         .unwrap();
         let Err(ConfigError::Invalid(lines)) = validate(c, Path::new("")) else {
@@ -228,6 +246,8 @@ mod tests {
             "proxy.routes[0].path_prefix:",
             "proxy.routes[0].upstream:",
             "log.level:",
+            "audit.sinks[1].url:",
+            "audit.spool.max_bytes:",
         ] {
             assert!(joined.contains(path), "{path} missing from:\n{joined}");
         }

@@ -1,6 +1,7 @@
 //! `portcullis`: one binary, one CLI. See `portcullis --help`.
 
 mod admin_cli;
+mod audit_cli;
 mod config;
 
 use std::path::{Path, PathBuf};
@@ -15,6 +16,8 @@ use crate::config::{ConfigError, LogFormat, Settings};
 const EXIT_CONFIG: u8 = 64;
 /// Exit status for a failure while starting or running.
 const EXIT_FAILURE: u8 = 1;
+/// How long the audit sinks get at shutdown to take the last events.
+const AUDIT_DRAIN: Duration = Duration::from_secs(5);
 /// The configuration file used when `--config` is not given and it exists.
 const DEFAULT_CONFIG: &str = "portcullis.yaml";
 
@@ -67,6 +70,33 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain and signed checkpoints of audit events: a JSON-lines file or a
+    /// folder of them (spool, file sink), or the `audit_events` table with --database.
+    /// Reports the first bad event; exits 2 when events were tampered with.
+    Verify {
+        /// File or folder of `*.jsonl` audit events.
+        path: Option<PathBuf>,
+        /// Public key (64 hex digits, the checkpoint key's `.pub` file) that must have
+        /// signed every checkpoint. With --database the default is each emitter's
+        /// configured key.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Verify the database table `audit_events`, each emitter's chain in seq order.
+        #[arg(long, conflicts_with = "path")]
+        database: bool,
+        /// With --database: only this emitter (`proxy`, `backend`, `cli`).
+        #[arg(long, requires = "database")]
+        emitter: Option<String>,
     },
 }
 
@@ -177,6 +207,24 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&settings);
+            if let Command::Audit {
+                command:
+                    AuditCommand::Verify {
+                        path,
+                        key,
+                        database,
+                        emitter,
+                    },
+            } = command
+            {
+                return audit_cli::verify(
+                    &settings,
+                    path.as_deref(),
+                    key.as_deref(),
+                    database,
+                    emitter.as_deref(),
+                );
+            }
             let result = match command {
                 Command::Up => up(settings),
                 Command::Proxy => proxy(settings),
@@ -187,13 +235,11 @@ fn main() -> ExitCode {
                 Command::User { command } => user(&settings, command),
                 Command::Keys {
                     command: KeysCommand::Rotate,
-                } => admin_cli::rotate_keys(
-                    &settings.backend.keyring_dir,
-                    settings.backend.identity.key_overlap_seconds,
-                ),
-                Command::CheckConfig { .. } | Command::ConfigSchema | Command::Policy { .. } => {
-                    Ok(())
-                }
+                } => keys_rotate(&settings),
+                Command::CheckConfig { .. }
+                | Command::ConfigSchema
+                | Command::Policy { .. }
+                | Command::Audit { .. } => Ok(()),
             };
             match result {
                 Ok(()) => ExitCode::SUCCESS,
@@ -297,14 +343,18 @@ fn start_backend(
 fn up(settings: Settings) -> anyhow::Result<()> {
     let rt = backend_runtime()?;
     let (listener, state) = start_backend(&rt, &settings)?;
+    let state_for_audit = state.clone();
     rt.spawn(async move {
         if let Err(e) = portcullis_backend::serve(listener, state, std::future::pending()).await {
             tracing::error!(error = %e, "backend stopped");
         }
     });
     print_urls(&settings, true);
-    portcullis_proxy::run(settings.proxy)?;
+    let audit = state_for_audit.audit;
+    let ran = portcullis_proxy::run(settings.proxy);
+    rt.block_on(audit.shutdown(AUDIT_DRAIN));
     rt.shutdown_timeout(Duration::from_secs(1));
+    ran?;
     Ok(())
 }
 
@@ -319,6 +369,7 @@ fn proxy(settings: Settings) -> anyhow::Result<()> {
 fn backend(settings: Settings) -> anyhow::Result<()> {
     let rt = backend_runtime()?;
     let (listener, state) = start_backend(&rt, &settings)?;
+    let audit = state.audit.clone();
     println!(
         "Portcullis backend listening on http://{}/",
         settings.backend.listen
@@ -330,14 +381,16 @@ fn backend(settings: Settings) -> anyhow::Result<()> {
         }));
         shutdown_signal().await;
         let _ = tx.send(());
-        match tokio::time::timeout(Duration::from_secs(10), server).await {
+        let served = match tokio::time::timeout(Duration::from_secs(10), server).await {
             Ok(Ok(r)) => r.map_err(anyhow::Error::from),
             Ok(Err(e)) => Err(anyhow::anyhow!("backend task failed: {e}")),
             Err(_) => {
                 tracing::warn!("drain took longer than 10 s; exiting");
                 Ok(())
             }
-        }
+        };
+        audit.shutdown(AUDIT_DRAIN).await;
+        served
     })
 }
 
@@ -355,30 +408,59 @@ fn run_policy(command: PolicyCommand) -> anyhow::Result<bool> {
     }
 }
 
-fn user(settings: &Settings, command: UserCommand) -> anyhow::Result<()> {
+/// The backend's state for an administrative command: its events go to the `cli`
+/// emitter's chain, so the command never competes with a running service for the
+/// `backend` spool.
+async fn cli_state(settings: &Settings) -> anyhow::Result<portcullis_backend::AppState> {
+    let mut backend = settings.backend.clone();
+    backend.audit = settings.audit.settings("cli");
+    Ok(portcullis_backend::open(&backend).await?)
+}
+
+/// Runs `work` on the command's state, then closes its audit log (a final checkpoint;
+/// the database sink gets a few seconds to take the events).
+fn with_cli_state<F>(settings: &Settings, work: F) -> anyhow::Result<()>
+where
+    F: AsyncFnOnce(&portcullis_backend::AppState) -> anyhow::Result<()>,
+{
     let rt = backend_runtime()?;
     rt.block_on(async {
-        let state = portcullis_backend::open(&settings.backend).await?;
-        match command {
-            UserCommand::Create {
-                username,
-                email,
-                display_name,
-                roles,
-                department,
-            } => {
-                admin_cli::create_user(
-                    &state,
-                    &username,
-                    &email,
-                    &display_name,
-                    &roles,
-                    department.as_deref(),
-                )
-                .await
-            }
-            UserCommand::Import { file } => admin_cli::import_users(&state, &file).await,
+        let state = cli_state(settings).await?;
+        let result = work(&state).await;
+        state.audit.shutdown(AUDIT_DRAIN).await;
+        result
+    })
+}
+
+/// `portcullis keys rotate`.
+fn keys_rotate(settings: &Settings) -> anyhow::Result<()> {
+    let dir = settings.backend.keyring_dir.clone();
+    let overlap = settings.backend.identity.key_overlap_seconds;
+    with_cli_state(settings, async move |state| {
+        admin_cli::rotate_keys(state, &dir, overlap).await
+    })
+}
+
+fn user(settings: &Settings, command: UserCommand) -> anyhow::Result<()> {
+    with_cli_state(settings, async move |state| match command {
+        UserCommand::Create {
+            username,
+            email,
+            display_name,
+            roles,
+            department,
+        } => {
+            admin_cli::create_user(
+                state,
+                &username,
+                &email,
+                &display_name,
+                &roles,
+                department.as_deref(),
+            )
+            .await
         }
+        UserCommand::Import { file } => admin_cli::import_users(state, &file).await,
     })
 }
 

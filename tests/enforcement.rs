@@ -673,4 +673,37 @@ async fn a_broken_policy_edit_is_rejected_while_traffic_flows() {
         log.contains("policy.reload_rejected") && log.contains("http.rego:"),
         "rejection names the file and line"
     );
+    // Each reload is an audit event with the digests (the proxy's file sink).
+    let reloads = || {
+        std::fs::read_to_string(p.state_dir().join("audit/proxy.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["event.action"] == "policy.reload")
+            .collect::<Vec<_>>()
+    };
+    assert_eventually!(
+        reloads().len() == 3,
+        Duration::from_secs(10),
+        "policy reloads not audited: {:?}",
+        reloads()
+    );
+    let events = reloads();
+    let outcomes: Vec<&str> = events
+        .iter()
+        .map(|e| e["event.outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["failure", "failure", "success"]);
+    assert!(
+        events[0]["portcullis.details"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("http.rego:")
+    );
+    assert_eq!(events[0]["log.level"], "error");
+    assert!(events[2]["portcullis.policy.digest"].is_string());
+    assert_eq!(
+        events[2]["portcullis.details"]["previous_digest"],
+        events[0]["portcullis.policy.digest"]
+    );
 }

@@ -22,6 +22,7 @@
 //! ```
 
 mod chain;
+mod config;
 mod delivery;
 mod event;
 mod metrics;
@@ -38,6 +39,10 @@ use tokio::task::JoinHandle;
 pub use chain::{
     BadPosition, ChainSummary, GENESIS_HASH, KeyError, PublicKey, Tamper, VerifyError,
     VerifyReport, public_key_path, verify_events, verify_file,
+};
+pub use config::{
+    AuditConfig, AuditTemplate, CheckpointConfig, EMITTER_PLACEHOLDER, EMITTERS, FullPolicyConfig,
+    HttpFormatConfig, SinkConfig, SpoolConfig, SpoolLock, SyslogTlsConfig, metrics_registry,
 };
 pub use delivery::{Sink, SinkError};
 pub use event::{

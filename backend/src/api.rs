@@ -17,6 +17,7 @@ use utoipa::openapi::{RefOr, ResponseBuilder};
 use utoipa::{IntoParams, OpenApi};
 
 use crate::AppState;
+use crate::audit::{Category, EventExt, Level, Outcome, REQUEST_META, RequestMeta, event};
 use crate::error::{ApiError, Problem, REQUEST_ID};
 use crate::identity::{IDENTITY_HEADER, Identity, SIGNATURE_HEADER};
 use crate::model::*;
@@ -123,7 +124,22 @@ pub async fn request_id_layer(req: Request, next: Next) -> Response {
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         })
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
-    let mut resp = REQUEST_ID.scope(id.clone(), next.run(req)).await;
+    let meta = RequestMeta {
+        // Set by the proxy from its trusted-proxy logic (inbound copies are stripped).
+        source_ip: req
+            .headers()
+            .get("x-portcullis-client-ip")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok()),
+        user_agent: req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    };
+    let mut resp = REQUEST_ID
+        .scope(id.clone(), REQUEST_META.scope(meta, next.run(req)))
+        .await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
     }
@@ -273,6 +289,40 @@ impl AppState {
             .ok_or_else(|| ApiError::Forbidden(format!("You may not {what}")))
     }
 
+    /// [`AppState::require`] for a change: a refusal is recorded as the `denied` event
+    /// (outcome failure, level warning, reason `policy`) before the 403.
+    async fn require_change(
+        &self,
+        allowed: bool,
+        what: &str,
+        denied: impl FnOnce() -> portcullis_audit::AuditEvent,
+    ) -> Result<(), ApiError> {
+        if allowed {
+            return Ok(());
+        }
+        self.audit(denied().level(Level::Warning).detail("reason", "policy"))
+            .await?;
+        self.require(false, what)
+    }
+
+    /// A directory change the policy must allow (`action` on `resource`); a refusal is
+    /// recorded as `<resource>.<verb>` with outcome failure.
+    async fn directory_change_allowed(
+        &self,
+        caller: &Caller,
+        action: &str,
+        resource: &str,
+        audit_action: &str,
+    ) -> Result<(), ApiError> {
+        if self.directory_allowed(caller, action, resource).is_ok() {
+            return Ok(());
+        }
+        self.require_change(false, &format!("{action} {resource}s"), || {
+            event(Category::User, audit_action, Outcome::Failure).by(caller)
+        })
+        .await
+    }
+
     fn directory_allowed(
         &self,
         caller: &Caller,
@@ -316,6 +366,18 @@ impl AppState {
 
 // ------------------------------------------------------------- tickets
 
+/// A ticket event (category `maintenance`) by `c` about ticket `id`.
+fn ticket_event(
+    action: &str,
+    outcome: Outcome,
+    c: &Caller,
+    id: &str,
+) -> portcullis_audit::AuditEvent {
+    event(Category::Maintenance, action, outcome)
+        .by(c)
+        .detail("ticket_id", id.to_owned())
+}
+
 #[utoipa::path(post, path = "/api/tickets", tag = "tickets", request_body = NewTicket,
     responses((status = 201, description = "Created", body = Ticket, headers(("ETag" = String), ("Location" = String)))))]
 async fn create_ticket(
@@ -346,14 +408,26 @@ async fn create_ticket(
         created_at: String::new(),
         updated_at: String::new(),
     };
-    s.require(
+    s.require_change(
         s.ticket_allowed(&c, "create", &probe, None),
         "create tickets for this department",
-    )?;
+        || {
+            ticket_event("ticket.create", Outcome::Failure, &c, "")
+                .detail("department_id", department_id)
+        },
+    )
+    .await?;
     repo::get_department(&s.db, department_id)
         .await
         .map_err(|_| ApiError::Validation(format!("department {department_id} does not exist")))?;
     let t = repo::create_ticket(&s.db, &c.employee, &new, department_id).await?;
+    s.audit(
+        ticket_event("ticket.create", Outcome::Success, &c, &t.id)
+            .detail("department_id", t.department_id)
+            .detail("priority", json!(t.priority))
+            .detail("version", t.version),
+    )
+    .await?;
     let location = HeaderValue::from_str(&format!("/api/tickets/{}", t.id)).ok();
     let mut resp = with_etag(StatusCode::CREATED, t);
     if let Some(l) = location {
@@ -426,13 +500,15 @@ async fn get_ticket(
     Ok(with_etag(StatusCode::OK, s.readable_ticket(&c, &id).await?))
 }
 
-/// Applies a guarded change and maps version conflicts to 412.
+/// Applies a guarded change, maps version conflicts to 412, and records `audit` (with the
+/// new version) once the change is stored.
 async fn change_ticket<F>(
     s: &AppState,
     c: &Caller,
     id: &str,
     headers: &HeaderMap,
     action: &str,
+    audit: portcullis_audit::AuditEvent,
     change: F,
 ) -> Result<Response, ApiError>
 where
@@ -445,6 +521,12 @@ where
             RepoError::Invalid(d) => ApiError::InvalidTransition(d),
             e => e.into(),
         })?;
+    s.audit(
+        audit
+            .detail("version", t.version)
+            .detail("status", t.status.as_str()),
+    )
+    .await?;
     Ok(with_etag(StatusCode::OK, t))
 }
 
@@ -459,14 +541,28 @@ async fn update_ticket(
     ApiJson(p): ApiJson<TicketPatch>,
 ) -> Result<Response, ApiError> {
     let t = s.readable_ticket(&c, &id).await?;
-    s.require(s.ticket_allowed(&c, "update", &t, None), "edit this ticket")?;
+    s.require_change(
+        s.ticket_allowed(&c, "update", &t, None),
+        "edit this ticket",
+        || ticket_event("ticket.update", Outcome::Failure, &c, &id),
+    )
+    .await?;
     if let Some(title) = &p.title {
         check_text("title", title, 1, 200, false)?;
     }
     if let Some(d) = &p.description {
         check_text("description", d, 0, 10_000, true)?;
     }
-    change_ticket(&s, &c, &id, &headers, "updated", |t| {
+    let fields: Vec<&str> = [
+        ("title", p.title.is_some()),
+        ("description", p.description.is_some()),
+        ("priority", p.priority.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(f, set)| set.then_some(f))
+    .collect();
+    let audit = ticket_event("ticket.update", Outcome::Success, &c, &id).detail("fields", fields);
+    change_ticket(&s, &c, &id, &headers, "updated", audit, |t| {
         if let Some(v) = p.title {
             t.title = v;
         }
@@ -493,11 +589,19 @@ async fn transition_ticket(
 ) -> Result<Response, ApiError> {
     let t = s.readable_ticket(&c, &id).await?;
     let extra = json!({ "from": t.status.as_str(), "to": tr.to.as_str() });
-    s.require(
-        s.ticket_allowed(&c, "transition", &t, Some(extra)),
+    s.require_change(
+        s.ticket_allowed(&c, "transition", &t, Some(extra.clone())),
         "move this ticket to that status",
-    )?;
-    change_ticket(&s, &c, &id, &headers, "transitioned", |t| {
+        || {
+            ticket_event("ticket.transition", Outcome::Failure, &c, &id)
+                .detail("transition", extra.clone())
+        },
+    )
+    .await?;
+    let audit = ticket_event("ticket.transition", Outcome::Success, &c, &id)
+        .detail("from", t.status.as_str())
+        .detail("to", tr.to.as_str());
+    change_ticket(&s, &c, &id, &headers, "transitioned", audit, |t| {
         if !t.status.can_become(tr.to) {
             return Err(RepoError::Invalid(format!(
                 "a ticket cannot go from {} to {}",
@@ -522,10 +626,15 @@ async fn assign_ticket(
     ApiJson(a): ApiJson<Assignment>,
 ) -> Result<Response, ApiError> {
     let t = s.readable_ticket(&c, &id).await?;
-    s.require(
+    s.require_change(
         s.ticket_allowed(&c, "assign", &t, None),
         "assign this ticket",
-    )?;
+        || {
+            ticket_event("ticket.assign", Outcome::Failure, &c, &id)
+                .detail("assignee_id", a.assignee_id)
+        },
+    )
+    .await?;
     let tech = repo::get_employee(&s.db, a.assignee_id)
         .await
         .map_err(|_| ApiError::Validation(format!("employee {} does not exist", a.assignee_id)))?;
@@ -534,7 +643,10 @@ async fn assign_ticket(
             "tickets are assigned to active technicians only".into(),
         ));
     }
-    change_ticket(&s, &c, &id, &headers, "assigned", |t| {
+    let audit = ticket_event("ticket.assign", Outcome::Success, &c, &id)
+        .detail("assignee_id", tech.id)
+        .detail("previous_assignee_id", json!(t.assignee_id));
+    change_ticket(&s, &c, &id, &headers, "assigned", audit, |t| {
         t.assignee_id = Some(tech.id);
         Ok(())
     })
@@ -551,12 +663,15 @@ async fn approve_ticket(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let t = s.readable_ticket(&c, &id).await?;
-    s.require(
+    s.require_change(
         s.ticket_allowed(&c, "approve", &t, None),
         "approve this ticket",
-    )?;
+        || ticket_event("ticket.approve", Outcome::Failure, &c, &id),
+    )
+    .await?;
     let approver = c.employee.id;
-    change_ticket(&s, &c, &id, &headers, "approved", |t| {
+    let audit = ticket_event("ticket.approve", Outcome::Success, &c, &id);
+    change_ticket(&s, &c, &id, &headers, "approved", audit, |t| {
         if t.approved_by.is_some() {
             return Err(RepoError::Invalid("the ticket is already approved".into()));
         }
@@ -587,15 +702,19 @@ async fn add_comment(
     ApiJson(n): ApiJson<NewComment>,
 ) -> Result<(StatusCode, Json<Comment>), ApiError> {
     let t = s.readable_ticket(&c, &id).await?;
-    s.require(
+    s.require_change(
         s.ticket_allowed(&c, "comment", &t, None),
         "comment on this ticket",
-    )?;
+        || ticket_event("ticket.comment", Outcome::Failure, &c, &id),
+    )
+    .await?;
     check_text("body", &n.body, 1, 5_000, true)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(repo::add_comment(&s.db, &id, c.employee.id, &n.body).await?),
-    ))
+    let comment = repo::add_comment(&s.db, &id, c.employee.id, &n.body).await?;
+    s.audit(
+        ticket_event("ticket.comment", Outcome::Success, &c, &id).detail("comment_id", comment.id),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(comment)))
 }
 
 #[utoipa::path(get, path = "/api/tickets/{id}/history", tag = "tickets", params(("id" = String, Path)),
@@ -660,7 +779,8 @@ async fn create_employee(
     c: Caller,
     ApiJson(n): ApiJson<NewEmployee>,
 ) -> Result<(StatusCode, Json<Employee>), ApiError> {
-    s.directory_allowed(&c, "create", "employee")?;
+    s.directory_change_allowed(&c, "create", "employee", "user.create")
+        .await?;
     check_username(&n.username)?;
     check_email(&n.email)?;
     check_text("display_name", &n.display_name, 1, 100, false)?;
@@ -670,10 +790,20 @@ async fn create_employee(
             .await
             .map_err(|_| ApiError::Validation(format!("department {d} does not exist")))?;
     }
-    Ok((
-        StatusCode::CREATED,
-        Json(repo::create_employee(&s.db, &n, false).await?),
-    ))
+    let e = repo::create_employee(&s.db, &n, false).await?;
+    s.audit(
+        event(Category::User, "user.create", Outcome::Success)
+            .by(&c)
+            .target(e.id)
+            .detail("target_username", e.username.clone())
+            .detail(
+                "roles",
+                e.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+            )
+            .detail("source", "api"),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(e)))
 }
 
 #[utoipa::path(get, path = "/api/employees/{id}", tag = "directory", params(("id" = i64, Path)),
@@ -700,7 +830,8 @@ async fn update_employee(
     Path(id): Path<String>,
     ApiJson(p): ApiJson<EmployeePatch>,
 ) -> Result<Json<Employee>, ApiError> {
-    s.directory_allowed(&c, "update", "employee")?;
+    s.directory_change_allowed(&c, "update", "employee", "user.update")
+        .await?;
     let id = parse_id(&id, "employee")?;
     // An administrator cannot lock themselves out by accident.
     if id == c.employee.id && (p.roles.is_some() || p.status.is_some()) {
@@ -736,12 +867,40 @@ async fn update_employee(
     let after = repo::update_employee(&s.db, id, &p)
         .await
         .map_err(not_found("employee"))?;
+    let roles = |e: &Employee| e.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>();
+    let fields: Vec<&str> = [
+        ("email", before.email != after.email),
+        ("display_name", before.display_name != after.display_name),
+        ("department_id", before.department_id != after.department_id),
+        ("roles", before.roles != after.roles),
+        ("status", before.status != after.status),
+    ]
+    .into_iter()
+    .filter_map(|(f, changed)| changed.then_some(f))
+    .collect();
+    s.audit(
+        event(Category::User, "user.update", Outcome::Success)
+            .by(&c)
+            .target(id)
+            .detail("fields", fields),
+    )
+    .await?;
     // A role change or a disabled account ends every session at once.
     if before.roles != after.roles || after.status != "active" {
+        s.audit(
+            event(Category::User, "user.roles_change", Outcome::Success)
+                .level(Level::Warning)
+                .by(&c)
+                .target(id)
+                .detail("roles_before", roles(&before))
+                .detail("roles_after", roles(&after))
+                .detail("status_before", before.status.clone())
+                .detail("status_after", after.status.clone()),
+        )
+        .await?;
         for sid in crate::auth::store::revoke_all(&s.db, id, "role_change").await? {
-            s.publish_revocation(&sid).await;
+            s.session_revoked(&sid, "role_change", Some(&c)).await?;
         }
-        tracing::info!(target: "portcullis::audit", event = "user.roles_changed", admin = c.employee.id, employee_id = id, "roles or status changed; sessions ended");
     }
     Ok(Json(after))
 }
@@ -753,7 +912,8 @@ async fn delete_employee(
     c: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    s.directory_allowed(&c, "delete", "employee")?;
+    s.directory_change_allowed(&c, "delete", "employee", "user.delete")
+        .await?;
     let id = parse_id(&id, "employee")?;
     if id == c.employee.id {
         return Err(ApiError::Conflict(
@@ -763,6 +923,13 @@ async fn delete_employee(
     repo::delete_employee(&s.db, id)
         .await
         .map_err(not_found("employee"))?;
+    s.audit(
+        event(Category::User, "user.delete", Outcome::Success)
+            .level(Level::Warning)
+            .by(&c)
+            .target(id),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -783,12 +950,18 @@ async fn create_department(
     c: Caller,
     ApiJson(n): ApiJson<NewDepartment>,
 ) -> Result<(StatusCode, Json<Department>), ApiError> {
-    s.directory_allowed(&c, "create", "department")?;
+    s.directory_change_allowed(&c, "create", "department", "department.create")
+        .await?;
     check_text("name", &n.name, 1, 100, false)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(repo::create_department(&s.db, n.name.trim()).await?),
-    ))
+    let d = repo::create_department(&s.db, n.name.trim()).await?;
+    s.audit(
+        event(Category::User, "department.create", Outcome::Success)
+            .by(&c)
+            .detail("department_id", d.id)
+            .detail("name", d.name.clone()),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(d)))
 }
 
 #[utoipa::path(get, path = "/api/departments/{id}", tag = "directory", params(("id" = i64, Path)),
@@ -815,14 +988,21 @@ async fn rename_department(
     Path(id): Path<String>,
     ApiJson(n): ApiJson<NewDepartment>,
 ) -> Result<Json<Department>, ApiError> {
-    s.directory_allowed(&c, "update", "department")?;
+    s.directory_change_allowed(&c, "update", "department", "department.rename")
+        .await?;
     let id = parse_id(&id, "department")?;
     check_text("name", &n.name, 1, 100, false)?;
-    Ok(Json(
-        repo::rename_department(&s.db, id, n.name.trim())
-            .await
-            .map_err(not_found("department"))?,
-    ))
+    let d = repo::rename_department(&s.db, id, n.name.trim())
+        .await
+        .map_err(not_found("department"))?;
+    s.audit(
+        event(Category::User, "department.rename", Outcome::Success)
+            .by(&c)
+            .detail("department_id", d.id)
+            .detail("name", d.name.clone()),
+    )
+    .await?;
+    Ok(Json(d))
 }
 
 #[utoipa::path(delete, path = "/api/departments/{id}", tag = "directory", params(("id" = i64, Path)),
@@ -832,11 +1012,19 @@ async fn delete_department(
     c: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    s.directory_allowed(&c, "delete", "department")?;
+    s.directory_change_allowed(&c, "delete", "department", "department.delete")
+        .await?;
     let id = parse_id(&id, "department")?;
     repo::delete_department(&s.db, id)
         .await
         .map_err(not_found("department"))?;
+    s.audit(
+        event(Category::User, "department.delete", Outcome::Success)
+            .level(Level::Warning)
+            .by(&c)
+            .detail("department_id", id),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -875,9 +1063,10 @@ async fn openapi_json() -> Response {
         list_comments, add_comment, ticket_history,
         list_employees, create_employee, get_employee, update_employee, delete_employee,
         list_departments, create_department, get_department, rename_department, delete_department,
+        crate::audit::api::list_logs, crate::audit::api::count_logs, crate::audit::api::export_logs,
         health,
     ),
-    components(schemas(Problem)),
+    components(schemas(Problem, crate::audit::api::AuditLogPage, crate::audit::api::AuditLogCount)),
     modifiers(&ErrorResponses),
 )]
 struct ApiDoc;
@@ -1001,6 +1190,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(delete_department),
         )
         .merge(crate::auth::router())
+        .merge(crate::audit::api::router())
         .fallback(|| async { ApiError::NotFound("resource") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))

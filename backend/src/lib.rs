@@ -6,6 +6,7 @@
 //! object-level authorization uses the same Rego bundle as the proxy.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod db;
 pub mod error;
@@ -208,6 +209,9 @@ pub struct BackendSettings {
     /// Where the first administrator's one-time password is written.
     pub initial_admin_file: PathBuf,
     pub identity: auth::IdentitySettings,
+    /// The audit log: emitter `backend` for the service, `cli` for administrative
+    /// commands (see `portcullis_audit::AuditTemplate`).
+    pub audit: portcullis_audit::AuditSettings,
 }
 
 impl BackendConfig {
@@ -274,8 +278,14 @@ impl BackendConfig {
             ));
         }
         let identity = identity.validate(&format!("{prefix}.identity"), base, &mut problems);
-        match (listen, problems.is_empty()) {
-            (Some(listen), true) => Ok(BackendSettings {
+        // The `audit:` section replaces these defaults (see the binary's config).
+        let audit = portcullis_audit::AuditConfig::default()
+            .validate("audit", base, state_dir)
+            .map(|t| t.settings("backend"))
+            .map_err(|e| problems.extend(e))
+            .ok();
+        match (listen, audit, problems.is_empty()) {
+            (Some(listen), Some(audit), true) => Ok(BackendSettings {
                 listen,
                 database_url: url,
                 database_password_file: database_password_file.as_deref().map(resolve),
@@ -286,6 +296,7 @@ impl BackendConfig {
                 keyring_dir: state_dir.join("keys/jwt"),
                 initial_admin_file: state_dir.join("initial-admin.txt"),
                 identity,
+                audit,
             }),
             _ => Err(problems),
         }
@@ -299,6 +310,8 @@ pub struct AppState {
     pub authz: Arc<Authorizer>,
     pub identity_key: IdentityKey,
     pub identity: Arc<auth::Identity>,
+    /// The audit log (see [`audit`]).
+    pub audit: audit::Audit,
 }
 
 /// Why the backend could not start.
@@ -314,13 +327,17 @@ pub enum StartError {
     PasswordFile(String, String),
     #[error("identity: {0}")]
     Identity(String),
+    #[error("audit log: {0}")]
+    Audit(String),
 }
 
-/// Opens the database (running migrations), loads the policy bundle and the
-/// identity key.
+/// Opens the database (running migrations), starts the audit log (its spool,
+/// sinks and the `audit_events` table as a sink), loads the policy bundle and
+/// the identity key.
 pub async fn open(settings: &BackendSettings) -> Result<AppState, StartError> {
     let db = Db::connect(&connect_url(settings)?).await?;
     db.migrate().await?;
+    let audit = start_audit(&settings.audit, audit::DbSink::new(db.clone())).await?;
     let bundle = portcullis_authz::PolicyBundle::load(&settings.policy_dir)
         .map_err(|e| StartError::Policy(e.to_string()))?;
     let identity_key = IdentityKey::load_or_create(&settings.identity_key_file)?;
@@ -336,11 +353,35 @@ pub async fn open(settings: &BackendSettings) -> Result<AppState, StartError> {
         authz: Arc::new(Authorizer::new(bundle)),
         identity_key,
         identity: Arc::new(identity),
+        audit,
     };
     auth::bootstrap_admin(&state, &settings.initial_admin_file)
         .await
         .map_err(|e| StartError::Identity(format!("{e:?}")))?;
     Ok(state)
+}
+
+/// Locks the spool (waiting for another process to let go of it) and starts the log
+/// with its configured sinks and `db` (the `audit_events` table).
+pub async fn start_audit(
+    settings: &portcullis_audit::AuditSettings,
+    db: audit::DbSink,
+) -> Result<audit::Audit, StartError> {
+    let dir = settings.spool.dir.clone();
+    let lock = tokio::task::spawn_blocking(move || {
+        portcullis_audit::SpoolLock::acquire(&dir, audit::SPOOL_LOCK_WAIT)
+    })
+    .await
+    .map_err(|e| StartError::Audit(e.to_string()))?
+    .map_err(|e| StartError::Audit(e.to_string()))?;
+    let registry = portcullis_audit::metrics_registry(&settings.spool.emitter);
+    let log = portcullis_audit::AuditLog::start_with_sinks(
+        settings.clone(),
+        vec![Box::new(db)],
+        &registry,
+    )
+    .map_err(|e| StartError::Audit(e.to_string()))?;
+    Ok(audit::Audit::new(log, lock))
 }
 
 /// The database URL with the password from `database_password_file`, if any.
@@ -402,21 +443,26 @@ async fn keyring_maintenance(state: AppState) {
     loop {
         tokio::time::sleep(KEYRING_TICK).await;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let Ok(mut ring) = state.identity.keyring.write() else {
-            tracing::error!("keyring lock poisoned");
-            return;
-        };
-        if let Err(e) = ring.reload() {
-            tracing::warn!(error = %e, "cannot re-read the keyring; keeping the keys in memory");
-            continue;
-        }
-        match ring.advance(now, retire_after) {
-            Ok(events) => {
-                for event in events {
-                    tracing::warn!(target: "portcullis::audit", event = "keys.rotation_step", step = ?event, "signing key rotation step");
+        // The guard must not live across an await: take the steps in a block.
+        let steps = {
+            let Ok(mut ring) = state.identity.keyring.write() else {
+                tracing::error!("keyring lock poisoned");
+                return;
+            };
+            if let Err(e) = ring.reload() {
+                tracing::warn!(error = %e, "cannot re-read the keyring; keeping the keys in memory");
+                continue;
+            }
+            match ring.advance(now, retire_after) {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::error!(error = %e, "keyring step failed");
+                    continue;
                 }
             }
-            Err(e) => tracing::error!(error = %e, "keyring step failed"),
+        };
+        for step in steps {
+            state.audit_logged(auth::keys::rotation_event(&step)).await;
         }
     }
 }

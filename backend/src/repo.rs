@@ -61,18 +61,18 @@ enum Bind {
 
 /// Builds `$N` placeholders in order of first use.
 #[derive(Default)]
-struct Params(Vec<Bind>);
+pub(crate) struct Params(Vec<Bind>);
 
 impl Params {
-    fn int(&mut self, v: i64) -> String {
+    pub(crate) fn int(&mut self, v: i64) -> String {
         self.0.push(Bind::Int(v));
         format!("${}", self.0.len())
     }
-    fn text(&mut self, v: impl Into<String>) -> String {
+    pub(crate) fn text(&mut self, v: impl Into<String>) -> String {
         self.0.push(Bind::Text(v.into()));
         format!("${}", self.0.len())
     }
-    fn apply(
+    pub(crate) fn apply(
         self,
         mut q: sqlx::query::Query<'_, Any, sqlx::any::AnyArguments>,
     ) -> sqlx::query::Query<'_, Any, sqlx::any::AnyArguments> {

@@ -91,6 +91,10 @@ impl App {
             keyring_dir: dir.path().join("keys/jwt"),
             initial_admin_file: dir.path().join("initial-admin.txt"),
             identity,
+            audit: portcullis_audit::AuditConfig::default()
+                .validate("audit", dir.path(), dir.path())
+                .unwrap()
+                .settings("backend"),
         };
         let state = portcullis_backend::open(&settings).await.unwrap();
         let key = IdentityKey::load_or_create(&settings.identity_key_file).unwrap();
@@ -1015,9 +1019,23 @@ async fn openapi_document_describes_the_api(engine: Engine) {
         "/api/tickets/{id}/transitions",
         "/api/employees",
         "/api/departments/{id}",
+        "/admin/audit/logs",
+        "/admin/audit/logs/count",
+        "/admin/audit/logs/export",
     ] {
         assert!(doc["paths"].get(p).is_some(), "{p} missing");
     }
+    assert!(
+        doc["paths"]["/admin/audit/logs/export"]["get"]["responses"]["200"]["content"]
+            .get("text/csv")
+            .is_some(),
+        "{}",
+        doc["paths"]["/admin/audit/logs/export"]
+    );
+    assert!(
+        doc["paths"].get("/internal/audit/ingest").is_none(),
+        "the proxy's ingest is not part of the public API"
+    );
     assert!(
         doc["paths"]["/api/tickets/{id}"]["patch"]["responses"]
             .get("412")

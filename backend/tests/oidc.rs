@@ -456,35 +456,33 @@ impl Browser {
 
 // ------------------------------------------------------------------ audit
 
-/// Audit events (`portcullis::audit`), captured for the whole test binary.
-fn audit_events() -> Vec<Value> {
-    static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    let buffer = BUFFER.get_or_init(|| {
-        #[derive(Clone)]
-        struct Shared(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Shared {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().write(b)
+impl App {
+    /// Audit events in this backend's `audit_events` table (as ECS objects) that match
+    /// `wanted`, once at least `at_least` of them have arrived (the database sink
+    /// delivers asynchronously); fails after 10 s.
+    async fn audit(&self, at_least: usize, wanted: impl Fn(&Value) -> bool) -> Vec<Value> {
+        use sqlx::Row;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let rows = sqlx::query("select line from audit_events order by audit_event_id")
+                .fetch_all(self.state.db.pool())
+                .await
+                .unwrap();
+            let found: Vec<Value> = rows
+                .iter()
+                .map(|r| serde_json::from_str::<Value>(&r.get::<String, _>(0)).unwrap())
+                .filter(|e| wanted(e))
+                .collect();
+            if found.len() >= at_least {
+                return found;
             }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "expected {at_least} audit event(s), found {found:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let shared = Shared(buffer.clone());
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .with_env_filter("portcullis::audit=info")
-            .with_writer(move || shared.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).unwrap();
-        buffer
-    });
-    let text = String::from_utf8_lossy(&buffer.lock().unwrap()).into_owned();
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .map(|v| v["fields"].clone())
-        .collect()
+    }
 }
 
 // ------------------------------------------------------------------ the app
@@ -510,7 +508,6 @@ impl App {
         if !provider_available().await {
             return None;
         }
-        audit_events();
         let dir = tempfile::tempdir().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -625,6 +622,10 @@ impl App {
                 oidc,
                 ..Default::default()
             },
+            audit: portcullis_audit::AuditConfig::default()
+                .validate("audit", dir.path(), dir.path())
+                .unwrap()
+                .settings("backend"),
         };
         let state = portcullis_backend::open(&settings).await.unwrap();
         let serving = state.clone();
@@ -907,11 +908,20 @@ async fn sign_in_creates_the_user_and_resyncs_roles_at_every_login(engine: Engin
     assert_eq!(session.auth_method, "oidc");
     assert_eq!(session.oidc_provider.as_deref(), Some("idp"));
     assert!(session.oidc_sid.is_some(), "the provider's sid is kept");
-    assert!(
-        audit_events()
-            .iter()
-            .any(|e| e["event"] == "user.provisioned" && e["username"] == json!(alice))
+    let provisioned = app
+        .audit(1, |e| {
+            e["event.action"] == "user.provision"
+                && e["portcullis.details"]["username"] == json!(alice)
+        })
+        .await;
+    assert_eq!(
+        provisioned[0]["portcullis.details"]["roles"],
+        json!(["employee", "technician"])
     );
+    app.audit(1, |e| {
+        e["event.action"] == "login" && e["portcullis.session.id"] == json!(first_sid)
+    })
+    .await;
 
     // The groups change at the provider: the next sign-in follows them.
     app.idp
@@ -925,17 +935,19 @@ async fn sign_in_creates_the_user_and_resyncs_roles_at_every_login(engine: Engin
     let e = app.employee(&alice).await;
     assert_eq!(e.roles, vec![Role::Technician, Role::Administrator]);
     assert_eq!(e.id, app.employee(&alice).await.id, "the same employee");
-    let synced: Vec<Value> = audit_events()
-        .into_iter()
-        .filter(|e| e["event"] == "user.roles_synced" && e["username"] == json!(alice))
-        .collect();
+    let is_sync = |e: &Value| {
+        e["event.action"] == "user.roles_sync"
+            && e["portcullis.details"]["username"] == json!(alice)
+    };
+    let synced = app.audit(1, is_sync).await;
     assert_eq!(synced.len(), 1, "{synced:?}");
-    assert!(synced[0]["removed"].as_str().unwrap().contains("employee"));
-    assert!(
-        synced[0]["added"]
-            .as_str()
-            .unwrap()
-            .contains("administrator")
+    assert_eq!(
+        synced[0]["portcullis.details"]["removed"],
+        json!(["employee"])
+    );
+    assert_eq!(
+        synced[0]["portcullis.details"]["added"],
+        json!(["administrator"])
     );
     // Sessions holding the old roles end.
     let old = app.session(&first_sid).await;
@@ -946,13 +958,12 @@ async fn sign_in_creates_the_user_and_resyncs_roles_at_every_login(engine: Engin
     // Same groups again: nothing to synchronise, nothing ended.
     let third_sid = app.signed_in(&b, "idp", &alice).await;
     assert!(app.session(&second_sid).await.revoked_at.is_none());
-    assert_eq!(
-        audit_events()
-            .iter()
-            .filter(|e| e["event"] == "user.roles_synced" && e["username"] == json!(alice))
-            .count(),
-        1
-    );
+    // Once the third sign-in's event is in, nothing else was synchronised before it.
+    app.audit(1, |e| {
+        e["event.action"] == "login" && e["portcullis.session.id"] == json!(third_sid)
+    })
+    .await;
+    assert_eq!(app.audit(0, is_sync).await.len(), 1);
 
     // No mapped group left: refused, and the account keeps no role or session.
     app.idp.set_groups(&alice, &["CANTEEN-USERS"]);

@@ -396,6 +396,11 @@ pub struct ProxySettings {
     pub policy_time_limit: Duration,
     pub rate_limits: RateLimitSettings,
     pub csrf: crate::csrf::CsrfSettings,
+    /// The proxy's audit log (emitter `proxy`); the binary sets it from the `audit:`
+    /// section (default: `portcullis_audit::AuditConfig::default()`).
+    pub audit: portcullis_audit::AuditSettings,
+    /// The backend's ingest endpoint the proxy ships its events to, if any.
+    pub audit_ingest_url: Option<String>,
 }
 
 /// Where the serving certificate comes from.
@@ -722,6 +727,18 @@ impl ProxyConfig {
             );
         }
 
+        // The `audit:` section replaces these defaults (see the binary's config).
+        let audit =
+            match portcullis_audit::AuditConfig::default().validate("audit", base, state_dir) {
+                Ok(t) => Some(t),
+                Err(problems) => {
+                    for line in problems {
+                        p.0.push(line);
+                    }
+                    None
+                }
+            };
+
         match (
             https_addr,
             http_addr,
@@ -729,6 +746,7 @@ impl ProxyConfig {
             tls,
             headers,
             rate_limits,
+            audit,
             p.is_empty(),
         ) {
             (
@@ -738,6 +756,7 @@ impl ProxyConfig {
                 Some(tls),
                 Some(headers),
                 Some(rate_limits),
+                Some(audit),
                 true,
             ) => Ok(ProxySettings {
                 redirect_https_port: redirect.https_port.unwrap_or(https_addr.port()),
@@ -768,6 +787,8 @@ impl ProxyConfig {
                     header: csrf.header.to_ascii_lowercase(),
                     extra_origins: csrf.allowed_origins.clone(),
                 },
+                audit_ingest_url: audit.ingest_url.clone(),
+                audit: audit.settings(crate::audit::EMITTER),
             }),
             _ => Err(p.into_vec()),
         }

@@ -19,6 +19,9 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Regi
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use portcullis_audit::{AuditEvent, Category, Level, Outcome};
+
+use crate::audit::{RequestInfo, with_principal};
 use crate::csrf::{CsrfSettings, unsafe_method};
 use crate::jwt::{JwtVerifier, VerifiedToken};
 use crate::problem::Problem;
@@ -314,6 +317,50 @@ pub struct RequestFacts<'a> {
     pub request_id: &'a str,
 }
 
+impl RequestFacts<'_> {
+    /// What every audit event of this request carries.
+    pub fn audit_info(&self) -> RequestInfo<'_> {
+        RequestInfo {
+            request_id: self.request_id,
+            client_ip: self.client_ip,
+            route: self.route,
+            user_agent: self
+                .headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok()),
+        }
+    }
+}
+
+/// A rate-limit hit (`rate_limit.reject`): outcome failure when enforced, success (the
+/// request passed) in report-only mode.
+fn rate_event(
+    info: &RequestInfo<'_>,
+    hit: &crate::ratelimit::RuleHit,
+    enforced: bool,
+    key: &str,
+) -> AuditEvent {
+    let outcome = if enforced {
+        Outcome::Failure
+    } else {
+        Outcome::Success
+    };
+    info.event(Category::Security, "rate_limit.reject", outcome)
+        .level(Level::Warning)
+        .detail("rule", hit.rule.to_string())
+        .detail("key", key)
+        .detail("mode", if enforced { "enforce" } else { "report_only" })
+        .detail("store_error", hit.store_error)
+}
+
+/// Credentials refused (`token.reject`, category `auth`).
+fn token_event(info: &RequestInfo<'_>, reason: &str, via_cookie: bool) -> AuditEvent {
+    info.event(Category::Auth, "token.reject", Outcome::Failure)
+        .level(Level::Warning)
+        .auth_method(if via_cookie { "cookie" } else { "bearer" })
+        .detail("reason", reason)
+}
+
 impl Enforcement {
     /// The current per-route modes.
     pub fn modes_for(&self, route: &str) -> Modes {
@@ -322,7 +369,12 @@ impl Enforcement {
 
     /// Authenticates: a bearer token that fails is a 401; a cookie that
     /// fails (stale after expiry, say) just means anonymous.
-    async fn authenticate(&self, facts: &RequestFacts<'_>) -> Result<Option<Principal>, Refusal> {
+    async fn authenticate(
+        &self,
+        facts: &RequestFacts<'_>,
+        audit: &mut Vec<AuditEvent>,
+    ) -> Result<Option<Principal>, Refusal> {
+        let info = facts.audit_info();
         let bearer = facts
             .headers
             .get(http::header::AUTHORIZATION)
@@ -339,6 +391,7 @@ impl Enforcement {
                     .auth_failures
                     .with_label_values(&["unsupported_scheme"])
                     .inc();
+                audit.push(token_event(&info, "unsupported_scheme", false));
                 return Err(unauthenticated("use the Bearer scheme"));
             }
             None => match cookie(facts.headers, &self.access_cookie) {
@@ -357,6 +410,12 @@ impl Enforcement {
                         .auth_failures
                         .with_label_values(&["session_revoked"])
                         .inc();
+                    let mut e = token_event(&info, "session_revoked", via_cookie)
+                        .user_id(token.sub.clone());
+                    if let Some(sid) = &token.sid {
+                        e = e.session_id(sid.clone());
+                    }
+                    audit.push(e);
                     if via_cookie {
                         return Ok(None);
                     }
@@ -371,7 +430,10 @@ impl Enforcement {
                 );
                 Ok(None)
             }
-            Err(e) => Err(unauthenticated(e.reason())),
+            Err(e) => {
+                audit.push(token_event(&info, e.reason(), false));
+                Err(unauthenticated(e.reason()))
+            }
         }
     }
 
@@ -418,8 +480,14 @@ impl Enforcement {
         })
     }
 
-    /// Runs every control. `Ok` means the request goes upstream.
-    pub async fn check(&self, facts: &RequestFacts<'_>) -> Result<Passed, Refusal> {
+    /// Runs every control. `Ok` means the request goes upstream. Refusals (and would-be
+    /// refusals of report-only controls) are added to `audit`.
+    pub async fn check(
+        &self,
+        facts: &RequestFacts<'_>,
+        audit: &mut Vec<AuditEvent>,
+    ) -> Result<Passed, Refusal> {
+        let info = facts.audit_info();
         let modes = self.modes_for(facts.route);
         let mut passed = Passed::default();
 
@@ -437,7 +505,9 @@ impl Enforcement {
             )
             .await;
         if let Some(hit) = &pre.denied {
-            if modes.rate_limit == Mode::Enforce {
+            let enforced = modes.rate_limit == Mode::Enforce;
+            audit.push(rate_event(&info, hit, enforced, "client_ip_or_route"));
+            if enforced {
                 return Err(rate_limited(hit.headers()));
             }
             tracing::warn!(target: "portcullis::decision", request_id = facts.request_id, rule = %hit.rule, route = facts.route, "rate limit exceeded (report only)");
@@ -445,7 +515,7 @@ impl Enforcement {
         passed.rate_headers = pre.headers();
 
         // 2. Authentication.
-        let principal = self.authenticate(facts).await?;
+        let principal = self.authenticate(facts, audit).await?;
 
         // 3. CSRF for cookie sessions.
         if let Some(p) = &principal
@@ -458,7 +528,21 @@ impl Enforcement {
                 .with_label_values(&[failure.code(), modes.csrf.label()])
                 .inc();
             tracing::warn!(target: "portcullis::decision", request_id = facts.request_id, reason = failure.code(), mode = modes.csrf.label(), route = facts.route, "CSRF check failed");
-            if modes.csrf == Mode::Enforce {
+            let enforced = modes.csrf == Mode::Enforce;
+            let outcome = if enforced {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            };
+            audit.push(with_principal(
+                info.event(Category::Security, "csrf.reject", outcome)
+                    .level(Level::Warning)
+                    .detail("reason", failure.code())
+                    .detail("mode", modes.csrf.label())
+                    .detail("method", facts.method.as_str()),
+                Some(p),
+            ));
+            if enforced {
                 return Err(Refusal {
                     problem: Problem::new(
                         403,
@@ -486,7 +570,12 @@ impl Enforcement {
                 )
                 .await;
             if let Some(hit) = &post.denied {
-                if modes.rate_limit == Mode::Enforce {
+                let enforced = modes.rate_limit == Mode::Enforce;
+                audit.push(with_principal(
+                    rate_event(&info, hit, enforced, "subject"),
+                    Some(p),
+                ));
+                if enforced {
                     return Err(rate_limited(hit.headers()));
                 }
                 tracing::warn!(target: "portcullis::decision", request_id = facts.request_id, rule = %hit.rule, "rate limit exceeded (report only)");
@@ -524,6 +613,26 @@ impl Enforcement {
             .decisions
             .with_label_values(&[outcome, modes.policy.label()])
             .inc();
+        if !decision.allow {
+            let enforced = modes.policy == Mode::Enforce;
+            let outcome = if enforced {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            };
+            audit.push(with_principal(
+                info.event(Category::Security, "policy.deny", outcome)
+                    .level(Level::Warning)
+                    .decision_id(decision_id.clone())
+                    .policy_digest(bundle.digest())
+                    .detail("rule", decision.rule.clone())
+                    .detail("reason", decision.reason.clone())
+                    .detail("mode", modes.policy.label())
+                    .detail("method", facts.method.as_str())
+                    .detail("path", facts.path),
+                principal.as_ref(),
+            ));
+        }
         if !decision.allow && modes.policy == Mode::Enforce {
             let (status, kind, title) = if decision.reason == "unauthenticated" {
                 (401, "unauthenticated", "Authentication required")
@@ -563,10 +672,11 @@ impl Enforcement {
     /// The login-account rate limit, once the login body has been read.
     pub async fn check_login_account(
         &self,
-        route: &str,
+        info: &RequestInfo<'_>,
         account: &str,
-        client_ip: Option<IpAddr>,
+        audit: &mut Vec<AuditEvent>,
     ) -> Result<(), Refusal> {
+        let (route, client_ip) = (info.route, info.client_ip);
         let d = self
             .rates
             .check_all(
@@ -579,11 +689,15 @@ impl Enforcement {
                 &[KeyKind::LoginAccount],
             )
             .await;
-        match d.denied {
-            Some(hit) if self.modes_for(route).rate_limit == Mode::Enforce => {
-                Err(rate_limited(hit.headers()))
-            }
-            _ => Ok(()),
+        let Some(hit) = d.denied else {
+            return Ok(());
+        };
+        let enforced = self.modes_for(route).rate_limit == Mode::Enforce;
+        audit.push(rate_event(info, &hit, enforced, "login_account").user_id(account));
+        if enforced {
+            Err(rate_limited(hit.headers()))
+        } else {
+            Ok(())
         }
     }
 }

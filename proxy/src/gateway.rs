@@ -23,6 +23,9 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use portcullis_audit::{AuditEvent, AuditLog, Category, Level, Outcome};
+
+use crate::audit::RequestInfo;
 use crate::csp_report;
 use crate::drain::{Drain, InFlight};
 use crate::enforce::{Enforcement, Passed, Refusal, RequestFacts};
@@ -47,6 +50,8 @@ pub struct Gateway {
     pub(crate) drain: Arc<Drain>,
     pub(crate) csp_report_max_body_bytes: usize,
     pub(crate) enforcement: Arc<Enforcement>,
+    /// The proxy's audit log; events are emitted in `logging`.
+    pub(crate) audit: AuditLog,
 }
 
 /// The sign-in endpoint whose body names the account for its rate limit.
@@ -73,6 +78,8 @@ pub struct RequestCtx {
     login_body: Option<BytesMut>,
     /// A refusal decided after the request was already on its way upstream.
     late_refusal: Option<Refusal>,
+    /// Audit events of this request, emitted in `logging` once the response is out.
+    audit: Vec<AuditEvent>,
 }
 
 impl RequestCtx {
@@ -216,6 +223,24 @@ impl Gateway {
                         .csp_violations
                         .with_label_values(&[v.directive, route.as_str()])
                         .inc();
+                    let info = RequestInfo {
+                        request_id: &ctx.request_id,
+                        client_ip: ctx.client_ip,
+                        route: &route,
+                        user_agent: session
+                            .req_header()
+                            .headers
+                            .get(http::header::USER_AGENT)
+                            .and_then(|v| v.to_str().ok()),
+                    };
+                    ctx.audit.push(
+                        info.event(Category::Security, "csp.violation", Outcome::Unknown)
+                            .level(Level::Warning)
+                            .detail("directive", v.directive)
+                            .detail("document_url", v.document_url.clone())
+                            .detail("blocked_url", v.blocked_url.clone())
+                            .detail("disposition", v.disposition.clone()),
+                    );
                     tracing::warn!(
                         target: "portcullis::csp",
                         event = "csp_violation",
@@ -263,6 +288,7 @@ impl ProxyHttp for Gateway {
             passed: None,
             login_body: None,
             late_refusal: None,
+            audit: Vec::new(),
         }
     }
 
@@ -356,7 +382,7 @@ impl ProxyHttp for Gateway {
             client_ip: ctx.client_ip,
             request_id: &ctx.request_id,
         };
-        let outcome = self.enforcement.check(&facts).await;
+        let outcome = self.enforcement.check(&facts, &mut ctx.audit).await;
         let is_login = req.method == http::Method::POST && path.as_str() == LOGIN_PATH;
         ctx.path = Some(path);
         match outcome {
@@ -377,7 +403,7 @@ impl ProxyHttp for Gateway {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut RequestCtx,
@@ -414,9 +440,19 @@ impl ProxyHttp for Gateway {
             });
         if let Some(account) = account {
             let route = ctx.route.as_ref().map_or(NO_ROUTE, |r| r.name.as_str());
+            let info = RequestInfo {
+                request_id: &ctx.request_id,
+                client_ip: ctx.client_ip,
+                route,
+                user_agent: session
+                    .req_header()
+                    .headers
+                    .get(http::header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok()),
+            };
             if let Err(refusal) = self
                 .enforcement
-                .check_login_account(route, &account, ctx.client_ip)
+                .check_login_account(&info, &account, &mut ctx.audit)
                 .await
             {
                 ctx.late_refusal = Some(refusal);
@@ -660,5 +696,9 @@ impl ProxyHttp for Gateway {
             error = e.map(|e| e.etype().as_str()),
             "request"
         );
+        // After the response: auditing never delays it.
+        if !ctx.audit.is_empty() {
+            crate::audit::emit_all(&self.audit, std::mem::take(&mut ctx.audit)).await;
+        }
     }
 }

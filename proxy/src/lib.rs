@@ -10,6 +10,7 @@ pub mod jwt;
 pub mod path;
 pub mod ratelimit;
 
+mod audit;
 mod csrf;
 mod enforce;
 mod policy_watch;
@@ -47,6 +48,9 @@ pub use config::{ProxyConfig, ProxySettings};
 pub use headers::CspMode;
 pub use tls::{TlsError, crypto_provider, ensure_self_signed};
 
+/// How long the sinks get at shutdown to take the last audit events.
+const AUDIT_DRAIN: Duration = Duration::from_secs(5);
+
 /// How often the certificate files are checked even without a file event.
 const CERT_POLL_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -65,6 +69,8 @@ pub enum StartError {
     Auth(String),
     #[error("rate limiting: {0}")]
     RateLimit(String),
+    #[error("audit log: {0}")]
+    Audit(String),
 }
 
 /// Fetches key sets and polls the revocation feed on pingora's runtime.
@@ -112,6 +118,8 @@ pub fn run(settings: ProxySettings) -> Result<(), StartError> {
         policy_time_limit,
         rate_limits,
         csrf,
+        audit,
+        audit_ingest_url,
     } = settings;
     let metrics = metrics::Metrics::try_new()?;
     let registry = metrics.registry().clone();
@@ -120,6 +128,36 @@ pub fn run(settings: ProxySettings) -> Result<(), StartError> {
     let rate_metrics = ratelimit::RateLimitMetrics::try_new()?;
     rate_metrics.register(&registry)?;
     let enforce_metrics = enforce::EnforceMetrics::try_new(&registry)?;
+    let identity_key = IdentityKey::load_or_create(&identity_key_file)
+        .map_err(|e| StartError::Auth(e.to_string()))?;
+
+    // The audit log runs its delivery on a small runtime of its own: pingora's
+    // runtimes only exist once the server runs, and emits from any runtime reach
+    // the spool's writer thread.
+    let audit_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("audit-proxy")
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::Audit(e.to_string()))?;
+    let audit_lock =
+        portcullis_audit::SpoolLock::acquire(&audit.spool.dir, Duration::from_secs(10))
+            .map_err(|e| StartError::Audit(e.to_string()))?;
+    let mut extra_sinks: Vec<Box<dyn portcullis_audit::Sink>> = Vec::new();
+    if let Some(url) = &audit_ingest_url {
+        let sink = audit::IngestSink::new(url, identity_key.clone())
+            .map_err(|e| StartError::Audit(format!("ingest sink: {e}")))?;
+        extra_sinks.push(Box::new(sink));
+    }
+    let audit_log = {
+        let _runtime = audit_rt.enter();
+        portcullis_audit::AuditLog::start_with_sinks(
+            audit,
+            extra_sinks,
+            &portcullis_audit::metrics_registry(audit::EMITTER),
+        )
+        .map_err(|e| StartError::Audit(e.to_string()))?
+    };
 
     // The bundle must load and pass its own tests before anything serves.
     let bundle = PolicyBundle::load(&policy_dir)
@@ -145,6 +183,7 @@ pub fn run(settings: ProxySettings) -> Result<(), StartError> {
             policy_dir.clone(),
             Arc::clone(&authorizer),
             enforce_metrics.reloads.clone(),
+            audit_log.clone(),
             Box::new(move || {
                 modes.store(Arc::new(enforce::RouteModes::from_bundle(&authz.current())))
             }),
@@ -152,10 +191,20 @@ pub fn run(settings: ProxySettings) -> Result<(), StartError> {
         .map_err(StartError::Policy)?;
     }
 
-    let observer: jwt::KeySetObserver = Arc::new(|c: &jwt::KeySetChange| {
-        tracing::warn!(target: "portcullis::audit", event = "jwks.changed", issuer = %c.issuer_label,
-            added = ?c.added, removed = ?c.removed, replaced = ?c.replaced, keys = c.key_count, "token signing key set changed");
-    });
+    let observer: jwt::KeySetObserver = {
+        let (log, runtime) = (audit_log.clone(), audit_rt.handle().clone());
+        Arc::new(move |c: &jwt::KeySetChange| {
+            tracing::warn!(issuer = %c.issuer_label, added = ?c.added, removed = ?c.removed,
+                replaced = ?c.replaced, keys = c.key_count, "token signing key set changed");
+            let (log, event) = (log.clone(), audit::key_set_event(c));
+            // Called on the fetching task: hand the event over, never wait here.
+            runtime.spawn(async move {
+                if let Err(e) = log.emit(event).await {
+                    tracing::error!(target: "portcullis::audit", action = "jwks.change", error = %e, "audit event not recorded");
+                }
+            });
+        })
+    };
     let verifier = jwt::JwtVerifier::new(issuers, jwt_metrics, Some(observer))
         .map_err(|e| StartError::Auth(e.to_string()))?;
     let store = rate_limits
@@ -163,8 +212,6 @@ pub fn run(settings: ProxySettings) -> Result<(), StartError> {
         .build()
         .map_err(|e| StartError::RateLimit(e.to_string()))?;
     let rates = ratelimit::Rules::new(rate_limits.rules, store, rate_metrics);
-    let identity_key = IdentityKey::load_or_create(&identity_key_file)
-        .map_err(|e| StartError::Auth(e.to_string()))?;
     let revocations = Arc::new(revocation::Revocations::default());
     let poller = revocation_feed_url
         .as_ref()
@@ -219,6 +266,7 @@ pub fn run(settings: ProxySettings) -> Result<(), StartError> {
         drain: Arc::clone(&drain),
         csp_report_max_body_bytes,
         enforcement: Arc::clone(&enforcement),
+        audit: audit_log.clone(),
     };
     let mut https = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -271,5 +319,8 @@ pub fn run(settings: ProxySettings) -> Result<(), StartError> {
             grace: shutdown_grace,
         }),
     });
+    // A final checkpoint; what the sinks do not take now is delivered after the next start.
+    audit_rt.block_on(audit_log.shutdown(AUDIT_DRAIN));
+    drop(audit_lock);
     Ok(())
 }

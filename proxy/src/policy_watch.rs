@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
+use portcullis_audit::AuditLog;
 use portcullis_authz::Authorizer;
 
 /// Called after a successful reload, e.g. to re-read per-route modes.
@@ -21,6 +22,7 @@ pub fn start(
     dir: PathBuf,
     authorizer: Arc<Authorizer>,
     reloads: prometheus::IntCounterVec,
+    audit: AuditLog,
     on_reload: OnReload,
 ) -> Result<(), String> {
     let (tx, rx) = mpsc::channel::<&'static str>();
@@ -77,16 +79,26 @@ pub fn start(
                     Ok(digest) if digest == before => {}
                     Ok(digest) => {
                         reloads.with_label_values(&["success"]).inc();
-                        tracing::warn!(target: "portcullis::audit", event = "policy.reloaded", trigger, previous_digest = %before, digest = %digest, "policy bundle reloaded");
+                        tracing::warn!(event = "policy.reloaded", trigger, previous_digest = %before, digest = %digest, "policy bundle reloaded");
                         on_reload();
+                        record(&audit, crate::audit::reload_event(trigger, &before, Ok(&digest)));
                     }
                     Err(e) => {
                         reloads.with_label_values(&["failure"]).inc();
-                        tracing::error!(target: "portcullis::audit", event = "policy.reload_rejected", trigger, digest = %before, error = %e, "policy bundle rejected; the previous bundle keeps serving");
+                        tracing::error!(event = "policy.reload_rejected", trigger, digest = %before, error = %e, "policy bundle rejected; the previous bundle keeps serving");
+                        let error = e.to_string();
+                        record(&audit, crate::audit::reload_event(trigger, &before, Err(&error)));
                     }
                 }
             }
         })
         .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// Emits from this thread (our own, not a pingora worker): blocking is fine here.
+fn record(audit: &AuditLog, event: portcullis_audit::AuditEvent) {
+    if let Err(e) = audit.emit_blocking(event) {
+        tracing::error!(target: "portcullis::audit", action = "policy.reload", error = %e, "audit event not recorded");
+    }
 }

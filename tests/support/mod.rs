@@ -67,6 +67,7 @@ pub struct Builder {
     routes_yaml: Option<String>,
     policy_dir: Option<String>,
     extra_proxy_yaml: String,
+    extra_audit_yaml: String,
 }
 
 /// A running `portcullis` process.
@@ -89,6 +90,7 @@ pub fn portcullis() -> Builder {
         routes_yaml: None,
         policy_dir: None,
         extra_proxy_yaml: String::new(),
+        extra_audit_yaml: String::new(),
     }
 }
 
@@ -130,6 +132,11 @@ impl Builder {
         self.extra_proxy_yaml.push_str(yaml);
         self
     }
+    /// Extra YAML lines inside `audit:` (indented two spaces).
+    pub fn audit_yaml(mut self, yaml: &str) -> Self {
+        self.extra_audit_yaml.push_str(yaml);
+        self
+    }
     pub fn trusted_proxies(mut self, cidrs: &[&str]) -> Self {
         self.trusted_proxies = cidrs.iter().map(|s| (*s).to_owned()).collect();
         self
@@ -169,18 +176,23 @@ impl Builder {
             Mode::Up => format!("'http://127.0.0.1:{backend}/auth/revocations'"),
             Mode::Proxy => "null".to_owned(),
         };
+        let ingest = match self.mode {
+            Mode::Up => format!("'http://127.0.0.1:{backend}/internal/audit/ingest'"),
+            Mode::Proxy => "null".to_owned(),
+        };
         let auth = format!(
             "  auth:\n    issuers: [{{issuer: portcullis, label: backend, audiences: [portcullis], jwks_url: 'http://127.0.0.1:{backend}/auth/jwks.json', algorithms: [EdDSA], refresh_interval_seconds: 60, min_refetch_interval_seconds: 1}}]\n    revocation_feed_url: {feed}\n    revocation_poll_milliseconds: 200\n  policy: {{dir: '{}'}}\n{}",
             self.policy_dir.as_deref().unwrap_or(policy_dir()),
             self.extra_proxy_yaml
         );
         let yaml = format!(
-            "state_dir: {state}\nlog: {{format: text, level: info}}\nproxy:\n  listen: {{https: 127.0.0.1:{https}, http: 127.0.0.1:{http}, admin: 127.0.0.1:{admin}}}\n  tls: {{certificate_file: {cert}, private_key_file: {key}}}\n  trusted_proxies: {trusted}\n  shutdown: {{grace_seconds: {grace}}}\n  worker_threads: 2\n  upstreams:\n    backend: {{address: '{upstream}', connect_timeout_seconds: 1, read_timeout_seconds: 10}}\n{routes}{auth}backend:\n  listen: 127.0.0.1:{backend}\n  policy_dir: {policies}\n",
+            "state_dir: {state}\nlog: {{format: text, level: info}}\nproxy:\n  listen: {{https: 127.0.0.1:{https}, http: 127.0.0.1:{http}, admin: 127.0.0.1:{admin}}}\n  tls: {{certificate_file: {cert}, private_key_file: {key}}}\n  trusted_proxies: {trusted}\n  shutdown: {{grace_seconds: {grace}}}\n  worker_threads: 2\n  upstreams:\n    backend: {{address: '{upstream}', connect_timeout_seconds: 1, read_timeout_seconds: 10}}\n{routes}{auth}backend:\n  listen: 127.0.0.1:{backend}\n  policy_dir: {policies}\naudit:\n  ingest_url: {ingest}\n{audit}",
             state = dir.path().join("var").display(),
             cert = pki.cert_path.display(),
             key = pki.key_path.display(),
             grace = self.grace_seconds,
             policies = policy_dir(),
+            audit = self.extra_audit_yaml,
         );
         let config = dir.path().join("portcullis.yaml");
         std::fs::write(&config, yaml).unwrap();
@@ -236,7 +248,9 @@ impl Portcullis {
     async fn wait_live(&self) {
         let client = reqwest::Client::new();
         let url = self.admin_url("/health/live");
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Generous: under a parallel test run on two cores, start-up (migrations,
+        // the policy bundle's own tests) can take a while.
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Ok(r) = client.get(&url).send().await
                 && r.status() == 200
@@ -302,6 +316,24 @@ impl Portcullis {
             .unwrap();
         (
             out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// [`Portcullis::cli`] with the exit code.
+    pub fn cli_status(&self, args: &[&str]) -> (Option<i32>, String) {
+        let out = Command::new(binary())
+            .arg("--config")
+            .arg(self.dir.path().join("portcullis.yaml"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
             format!(
                 "{}{}",
                 String::from_utf8_lossy(&out.stdout),

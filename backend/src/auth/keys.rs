@@ -63,6 +63,24 @@ pub enum KeyEvent {
     Retired { kid: String },
 }
 
+/// The audit event of a rotation step (`keys.rotate`, category `system`): `step` is
+/// `added` (published, not yet signing), `activated` (now signing) or `retired`.
+pub fn rotation_event(step: &KeyEvent) -> portcullis_audit::AuditEvent {
+    let (name, kid) = match step {
+        KeyEvent::Added { kid } => ("added", kid),
+        KeyEvent::Activated { kid } => ("activated", kid),
+        KeyEvent::Retired { kid } => ("retired", kid),
+    };
+    portcullis_audit::AuditEvent::new(
+        portcullis_audit::Category::System,
+        "keys.rotate",
+        portcullis_audit::Outcome::Success,
+    )
+    .level(portcullis_audit::Level::Warning)
+    .detail("step", name)
+    .detail("kid", kid.clone())
+}
+
 /// The keyring on disk plus the signing key in memory.
 pub struct Keyring {
     dir: PathBuf,

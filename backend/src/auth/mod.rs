@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::AppState;
 use crate::api::{ApiJson, ApiQuery, Caller};
+use crate::audit::{Category, EventExt, Level, Outcome, event};
 use crate::db::{format_time, now_text};
 use crate::error::ApiError;
 use crate::model::Role;
@@ -241,11 +242,13 @@ impl AppState {
         })
     }
 
-    /// Counts a failure; returns the failures in the current window.
+    /// Counts a failure; returns the failures in the current window. Reaching `max` locks
+    /// the key and is an audit event (`lockout`).
     async fn record_failure(
         &self,
         key: &str,
         kind: &str,
+        username: &str,
         max: i64,
         now: i64,
     ) -> Result<i64, ApiError> {
@@ -255,11 +258,19 @@ impl AppState {
             _ => (1, at(now)),
         };
         let locked_until = (failures >= max).then(|| at(now + t.lockout_seconds));
+        store::set_failures(&self.db, key, failures, &started, locked_until.as_deref()).await?;
         if failures == max {
             self.identity.lockouts.with_label_values(&[kind]).inc();
-            tracing::warn!(target: "portcullis::audit", event = "auth.lockout", kind, failures, "sign-in locked out");
+            self.audit(
+                event(Category::Auth, "lockout", Outcome::Failure)
+                    .level(Level::Warning)
+                    .user_id(username)
+                    .detail("kind", kind)
+                    .detail("failures", failures)
+                    .detail("locked_until", locked_until.clone().unwrap_or_default()),
+            )
+            .await?;
         }
-        store::set_failures(&self.db, key, failures, &started, locked_until.as_deref()).await?;
         Ok(failures)
     }
 
@@ -276,23 +287,57 @@ impl AppState {
 
 // ------------------------------------------------------------- sign-in
 
+/// Checks a password (or spends the same work on the dummy hash when there
+/// is no credential) on the blocking pool: Argon2id at OWASP cost takes tens
+/// of milliseconds of CPU, which must not stall the async workers.
+async fn verify_password(
+    s: &AppState,
+    password: &str,
+    stored: Option<password::StoredPassword>,
+) -> Option<Verified> {
+    let identity = std::sync::Arc::clone(&s.identity);
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || match stored {
+        Some(p) => identity.passwords.verify(&password, &p),
+        None => {
+            identity.passwords.verify_dummy(&password);
+            None
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 impl AppState {
-    /// Counts a failed sign-in for the account and the address, logs it,
-    /// slows the answer down and returns the generic error.
+    /// Counts a failed sign-in for the account and the address, records it
+    /// (`login`, failure, with `reason`), slows the answer down and returns
+    /// the generic error (or the 503 problem when it cannot be recorded).
     async fn login_failed(
         &self,
         account_key: &str,
         ip_key: &str,
         username: &str,
         now: i64,
+        method: &str,
+        reason: &str,
     ) -> ApiError {
         let t = self.identity.settings.throttle.clone();
+        if let Err(e) = self.audit(login_failure(username, method, reason)).await {
+            return e;
+        }
         let counted = async {
             let n = self
-                .record_failure(account_key, "account", t.account_lockout_failures, now)
+                .record_failure(
+                    account_key,
+                    "account",
+                    username,
+                    t.account_lockout_failures,
+                    now,
+                )
                 .await?;
             let m = self
-                .record_failure(ip_key, "ip", t.ip_lockout_failures, now)
+                .record_failure(ip_key, "ip", username, t.ip_lockout_failures, now)
                 .await?;
             Ok::<i64, ApiError>(n.max(m))
         };
@@ -304,9 +349,63 @@ impl AppState {
             .logins
             .with_label_values(&["failure", "password"])
             .inc();
-        tracing::info!(target: "portcullis::audit", event = "auth.login", outcome = "failure", username, "sign-in failed");
         self.penalty(failures).await;
         invalid_credentials()
+    }
+}
+
+/// A failed sign-in: `user.id` is the user name tried.
+fn login_failure(username: &str, method: &str, reason: &str) -> portcullis_audit::AuditEvent {
+    event(Category::Auth, "login", Outcome::Failure)
+        .level(Level::Warning)
+        .user_id(username)
+        .auth_method(method)
+        .detail("reason", reason)
+}
+
+/// A second factor checked at sign-in (`mfa.verify`).
+fn mfa_event(
+    employee_id: i64,
+    username: &str,
+    factor: &str,
+    ok: bool,
+) -> portcullis_audit::AuditEvent {
+    let (outcome, level) = if ok {
+        (Outcome::Success, Level::Info)
+    } else {
+        (Outcome::Failure, Level::Warning)
+    };
+    event(Category::Auth, "mfa.verify", outcome)
+        .level(level)
+        .user_id(employee_id.to_string())
+        .detail("username", username)
+        .detail("factor", factor)
+}
+
+impl AppState {
+    /// Records that a session ended (`session.revoke` with `reason`): by `actor` (an
+    /// administrator, or the user), or by the system. The revocation feed the proxy
+    /// polls covers every proxy.
+    pub async fn session_revoked(
+        &self,
+        session_id: &str,
+        reason: &str,
+        actor: Option<&Caller>,
+    ) -> Result<(), ApiError> {
+        let owner = store::session(&self.db, session_id)
+            .await?
+            .map(|s| s.employee_id);
+        let mut e = event(Category::Auth, "session.revoke", Outcome::Success);
+        if let Some(c) = actor {
+            e = e.by(c);
+            if let Some(owner) = owner {
+                e = e.target(owner);
+            }
+        } else if let Some(owner) = owner {
+            e = e.user_id(owner.to_string());
+        }
+        self.audit(e.session_id(session_id).detail("reason", reason))
+            .await
     }
 }
 
@@ -410,7 +509,10 @@ impl AppState {
         let active = store::active_sessions(&self.db, Some(employee_id)).await?;
         let excess = (active.len() + 1).saturating_sub(s.max_sessions_per_user);
         for old in active.iter().take(excess) {
-            store::revoke_session(&self.db, &old.session_id, "session_limit").await?;
+            if store::revoke_session(&self.db, &old.session_id, "session_limit").await? {
+                self.session_revoked(&old.session_id, "session_limit", None)
+                    .await?;
+            }
         }
         let timeout = self.session_timeout(employee_id).await?;
         let now = now_unix();
@@ -507,11 +609,13 @@ async fn login(
     let ip_key = format!("ip:{}", client_ip(&headers).unwrap_or_default());
     if s.locked(&account_key, now).await? || s.locked(&ip_key, now).await? {
         // Same work and the same answer as a wrong password: no enumeration.
-        s.identity.passwords.verify_dummy(&req.password);
+        verify_password(&s, &req.password, None).await;
         s.identity
             .logins
             .with_label_values(&["locked", "password"])
             .inc();
+        s.audit(login_failure(&username, "password", "locked"))
+            .await?;
         return Err(invalid_credentials());
     }
     let found = store::employee_by_username(&s.db, &username).await?;
@@ -519,16 +623,23 @@ async fn login(
         Some((id, status)) if status == "active" => store::credential(&s.db, *id).await?,
         _ => None,
     };
-    let verified = match (&found, &credential) {
-        (Some(_), Some(c)) => s.identity.passwords.verify(&req.password, &c.password),
-        _ => {
-            s.identity.passwords.verify_dummy(&req.password);
-            None
-        }
+    let stored = match (&found, &credential) {
+        (Some(_), Some(c)) => Some(c.password.clone()),
+        _ => None,
     };
+    let verified = verify_password(&s, &req.password, stored).await;
     let (Some((employee_id, _)), Some(credential), Some(verified)) = (found, credential, verified)
     else {
-        return Err(s.login_failed(&account_key, &ip_key, &username, now).await);
+        return Err(s
+            .login_failed(
+                &account_key,
+                &ip_key,
+                &username,
+                now,
+                "password",
+                "invalid_credentials",
+            )
+            .await);
     };
 
     // Second factor.
@@ -543,8 +654,19 @@ async fn login(
                 },
                 None => false,
             };
+            s.audit(mfa_event(employee_id, &username, "totp", ok))
+                .await?;
             if !ok {
-                return Err(s.login_failed(&account_key, &ip_key, &username, now).await);
+                return Err(s
+                    .login_failed(
+                        &account_key,
+                        &ip_key,
+                        &username,
+                        now,
+                        "password",
+                        "mfa_failed",
+                    )
+                    .await);
             }
             amr.push("otp".into());
         } else if let Some(code) = &req.backup_code {
@@ -563,8 +685,19 @@ async fn login(
                     break;
                 }
             }
+            s.audit(mfa_event(employee_id, &username, "backup_code", used))
+                .await?;
             if !used {
-                return Err(s.login_failed(&account_key, &ip_key, &username, now).await);
+                return Err(s
+                    .login_failed(
+                        &account_key,
+                        &ip_key,
+                        &username,
+                        now,
+                        "backup_code",
+                        "mfa_failed",
+                    )
+                    .await);
             }
             method = "backup_code";
             amr.push("otp".into());
@@ -598,6 +731,13 @@ async fn login(
             legacy_params: None,
         };
         store::set_credential(&s.db, employee_id, &stored, false).await?;
+        s.audit(
+            event(Category::Auth, "password.change", Outcome::Success)
+                .user_id(employee_id.to_string())
+                .detail("username", username.clone())
+                .detail("reason", "one_time_password"),
+        )
+        .await?;
     } else if verified == Verified::Upgrade {
         let hash = s
             .identity
@@ -610,22 +750,60 @@ async fn login(
             legacy_params: None,
         };
         store::set_credential(&s.db, employee_id, &stored, false).await?;
-        tracing::info!(target: "portcullis::audit", event = "auth.password_upgraded", employee_id, "legacy password hash upgraded");
+        s.audit(
+            event(Category::Auth, "password.upgrade", Outcome::Success)
+                .user_id(employee_id.to_string())
+                .detail("username", username.clone()),
+        )
+        .await?;
     }
     store::clear_failures(&s.db, &account_key).await?;
+    let mfa = amr.iter().any(|m| m == "otp");
     let (sid, issued) = s
         .start_session(employee_id, method, amr, &headers, None)
+        .await?;
+    s.signed_in(&sid, employee_id, &username, method, mfa, None)
         .await?;
     s.identity
         .logins
         .with_label_values(&["success", method])
         .inc();
-    tracing::info!(target: "portcullis::audit", event = "auth.login", outcome = "success", employee_id, method, session_id = %sid, "signed in");
     Ok(token_response(
         &issued,
         req.client.as_deref() == Some("api"),
         json!({}),
     ))
+}
+
+impl AppState {
+    /// Records a sign-in (`login`, success). Fail closed: when the event cannot be
+    /// recorded the new session is ended again and the sign-in refused (503).
+    pub(crate) async fn signed_in(
+        &self,
+        session_id: &str,
+        employee_id: i64,
+        username: &str,
+        method: &str,
+        mfa: bool,
+        provider: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let mut e = event(Category::Auth, "login", Outcome::Success)
+            .user_id(employee_id.to_string())
+            .session_id(session_id)
+            .auth_method(method)
+            .detail("username", username)
+            .detail("mfa", mfa);
+        if let Some(p) = provider {
+            e = e.detail("provider", p);
+        }
+        if let Err(refused) = self.audit(e).await {
+            if let Err(e) = store::revoke_session(&self.db, session_id, "audit_unavailable").await {
+                tracing::error!(error = %e, "could not end the session whose sign-in was not recorded");
+            }
+            return Err(refused);
+        }
+        Ok(())
+    }
 }
 
 fn clear_cookies(resp: &mut Response) {
@@ -683,14 +861,39 @@ async fn logout(
 ) -> Result<Response, ApiError> {
     let body = body.map(|b| b.0).unwrap_or_default();
     if let Some(sid) = session_of(&s, &headers, body.refresh_token.as_deref()).await? {
-        if store::revoke_session(&s.db, &sid, "logout").await? {
-            s.publish_revocation(&sid).await;
-        }
-        tracing::info!(target: "portcullis::audit", event = "auth.logout", session_id = %sid, "signed out");
+        s.logged_out(&sid, None).await?;
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();
     clear_cookies(&mut resp);
     Ok(resp)
+}
+
+impl AppState {
+    /// Ends a session at the user's request (`logout`, then `session.revoke`). The
+    /// session ends even when the event cannot be recorded (that is logged as an
+    /// error): refusing a logout would be the less safe outcome.
+    pub(crate) async fn logged_out(
+        &self,
+        session_id: &str,
+        provider: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let session = store::session(&self.db, session_id).await?;
+        let revoked = store::revoke_session(&self.db, session_id, "logout").await?;
+        let mut e = event(Category::Auth, "logout", Outcome::Success).session_id(session_id);
+        if let Some(s) = &session {
+            e = e
+                .user_id(s.employee_id.to_string())
+                .auth_method(s.auth_method.clone());
+        }
+        if let Some(p) = provider {
+            e = e.detail("provider", p);
+        }
+        self.audit_logged(e).await;
+        if revoked {
+            let _ = self.session_revoked(session_id, "logout", None).await;
+        }
+        Ok(())
+    }
 }
 
 async fn refresh(
@@ -712,10 +915,21 @@ async fn refresh(
         RefreshUse::Reused { session_id } => {
             // A rotated token came back: whoever holds the family is not
             // trustworthy any more. End it.
-            if store::revoke_session(&s.db, &session_id, "refresh_token_reuse").await? {
-                s.publish_revocation(&session_id).await;
+            let revoked = store::revoke_session(&s.db, &session_id, "refresh_token_reuse").await?;
+            let owner = store::session(&s.db, &session_id)
+                .await?
+                .map(|x| x.employee_id.to_string());
+            let mut e = event(Category::Auth, "token.refresh_reuse", Outcome::Failure)
+                .level(Level::Warning)
+                .session_id(session_id.clone());
+            if let Some(owner) = owner {
+                e = e.user_id(owner);
             }
-            tracing::warn!(target: "portcullis::audit", event = "auth.refresh_reuse", session_id = %session_id, "refresh token reused; session ended");
+            s.audit(e).await?;
+            if revoked {
+                s.session_revoked(&session_id, "refresh_token_reuse", None)
+                    .await?;
+            }
             return Err(ApiError::Unauthenticated);
         }
         RefreshUse::Unknown => return Err(ApiError::Unauthenticated),
@@ -796,14 +1010,6 @@ async fn revocations(
     Ok(Json(json!({ "after": next, "session_ids": ids })).into_response())
 }
 
-impl AppState {
-    /// Tells other proxies at once when Redis is configured; the polled feed
-    /// covers everyone in any case.
-    pub async fn publish_revocation(&self, session_id: &str) {
-        tracing::info!(target: "portcullis::audit", event = "session.revoked", session_id, "session revoked");
-    }
-}
-
 // ------------------------------------------------------------- password, MFA
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -826,6 +1032,13 @@ async fn change_password(
         .verify(&req.current_password, &cred.password)
         .is_none()
     {
+        s.audit(
+            event(Category::Auth, "password.change", Outcome::Failure)
+                .level(Level::Warning)
+                .by(&c)
+                .detail("reason", "invalid_current_password"),
+        )
+        .await?;
         return Err(invalid_credentials());
     }
     check_new_password(&c.employee.username, &req.new_password)?;
@@ -845,10 +1058,11 @@ async fn change_password(
         false,
     )
     .await?;
+    s.audit(event(Category::Auth, "password.change", Outcome::Success).by(&c))
+        .await?;
     for sid in store::revoke_all(&s.db, c.employee.id, "password_change").await? {
-        s.publish_revocation(&sid).await;
+        s.session_revoked(&sid, "password_change", Some(&c)).await?;
     }
-    tracing::info!(target: "portcullis::audit", event = "auth.password_changed", employee_id = c.employee.id, "password changed; sessions ended");
     let mut resp = StatusCode::NO_CONTENT.into_response();
     clear_cookies(&mut resp);
     Ok(resp)
@@ -896,6 +1110,14 @@ async fn totp_confirm(
         None => false,
     };
     if !ok {
+        s.audit(
+            event(Category::Auth, "mfa.enroll", Outcome::Failure)
+                .level(Level::Warning)
+                .by(&c)
+                .detail("factor", "totp")
+                .detail("reason", "invalid_code"),
+        )
+        .await?;
         return Err(ApiError::Validation(
             "the code is not valid; check the device clock and try the next code".into(),
         ));
@@ -912,7 +1134,13 @@ async fn totp_confirm(
         );
     }
     store::replace_backup_codes(&s.db, c.employee.id, &hashes).await?;
-    tracing::info!(target: "portcullis::audit", event = "auth.mfa_enrolled", employee_id = c.employee.id, "TOTP enrolled");
+    s.audit(
+        event(Category::Auth, "mfa.enroll", Outcome::Success)
+            .by(&c)
+            .detail("factor", "totp")
+            .detail("backup_codes", codes.len()),
+    )
+    .await?;
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
         Json(json!({ "backup_codes": codes })),
@@ -947,8 +1175,7 @@ async fn admin_revoke_session(
     if !store::revoke_session(&s.db, &sid, "admin").await? {
         return Err(ApiError::NotFound("active session"));
     }
-    s.publish_revocation(&sid).await;
-    tracing::info!(target: "portcullis::audit", event = "session.revoked_by_admin", admin = c.employee.id, session_id = %sid, "session revoked by an administrator");
+    s.session_revoked(&sid, "admin", Some(&c)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -978,7 +1205,7 @@ async fn admin_revoke_user_sessions(
     require_admin(&c)?;
     let ended = store::revoke_all(&s.db, employee_id(&id)?, "admin").await?;
     for sid in &ended {
-        s.publish_revocation(sid).await;
+        s.session_revoked(sid, "admin", Some(&c)).await?;
     }
     Ok(Json(json!({ "ended": ended.len() })))
 }
@@ -994,10 +1221,16 @@ async fn admin_reset_mfa(
         .await
         .map_err(|_| ApiError::NotFound("employee"))?;
     store::reset_mfa(&s.db, id).await?;
+    s.audit(
+        event(Category::Auth, "mfa.reset", Outcome::Success)
+            .level(Level::Warning)
+            .by(&c)
+            .target(id),
+    )
+    .await?;
     for sid in store::revoke_all(&s.db, id, "mfa_reset").await? {
-        s.publish_revocation(&sid).await;
+        s.session_revoked(&sid, "mfa_reset", Some(&c)).await?;
     }
-    tracing::warn!(target: "portcullis::audit", event = "auth.mfa_reset", admin = c.employee.id, employee_id = id, "MFA reset by an administrator");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1091,6 +1324,15 @@ pub async fn bootstrap_admin(
         writeln!(f, "username: admin\none-time password: {one_time}\n(replace it at first sign-in: POST /auth/login with new_password)")
             .map_err(|e| ApiError::Internal(e.to_string()))?;
     }
-    tracing::warn!(target: "portcullis::audit", event = "user.bootstrap_admin", file = %initial_password_file.display(), "created the first administrator `admin`; its one-time password is in the file");
+    tracing::warn!(file = %initial_password_file.display(), "created the first administrator `admin`; its one-time password is in the file");
+    s.audit(
+        event(Category::User, "user.create", Outcome::Success)
+            .level(Level::Warning)
+            .target(admin.id)
+            .detail("target_username", "admin")
+            .detail("roles", vec!["administrator"])
+            .detail("source", "bootstrap"),
+    )
+    .await?;
     Ok(true)
 }

@@ -51,6 +51,7 @@ use sha2::Sha256;
 
 use crate::AppState;
 use crate::api::ApiQuery;
+use crate::audit::{Category, Level, Outcome, event};
 use crate::db::now_text;
 use crate::error::ApiError;
 use crate::model::{EmployeePatch, NewEmployee, Role};
@@ -200,7 +201,13 @@ async fn callback(
     {
         Ok(Some(c)) => c,
         Ok(None) => {
-            tracing::warn!(target: "portcullis::audit", event = "auth.login", outcome = "failure", method = "oidc", reason = "oidc-invalid-state", "OIDC callback without a matching pending sign-in");
+            let refused = event(Category::Auth, "login", Outcome::Failure)
+                .level(Level::Warning)
+                .auth_method("oidc")
+                .detail("reason", "oidc-invalid-state");
+            if let Err(e) = s.audit(refused).await {
+                return e.into_response();
+            }
             return invalid_state().into_response();
         }
         Err(e) => return ApiError::from(e).into_response(),
@@ -219,8 +226,15 @@ async fn callback(
                 ApiError::Internal(_) => "internal",
                 _ => "other",
             };
-            tracing::info!(target: "portcullis::audit", event = "auth.login", outcome = "failure", method = "oidc", provider = %claimed.provider, reason, "OIDC sign-in refused");
-            e.into_response()
+            let refused = event(Category::Auth, "login", Outcome::Failure)
+                .level(Level::Warning)
+                .auth_method("oidc")
+                .detail("provider", claimed.provider.clone())
+                .detail("reason", reason);
+            match s.audit(refused).await {
+                Ok(()) => e.into_response(),
+                Err(unrecorded) => unrecorded.into_response(),
+            }
         }
     };
     resp.headers_mut()
@@ -329,11 +343,19 @@ async fn complete(
             Some((settings.name.clone(), profile.sid.clone())),
         )
         .await?;
+    s.signed_in(
+        &sid,
+        employee_id,
+        &profile.username,
+        "oidc",
+        false,
+        Some(&settings.name),
+    )
+    .await?;
     s.identity
         .logins
         .with_label_values(&["success", "oidc"])
         .inc();
-    tracing::info!(target: "portcullis::audit", event = "auth.login", outcome = "success", employee_id, method = "oidc", provider = %settings.name, session_id = %sid, "signed in");
     // The same cookies as a browser password sign-in, then back to the page.
     let tokens = super::token_response(&issued, false, json!({}));
     let mut resp = see_other(&claimed.return_to);
@@ -484,7 +506,15 @@ async fn provision(
                     })?;
                 store::link(&s.db, provider, &profile.subject, e.id, &now).await?;
                 let roles: Vec<&str> = e.roles.iter().map(|r| r.as_str()).collect();
-                tracing::info!(target: "portcullis::audit", event = "user.provisioned", employee_id = e.id, username = %e.username, provider, roles = ?roles, "account created at first OIDC sign-in");
+                s.audit(
+                    event(Category::User, "user.provision", Outcome::Success)
+                        .user_id(e.id.to_string())
+                        .auth_method("oidc")
+                        .detail("username", e.username.clone())
+                        .detail("provider", provider)
+                        .detail("roles", roles),
+                )
+                .await?;
                 return Ok(e.id);
             }
         },
@@ -531,10 +561,20 @@ async fn provision(
             .filter(|r| !roles.contains(r))
             .map(|r| r.as_str())
             .collect();
-        tracing::info!(target: "portcullis::audit", event = "user.roles_synced", employee_id = employee.id, username = %employee.username, provider, added = ?added, removed = ?removed, "roles re-synchronised from the identity provider's groups");
+        s.audit(
+            event(Category::User, "user.roles_sync", Outcome::Success)
+                .level(Level::Warning)
+                .user_id(employee.id.to_string())
+                .auth_method("oidc")
+                .detail("username", employee.username.clone())
+                .detail("provider", provider)
+                .detail("added", added)
+                .detail("removed", removed),
+        )
+        .await?;
         // As with an administrator's change: sessions holding the old roles end.
         for sid in super::store::revoke_all(&s.db, employee.id, "role_change").await? {
-            s.publish_revocation(&sid).await;
+            s.session_revoked(&sid, "role_change", None).await?;
         }
     }
     store::touch_link(&s.db, provider, &profile.subject, &now).await?;
@@ -587,12 +627,14 @@ async fn backchannel_logout(
             None => None,
         };
         let sessions: Vec<String> = match (&claims.sid, &claims.sub, employee) {
-            (Some(sid), sub, employee) => store::sessions_by_sid(&s.db, &claims.provider, sid, &now_t)
-                .await?
-                .into_iter()
-                .filter(|(_, e)| sub.is_none() || Some(*e) == employee)
-                .map(|(sid, _)| sid)
-                .collect(),
+            (Some(sid), sub, employee) => {
+                store::sessions_by_sid(&s.db, &claims.provider, sid, &now_t)
+                    .await?
+                    .into_iter()
+                    .filter(|(_, e)| sub.is_none() || Some(*e) == employee)
+                    .map(|(sid, _)| sid)
+                    .collect()
+            }
             (None, Some(_), Some(employee)) => {
                 store::sessions_of_employee(&s.db, &claims.provider, employee, &now_t).await?
             }
@@ -601,11 +643,18 @@ async fn backchannel_logout(
         let mut ended = 0usize;
         for sid in &sessions {
             if super::store::revoke_session(&s.db, sid, "backchannel_logout").await? {
-                s.publish_revocation(sid).await;
+                s.session_revoked(sid, "backchannel_logout", None).await?;
                 ended += 1;
             }
         }
-        tracing::info!(target: "portcullis::audit", event = "auth.backchannel_logout", provider = %claims.provider, sessions_ended = ended, "identity provider ended sessions");
+        let mut e = event(Category::Auth, "logout.backchannel", Outcome::Success)
+            .auth_method("oidc")
+            .detail("provider", claims.provider.clone())
+            .detail("sessions_ended", ended);
+        if let Some(id) = employee {
+            e = e.user_id(id.to_string());
+        }
+        s.audit(e).await?;
         Ok::<_, ApiError>(())
     }
     .await;
@@ -624,10 +673,8 @@ async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Result<Respons
     let mut target = "/".to_owned();
     if let Some(sid) = super::session_of(&s, &headers, None).await? {
         let session = super::store::session(&s.db, &sid).await?;
-        if super::store::revoke_session(&s.db, &sid, "logout").await? {
-            s.publish_revocation(&sid).await;
-        }
-        tracing::info!(target: "portcullis::audit", event = "auth.logout", session_id = %sid, "signed out");
+        let provider = session.as_ref().and_then(|x| x.oidc_provider.clone());
+        s.logged_out(&sid, provider.as_deref()).await?;
         if let Some(p) = session
             .and_then(|x| x.oidc_provider)
             .and_then(|name| s.identity.oidc.get(&name))

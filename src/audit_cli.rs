@@ -1,0 +1,314 @@
+//! `portcullis audit verify`: checks the hash chain and the signed checkpoints of
+//! audit events in files (spool, file sink) or in the `audit_events` table. Each
+//! verification is itself an audit event (`audit.verify`, emitter `cli`; a finding of
+//! tampering has level `critical`), so the SIEM sees both the checks and their results.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use portcullis_audit::{
+    AuditEvent, Category, Level, Outcome, PublicKey, VerifyError, VerifyReport,
+};
+use portcullis_backend::Db;
+
+use crate::config::Settings;
+
+/// Exit status when events were tampered with (edited, deleted, reordered, bad checkpoint).
+const EXIT_TAMPERED: u8 = 2;
+/// Exit status when the events could not be read.
+const EXIT_FAILURE: u8 = 1;
+/// How long the `cli` log's sinks get to take the verification events.
+const AUDIT_DRAIN: Duration = Duration::from_secs(5);
+
+/// What one verification found.
+enum Finding {
+    Ok(VerifyReport),
+    Tampered {
+        /// Where, for a human (`file:line`, `row audit_event_id=…`).
+        position: String,
+        tamper: String,
+        emitter: Option<String>,
+        seq: Option<u64>,
+        detail: String,
+    },
+    Unreadable(String),
+}
+
+fn print_report(what: &str, report: &VerifyReport) {
+    println!(
+        "{what}: ok ({} event(s){})",
+        report.events,
+        if report.files > 0 {
+            format!(" in {} file(s)", report.files)
+        } else {
+            String::new()
+        }
+    );
+    for c in &report.chains {
+        println!(
+            "  {}: seq {}..{}, {} checkpoint(s), {} signature(s) verified, last hash {}",
+            c.emitter, c.first_seq, c.last_seq, c.checkpoints, c.checkpoints_verified, c.last_hash
+        );
+    }
+}
+
+/// The `audit.verify` event of one verification of `target`.
+fn verify_event(target: &str, finding: &Finding, signed: bool) -> AuditEvent {
+    let base = |outcome, level| {
+        AuditEvent::new(Category::Security, "audit.verify", outcome)
+            .level(level)
+            .auth_method("cli")
+            .detail("os_user", std::env::var("USER").unwrap_or_default())
+            .detail("target", target)
+            .detail("signatures_checked", signed)
+    };
+    match finding {
+        Finding::Ok(report) => base(Outcome::Success, Level::Info)
+            .detail("events", report.events)
+            .detail(
+                "chains",
+                report
+                    .chains
+                    .iter()
+                    .map(|c| {
+                        serde_json::json!({
+                            "emitter": c.emitter, "first_seq": c.first_seq, "last_seq": c.last_seq,
+                            "checkpoints_verified": c.checkpoints_verified,
+                        })
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+        Finding::Tampered {
+            position,
+            tamper,
+            emitter,
+            seq,
+            detail,
+        } => base(Outcome::Failure, Level::Critical)
+            .detail("position", position.clone())
+            .detail("tamper", tamper.clone())
+            .detail("chain_emitter", emitter.clone())
+            .detail("chain_seq", *seq)
+            .detail("finding", detail.clone()),
+        Finding::Unreadable(error) => {
+            base(Outcome::Unknown, Level::Error).detail("error", error.clone())
+        }
+    }
+}
+
+/// Runs the command; the exit code says ok (0), unreadable (1) or tampered (2).
+pub fn verify(
+    settings: &Settings,
+    path: Option<&Path>,
+    key: Option<&Path>,
+    database: bool,
+    emitter: Option<&str>,
+) -> ExitCode {
+    let key = match key.map(PublicKey::read_file).transpose() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    if !database && path.is_none() {
+        eprintln!("portcullis: give a file or folder to verify, or --database");
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    rt.block_on(async {
+        let db = connect(settings).await;
+        let findings = match (database, path) {
+            (true, _) => match &db {
+                Ok(db) => verify_database(settings, db, key.as_ref(), emitter).await,
+                Err(e) => vec![(
+                    "audit_events".to_owned(),
+                    false,
+                    Finding::Unreadable(format!("cannot read the audit_events table: {e:#}")),
+                )],
+            },
+            (false, Some(path)) => {
+                if key.is_none() {
+                    println!(
+                        "note: no --key given: checkpoint signatures are checked for consistency only"
+                    );
+                }
+                let target = path.display().to_string();
+                let finding = match portcullis_audit::verify_file(path, key.as_ref()) {
+                    Ok(report) => Finding::Ok(report),
+                    Err(VerifyError::Tampered(bad)) => Finding::Tampered {
+                        position: match &bad.file {
+                            Some(f) => format!("{}:{}", f.display(), bad.line),
+                            None => bad.line.to_string(),
+                        },
+                        tamper: bad.tamper.to_string(),
+                        emitter: bad.emitter.clone(),
+                        seq: bad.seq,
+                        detail: bad.detail.clone(),
+                    },
+                    Err(e) => Finding::Unreadable(e.to_string()),
+                };
+                vec![(target, key.is_some(), finding)]
+            }
+            (false, None) => Vec::new(),
+        };
+        let mut code = ExitCode::SUCCESS;
+        let mut worst = 0u8;
+        for (target, _, finding) in &findings {
+            match finding {
+                Finding::Ok(report) => print_report(target, report),
+                Finding::Tampered {
+                    position,
+                    tamper,
+                    emitter,
+                    seq,
+                    detail,
+                } => {
+                    let chain = match (emitter, seq) {
+                        (Some(e), Some(s)) => format!(" ({e} seq {s})"),
+                        _ => String::new(),
+                    };
+                    eprintln!("TAMPERED: {target}: {position}{chain}: {tamper}: {detail}");
+                    worst = worst.max(EXIT_TAMPERED);
+                }
+                Finding::Unreadable(e) => {
+                    eprintln!("portcullis: {target}: {e}");
+                    worst = worst.max(EXIT_FAILURE);
+                }
+            }
+        }
+        if worst > 0 {
+            code = ExitCode::from(worst);
+        }
+        record(settings, db.ok().as_ref(), &findings).await;
+        code
+    })
+}
+
+/// The database, when it is reachable and has the audit table.
+async fn connect(settings: &Settings) -> anyhow::Result<Db> {
+    let url = portcullis_backend::connect_url(&settings.backend)?;
+    let db = Db::connect(&url).await?;
+    portcullis_backend::audit::store::probe(&db).await?;
+    Ok(db)
+}
+
+/// Records each verification through the `cli` emitter (its sinks and the database).
+/// A failure to record is reported but does not change the verdict.
+async fn record(settings: &Settings, db: Option<&Db>, findings: &[(String, bool, Finding)]) {
+    let sink = match (db, portcullis_backend::connect_url(&settings.backend)) {
+        (Some(db), _) => portcullis_backend::audit::DbSink::new(db.clone()),
+        (None, Ok(url)) => portcullis_backend::audit::DbSink::connecting(url),
+        (None, Err(e)) => {
+            eprintln!("warning: the verification is not recorded in the audit trail: {e}");
+            return;
+        }
+    };
+    // Without the database its sink cannot deliver now; the events wait in the spool.
+    let drain = if db.is_some() {
+        AUDIT_DRAIN
+    } else {
+        Duration::from_millis(500)
+    };
+    let audit = match portcullis_backend::start_audit(&settings.audit.settings("cli"), sink).await {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("warning: the verification is not recorded in the audit trail: {e}");
+            return;
+        }
+    };
+    for (target, signed, finding) in findings {
+        if let Err(e) = audit
+            .log()
+            .emit(verify_event(target, finding, *signed))
+            .await
+        {
+            eprintln!("warning: the verification is not recorded in the audit trail: {e}");
+        }
+    }
+    audit.shutdown(drain).await;
+}
+
+async fn verify_database(
+    settings: &Settings,
+    db: &Db,
+    key: Option<&PublicKey>,
+    only: Option<&str>,
+) -> Vec<(String, bool, Finding)> {
+    use portcullis_backend::audit::store;
+    let emitters = match only {
+        Some(e) => vec![e.to_owned()],
+        None => match store::emitters(db).await {
+            Ok(e) => e,
+            Err(e) => {
+                return vec![(
+                    "audit_events".to_owned(),
+                    false,
+                    Finding::Unreadable(e.to_string()),
+                )];
+            }
+        },
+    };
+    if emitters.is_empty() {
+        println!("audit_events: no events");
+    }
+    let mut findings = Vec::new();
+    for emitter in emitters {
+        let what = format!("audit_events ({emitter})");
+        let rows = match store::chain(db, &emitter).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                findings.push((what, false, Finding::Unreadable(e.to_string())));
+                continue;
+            }
+        };
+        // Without --key, each emitter's own configured checkpoint key (if it is here).
+        let own_key = match key {
+            Some(_) => None,
+            None => settings
+                .audit
+                .public_key_file(&emitter)
+                .filter(|p| p.is_file())
+                .and_then(|p| PublicKey::read_file(&p).ok()),
+        };
+        let key = key.or(own_key.as_ref());
+        if key.is_none() {
+            println!(
+                "note: {emitter}: no checkpoint public key: signatures are checked for consistency only"
+            );
+        }
+        let finding = match portcullis_audit::verify_events(rows.iter().map(|(_, l)| l), key) {
+            Ok(report) => Finding::Ok(report),
+            Err(VerifyError::Tampered(bad)) => {
+                let row = usize::try_from(bad.line)
+                    .ok()
+                    .and_then(|i| i.checked_sub(1))
+                    .and_then(|i| rows.get(i))
+                    .map_or_else(
+                        || format!("position {}", bad.line),
+                        |(id, _)| format!("row audit_event_id={id}"),
+                    );
+                Finding::Tampered {
+                    position: row,
+                    tamper: bad.tamper.to_string(),
+                    emitter: bad.emitter.clone(),
+                    seq: bad.seq,
+                    detail: bad.detail.clone(),
+                }
+            }
+            Err(e) => Finding::Unreadable(e.to_string()),
+        };
+        findings.push((what, key.is_some(), finding));
+    }
+    findings
+}
