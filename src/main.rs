@@ -17,7 +17,7 @@ const EXIT_CONFIG: u8 = 64;
 /// Exit status for a failure while starting or running.
 const EXIT_FAILURE: u8 = 1;
 /// How long the audit sinks get at shutdown to take the last events.
-const AUDIT_DRAIN: Duration = Duration::from_secs(5);
+const AUDIT_DRAIN: Duration = Duration::from_secs(2);
 /// The configuration file used when `--config` is not given and it exists.
 const DEFAULT_CONFIG: &str = "portcullis.yaml";
 

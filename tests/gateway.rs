@@ -593,7 +593,8 @@ async fn sigterm_drains_in_flight_requests_then_exits_within_grace() {
         sent.elapsed()
     );
 
-    // Idle: exits promptly.
+    // Idle: exits well within the grace period (the audit spools get a
+    // bounded moment to hand over their last events).
     let mut p = portcullis().grace_seconds(10).start().await;
     let sent = Instant::now();
     p.signal("TERM");
@@ -601,7 +602,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_within_grace() {
         .await
         .expect("idle proxy did not exit");
     assert!(
-        sent.elapsed() < Duration::from_secs(3),
+        sent.elapsed() < Duration::from_secs(8),
         "took {:?}",
         sent.elapsed()
     );

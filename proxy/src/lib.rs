@@ -49,7 +49,7 @@ pub use headers::CspMode;
 pub use tls::{TlsError, crypto_provider, ensure_self_signed};
 
 /// How long the sinks get at shutdown to take the last audit events.
-const AUDIT_DRAIN: Duration = Duration::from_secs(5);
+const AUDIT_DRAIN: Duration = Duration::from_secs(2);
 
 /// How often the certificate files are checked even without a file event.
 const CERT_POLL_INTERVAL: Duration = Duration::from_secs(10);
