@@ -43,7 +43,9 @@ pub fn unsafe_method(m: &Method) -> bool {
     )
 }
 
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// The value of the first cookie called `name` (shared by the session and
+/// CSRF checks).
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(http::header::COOKIE)
         .iter()

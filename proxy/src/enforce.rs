@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 use portcullis_audit::{AuditEvent, Category, Level, Outcome};
 
 use crate::audit::{RequestInfo, with_principal};
-use crate::csrf::{CsrfSettings, unsafe_method};
+use crate::csrf::{CsrfSettings, cookie, unsafe_method};
 use crate::jwt::{JwtVerifier, VerifiedToken};
 use crate::problem::Problem;
 use crate::ratelimit::{KeyContext, KeyKind, RateLimitHeaders, Rules};
@@ -226,17 +226,6 @@ pub struct Passed {
     pub decision_id: String,
     pub rate_headers: Option<RateLimitHeaders>,
     pub obligations: Vec<(HeaderName, HeaderValue)>,
-}
-
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
 }
 
 fn rate_limited(h: RateLimitHeaders) -> Refusal {
