@@ -192,6 +192,87 @@ async fn logout_and_admin_revocation_are_refused_by_the_proxy_within_one_second(
     }
 }
 
+/// Redis at 127.0.0.1:6379 (the machine's): required when `CI` is set.
+async fn redis_available() -> bool {
+    let up = tokio::net::TcpStream::connect("127.0.0.1:6379")
+        .await
+        .is_ok();
+    assert!(
+        up || std::env::var_os("CI").is_none(),
+        "Redis is not running at 127.0.0.1:6379"
+    );
+    up
+}
+
+/// With the proxy's own polling slowed to once a minute, only the backend's
+/// announcement on Redis can make the proxy refuse a logged-out token
+/// within a second.
+#[tokio::test]
+async fn a_revocation_announced_on_redis_reaches_the_proxy_within_one_second() {
+    if !redis_available().await {
+        eprintln!("skipped: no Redis at 127.0.0.1:6379");
+        return;
+    }
+    let channel = format!("portcullis-test-{}-{}", std::process::id(), now());
+    let p = portcullis()
+        .revocation_poll_milliseconds(60_000)
+        .auth_yaml(&format!(
+            "    revocation_pubsub: {{url: 'redis://127.0.0.1:6379', channel: '{channel}'}}\n"
+        ))
+        .backend_yaml(&format!(
+            "  identity: {{revocation_pubsub: {{url: 'redis://127.0.0.1:6379', channel: '{channel}'}}}}\n"
+        ))
+        .start()
+        .await;
+    p.add_users(&[("alice", "employee", PW)]);
+    assert_eventually!(
+        p.metrics()
+            .await
+            .contains("portcullis_revocation_pubsub_up 1"),
+        Duration::from_secs(10),
+        "the proxy did not subscribe to the revocation channel"
+    );
+    for round in 0..3 {
+        let token = p.login("alice", PW).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let r = api(&p, &token, reqwest::Method::GET, "/api/tickets")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let started = Instant::now();
+        let r = api(&p, &token, reqwest::Method::POST, "/auth/logout")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        loop {
+            let r = api(&p, &token, reqwest::Method::GET, "/api/tickets")
+                .send()
+                .await
+                .unwrap();
+            if r.status() == StatusCode::UNAUTHORIZED {
+                let body: Value = r.json().await.unwrap();
+                // The proxy's own refusal, not the backend's session check.
+                if body["detail"].as_str().unwrap().contains("session_revoked") {
+                    break;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "round {round}: the proxy still accepts the token after 1 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        println!(
+            "round {round}: refused by the proxy after {:?}",
+            started.elapsed()
+        );
+    }
+}
+
 #[tokio::test]
 async fn crafted_tokens_are_refused_with_a_reason_code() {
     let p = started().await;

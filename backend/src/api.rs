@@ -898,7 +898,7 @@ async fn update_employee(
                 .detail("status_after", after.status.clone()),
         )
         .await?;
-        for sid in crate::auth::store::revoke_all(&s.db, id, "role_change").await? {
+        for sid in s.revoke_all(id, "role_change").await? {
             s.session_revoked(&sid, "role_change", Some(&c)).await?;
         }
     }

@@ -72,6 +72,25 @@ pub struct IdentityConfig {
     pub lockout: LockoutConfig,
     /// OIDC single sign-on providers (`/auth/oidc/login?provider=NAME`). Default none.
     pub oidc: Vec<auth::oidc::OidcProviderConfig>,
+    /// Redis channel on which each revocation is announced, so proxies
+    /// subscribed to it (`proxy.auth.revocation_pubsub`) poll the feed at once.
+    /// Default none (the proxies poll on their own schedule).
+    pub revocation_pubsub: Option<RevocationPubSubConfig>,
+}
+
+/// A Redis pub/sub channel for revocation announcements (the same on the proxy).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationPubSubConfig {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// Default `portcullis:revocations`.
+    #[serde(default = "default_revocation_channel")]
+    pub channel: String,
+}
+
+fn default_revocation_channel() -> String {
+    portcullis_authz::identity::REVOCATION_CHANNEL.to_owned()
 }
 
 /// Failed sign-in throttling (per account and per client address).
@@ -104,6 +123,7 @@ impl Default for IdentityConfig {
             mfa_required_roles: Vec::new(),
             lockout: LockoutConfig::default(),
             oidc: Vec::new(),
+            revocation_pubsub: None,
         }
     }
 }
@@ -162,6 +182,25 @@ impl IdentityConfig {
         }
         let oidc =
             auth::oidc::validate_providers(&self.oidc, &format!("{prefix}.oidc"), base, problems);
+        let revocation_pubsub = self.revocation_pubsub.as_ref().and_then(|c| {
+            if c.channel.is_empty() {
+                problems.push(format!(
+                    "{prefix}.revocation_pubsub.channel: must not be empty"
+                ));
+            }
+            // The parse error may quote the URL, and the URL may hold a password.
+            redis::Client::open(c.url.as_str())
+                .map_err(|_| {
+                    problems.push(format!(
+                        "{prefix}.revocation_pubsub.url: not a valid redis://host:port[/db] URL (TLS, rediss://, is not built in)"
+                    ));
+                })
+                .ok()
+                .map(|client| auth::announce::Target {
+                    client,
+                    channel: c.channel.clone(),
+                })
+        });
         auth::IdentitySettings {
             issuer: self.issuer.clone(),
             audience: self.audience.clone(),
@@ -179,6 +218,7 @@ impl IdentityConfig {
                 lockout_seconds: self.lockout.lockout_seconds,
             },
             oidc,
+            revocation_pubsub,
         }
     }
 }

@@ -74,6 +74,25 @@ pub struct AuthConfig {
     pub revocation_feed_url: Option<String>,
     /// How often the feed is polled. Default 500.
     pub revocation_poll_milliseconds: u64,
+    /// Redis channel on which the backend announces revocations: each message
+    /// makes the proxy poll the feed at once, so revocations reach every proxy
+    /// in milliseconds. Polling goes on as the fallback. Default none.
+    pub revocation_pubsub: Option<RevocationPubSubConfig>,
+}
+
+/// A Redis pub/sub channel for revocation announcements (the same on the backend).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationPubSubConfig {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// Default `portcullis:revocations`.
+    #[serde(default = "default_revocation_channel")]
+    pub channel: String,
+}
+
+fn default_revocation_channel() -> String {
+    portcullis_authz::identity::REVOCATION_CHANNEL.to_owned()
 }
 
 impl Default for AuthConfig {
@@ -94,6 +113,7 @@ impl Default for AuthConfig {
             identity_key_file: None,
             revocation_feed_url: Some("http://127.0.0.1:8081/auth/revocations".to_owned()),
             revocation_poll_milliseconds: 500,
+            revocation_pubsub: None,
         }
     }
 }
@@ -392,6 +412,8 @@ pub struct ProxySettings {
     pub identity_key_file: PathBuf,
     pub revocation_feed_url: Option<String>,
     pub revocation_poll: Duration,
+    /// Redis client and channel of revocation announcements.
+    pub revocation_pubsub: Option<(redis::Client, String)>,
     pub policy_dir: PathBuf,
     pub policy_time_limit: Duration,
     pub rate_limits: RateLimitSettings,
@@ -683,6 +705,28 @@ impl ProxyConfig {
                 "must be an http(s) URL",
             );
         }
+        let revocation_pubsub = auth.revocation_pubsub.as_ref().and_then(|c| {
+            // The parse error may quote the URL, and the URL may hold a password.
+            let client = redis::Client::open(c.url.as_str()).map_err(|_| {
+                p.push(
+                    format!("{prefix}.auth.revocation_pubsub.url"),
+                    "not a valid redis://host:port[/db] URL (TLS, rediss://, is not built in)",
+                );
+            });
+            if c.channel.is_empty() {
+                p.push(
+                    format!("{prefix}.auth.revocation_pubsub.channel"),
+                    "must not be empty",
+                );
+            }
+            client.ok().map(|client| (client, c.channel.clone()))
+        });
+        if auth.revocation_pubsub.is_some() && auth.revocation_feed_url.is_none() {
+            p.push(
+                format!("{prefix}.auth.revocation_pubsub"),
+                "needs revocation_feed_url: announcements only trigger a poll of the feed",
+            );
+        }
         if !(100..=60_000).contains(&auth.revocation_poll_milliseconds) {
             p.push(
                 format!("{prefix}.auth.revocation_poll_milliseconds"),
@@ -779,6 +823,7 @@ impl ProxyConfig {
                     .map_or_else(|| state_dir.join("keys/identity.key"), resolve),
                 revocation_feed_url: auth.revocation_feed_url.clone(),
                 revocation_poll: Duration::from_millis(auth.revocation_poll_milliseconds),
+                revocation_pubsub,
                 policy_dir,
                 policy_time_limit: Duration::from_millis(policy.evaluation_time_limit_milliseconds),
                 rate_limits,

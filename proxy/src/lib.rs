@@ -73,10 +73,12 @@ pub enum StartError {
     Audit(String),
 }
 
-/// Fetches key sets and polls the revocation feed on pingora's runtime.
+/// Fetches key sets, polls the revocation feed and listens for revocation
+/// announcements on pingora's runtime.
 struct Background {
     verifier: jwt::JwtVerifier,
     poller: Mutex<Option<revocation::FeedPoller>>,
+    listener: Mutex<Option<revocation::PubSubListener>>,
 }
 
 #[async_trait]
@@ -87,6 +89,9 @@ impl BackgroundService for Background {
         }
         if let Err(e) = self.verifier.start_background_refresh() {
             tracing::error!(error = %e, "cannot refresh token issuer keys");
+        }
+        if let Some(listener) = self.listener.lock().ok().and_then(|mut l| l.take()) {
+            tokio::spawn(listener.run());
         }
         let poller = self.poller.lock().ok().and_then(|mut p| p.take());
         if let Some(poller) = poller {
@@ -114,6 +119,7 @@ pub fn run(settings: ProxySettings) -> Result<(), StartError> {
         identity_key_file,
         revocation_feed_url,
         revocation_poll,
+        revocation_pubsub,
         policy_dir,
         policy_time_limit,
         rate_limits,
@@ -213,6 +219,23 @@ pub fn run(settings: ProxySettings) -> Result<(), StartError> {
         .map_err(|e| StartError::RateLimit(e.to_string()))?;
     let rates = ratelimit::Rules::new(rate_limits.rules, store, rate_metrics);
     let revocations = Arc::new(revocation::Revocations::default());
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let listener = match revocation_pubsub {
+        Some((client, channel)) => {
+            let up = prometheus::IntGauge::new(
+                "portcullis_revocation_pubsub_up",
+                "1 while subscribed to the Redis channel of revocation announcements.",
+            )?;
+            registry.register(Box::new(up.clone()))?;
+            Some(revocation::PubSubListener {
+                client,
+                channel,
+                wake: Arc::clone(&wake),
+                up,
+            })
+        }
+        None => None,
+    };
     let poller = revocation_feed_url
         .as_ref()
         .map(|url| revocation::FeedPoller {
@@ -221,6 +244,7 @@ pub fn run(settings: ProxySettings) -> Result<(), StartError> {
             key: identity_key.clone(),
             revocations: Arc::clone(&revocations),
             errors: enforce_metrics.revocation_errors.clone(),
+            wake,
         });
     let enforcement = Arc::new(enforce::Enforcement {
         verifier: verifier.clone(),
@@ -309,6 +333,7 @@ pub fn run(settings: ProxySettings) -> Result<(), StartError> {
         Background {
             verifier,
             poller: Mutex::new(poller),
+            listener: Mutex::new(listener),
         },
     ));
 

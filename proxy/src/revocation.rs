@@ -3,11 +3,21 @@
 //! every `poll_interval` and refuses tokens whose `sid` is in the set, so a
 //! logout or an administrator's revocation takes effect within about one
 //! interval (500 ms by default).
+//!
+//! With Redis configured, the backend also publishes a message on a channel
+//! after each revocation and [`PubSubListener`] wakes the poller at once, so
+//! every proxy subscribed learns of it within a feed round trip. The message
+//! is only a nudge: what is revoked still comes from the signed feed, so a
+//! party able to publish on the channel can make proxies poll, nothing more,
+//! and a lost message costs at most one poll interval.
 
 use std::collections::HashSet;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use tokio::sync::Notify;
 
 use portcullis_authz::identity::{IDENTITY_HEADER, Identity, IdentityKey, SIGNATURE_HEADER};
 
@@ -49,8 +59,10 @@ pub struct FeedPoller {
     pub url: String,
     pub interval: Duration,
     pub key: IdentityKey,
-    pub revocations: std::sync::Arc<Revocations>,
+    pub revocations: Arc<Revocations>,
     pub errors: prometheus::IntCounter,
+    /// Notified by [`PubSubListener`]: poll now instead of at the next tick.
+    pub wake: Arc<Notify>,
 }
 
 impl FeedPoller {
@@ -118,7 +130,91 @@ impl FeedPoller {
                     }
                 }
             }
-            tokio::time::sleep(self.interval).await;
+            tokio::select! {
+                () = tokio::time::sleep(self.interval) => {}
+                () = self.wake.notified() => {}
+            }
+        }
+    }
+}
+
+/// How often a quiet subscription is checked with a `PING`: a connection that
+/// died without a reset would otherwise wait for messages forever.
+const PUBSUB_PING_INTERVAL: Duration = Duration::from_secs(15);
+/// Bound on connecting, subscribing and each `PING`.
+const PUBSUB_TIMEOUT: Duration = Duration::from_secs(2);
+/// Wait before reconnecting after a failure.
+const PUBSUB_RETRY: Duration = Duration::from_secs(1);
+
+/// Subscribes to the backend's revocation channel in Redis and wakes the
+/// [`FeedPoller`] on every message (see the module documentation).
+pub struct PubSubListener {
+    pub client: redis::Client,
+    pub channel: String,
+    pub wake: Arc<Notify>,
+    /// 1 while subscribed.
+    pub up: prometheus::IntGauge,
+}
+
+impl std::fmt::Debug for PubSubListener {
+    // The client's URL may hold a password: it is not shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PubSubListener")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PubSubListener {
+    /// One subscription, until it fails.
+    async fn subscribe_once(&self) -> Result<(), String> {
+        let pubsub = tokio::time::timeout(PUBSUB_TIMEOUT, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| "connecting timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let (mut sink, mut stream) = pubsub.split();
+        tokio::time::timeout(PUBSUB_TIMEOUT, sink.subscribe(&self.channel))
+            .await
+            .map_err(|_| "subscribing timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        self.up.set(1);
+        tracing::info!(channel = %self.channel, "subscribed to session revocations");
+        // Revocations published while no subscription existed were missed.
+        self.wake.notify_one();
+        let mut ping = tokio::time::interval(PUBSUB_PING_INTERVAL);
+        ping.reset();
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(_) => self.wake.notify_one(),
+                    None => return Err("connection closed".to_owned()),
+                },
+                _ = ping.tick() => {
+                    tokio::time::timeout(PUBSUB_TIMEOUT, sink.ping::<redis::Value>())
+                        .await
+                        .map_err(|_| "PING timed out".to_owned())?
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+        }
+    }
+
+    /// Subscribes, and re-subscribes after failures, until the process exits.
+    pub async fn run(self) {
+        let mut failing = false;
+        loop {
+            if let Err(e) = self.subscribe_once().await {
+                // Log the first failure after each working subscription.
+                if self.up.get() == 1 {
+                    failing = false;
+                }
+                self.up.set(0);
+                if !failing {
+                    tracing::warn!(error = %e, channel = %self.channel, "revocation channel unavailable; polling the feed only");
+                    failing = true;
+                }
+            }
+            tokio::time::sleep(PUBSUB_RETRY).await;
         }
     }
 }

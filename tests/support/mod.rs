@@ -67,7 +67,10 @@ pub struct Builder {
     routes_yaml: Option<String>,
     policy_dir: Option<String>,
     extra_proxy_yaml: String,
+    extra_auth_yaml: String,
+    extra_backend_yaml: String,
     extra_audit_yaml: String,
+    revocation_poll_milliseconds: u64,
 }
 
 /// A running `portcullis` process.
@@ -90,7 +93,10 @@ pub fn portcullis() -> Builder {
         routes_yaml: None,
         policy_dir: None,
         extra_proxy_yaml: String::new(),
+        extra_auth_yaml: String::new(),
+        extra_backend_yaml: String::new(),
         extra_audit_yaml: String::new(),
+        revocation_poll_milliseconds: 200,
     }
 }
 
@@ -130,6 +136,21 @@ impl Builder {
     /// Extra YAML lines inside `proxy:` (indented two spaces).
     pub fn proxy_yaml(mut self, yaml: &str) -> Self {
         self.extra_proxy_yaml.push_str(yaml);
+        self
+    }
+    /// Extra YAML lines inside `proxy.auth:` (indented four spaces).
+    pub fn auth_yaml(mut self, yaml: &str) -> Self {
+        self.extra_auth_yaml.push_str(yaml);
+        self
+    }
+    /// Extra YAML lines inside `backend:` (indented two spaces).
+    pub fn backend_yaml(mut self, yaml: &str) -> Self {
+        self.extra_backend_yaml.push_str(yaml);
+        self
+    }
+    /// How often the proxy polls the revocation feed (default 200 ms).
+    pub fn revocation_poll_milliseconds(mut self, ms: u64) -> Self {
+        self.revocation_poll_milliseconds = ms;
         self
     }
     /// Extra YAML lines inside `audit:` (indented two spaces).
@@ -181,18 +202,21 @@ impl Builder {
             Mode::Proxy => "null".to_owned(),
         };
         let auth = format!(
-            "  auth:\n    issuers: [{{issuer: portcullis, label: backend, audiences: [portcullis], jwks_url: 'http://127.0.0.1:{backend}/auth/jwks.json', algorithms: [EdDSA], refresh_interval_seconds: 60, min_refetch_interval_seconds: 1}}]\n    revocation_feed_url: {feed}\n    revocation_poll_milliseconds: 200\n  policy: {{dir: '{}'}}\n{}",
+            "  auth:\n    issuers: [{{issuer: portcullis, label: backend, audiences: [portcullis], jwks_url: 'http://127.0.0.1:{backend}/auth/jwks.json', algorithms: [EdDSA], refresh_interval_seconds: 60, min_refetch_interval_seconds: 1}}]\n    revocation_feed_url: {feed}\n    revocation_poll_milliseconds: {poll}\n{auth_extra}  policy: {{dir: '{}'}}\n{}",
             self.policy_dir.as_deref().unwrap_or(policy_dir()),
-            self.extra_proxy_yaml
+            self.extra_proxy_yaml,
+            poll = self.revocation_poll_milliseconds,
+            auth_extra = self.extra_auth_yaml,
         );
         let yaml = format!(
-            "state_dir: {state}\nlog: {{format: text, level: info}}\nproxy:\n  listen: {{https: 127.0.0.1:{https}, http: 127.0.0.1:{http}, admin: 127.0.0.1:{admin}}}\n  tls: {{certificate_file: {cert}, private_key_file: {key}}}\n  trusted_proxies: {trusted}\n  shutdown: {{grace_seconds: {grace}}}\n  worker_threads: 2\n  upstreams:\n    backend: {{address: '{upstream}', connect_timeout_seconds: 1, read_timeout_seconds: 10}}\n{routes}{auth}backend:\n  listen: 127.0.0.1:{backend}\n  policy_dir: {policies}\naudit:\n  ingest_url: {ingest}\n{audit}",
+            "state_dir: {state}\nlog: {{format: text, level: info}}\nproxy:\n  listen: {{https: 127.0.0.1:{https}, http: 127.0.0.1:{http}, admin: 127.0.0.1:{admin}}}\n  tls: {{certificate_file: {cert}, private_key_file: {key}}}\n  trusted_proxies: {trusted}\n  shutdown: {{grace_seconds: {grace}}}\n  worker_threads: 2\n  upstreams:\n    backend: {{address: '{upstream}', connect_timeout_seconds: 1, read_timeout_seconds: 10}}\n{routes}{auth}backend:\n  listen: 127.0.0.1:{backend}\n  policy_dir: {policies}\n{backend_extra}audit:\n  ingest_url: {ingest}\n{audit}",
             state = dir.path().join("var").display(),
             cert = pki.cert_path.display(),
             key = pki.key_path.display(),
             grace = self.grace_seconds,
             policies = policy_dir(),
             audit = self.extra_audit_yaml,
+            backend_extra = self.extra_backend_yaml,
         );
         let config = dir.path().join("portcullis.yaml");
         std::fs::write(&config, yaml).unwrap();

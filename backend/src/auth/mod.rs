@@ -3,13 +3,14 @@
 //! tokens with reuse detection, the revocation feed for the proxy, MFA
 //! enrolment, brute-force throttling, and the administrators' session API.
 
+pub mod announce;
 pub mod keys;
 pub mod mfa;
 pub mod oidc;
 pub mod password;
 pub mod store;
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -55,6 +56,8 @@ pub struct IdentitySettings {
     pub throttle: ThrottleSettings,
     /// OIDC single sign-on providers (none by default).
     pub oidc: Vec<oidc::ProviderSettings>,
+    /// Redis channel on which revocations are announced to the proxies.
+    pub revocation_pubsub: Option<announce::Target>,
 }
 
 impl Default for IdentitySettings {
@@ -70,6 +73,7 @@ impl Default for IdentitySettings {
             mfa_required_roles: Vec::new(),
             throttle: ThrottleSettings::default(),
             oidc: Vec::new(),
+            revocation_pubsub: None,
         }
     }
 }
@@ -104,6 +108,8 @@ pub struct Identity {
     pub keyring: RwLock<Keyring>,
     /// OIDC providers, loaded by `crate::open` (empty until then).
     pub oidc: oidc::Providers,
+    /// Announces revocations when Redis is configured.
+    announcer: Option<Arc<announce::Announcer>>,
     lockouts: prometheus::IntCounterVec,
     logins: prometheus::IntCounterVec,
 }
@@ -137,8 +143,18 @@ impl Identity {
         settings: IdentitySettings,
         keyring: Keyring,
     ) -> Result<Self, password::PasswordError> {
+        let announcer = settings.revocation_pubsub.clone().map(|target| {
+            let errors = counter(
+                "portcullis_revocation_announce_errors_total",
+                "Revocations that could not be announced on Redis (proxies learn of them at their next poll).",
+                &[],
+            )
+            .with_label_values(&[] as &[&str]);
+            Arc::new(announce::Announcer::new(target, errors))
+        });
         Ok(Self {
             settings,
+            announcer,
             passwords: Passwords::try_new()?,
             keyring: RwLock::new(keyring),
             oidc: oidc::Providers::default(),
@@ -509,7 +525,7 @@ impl AppState {
         let active = store::active_sessions(&self.db, Some(employee_id)).await?;
         let excess = (active.len() + 1).saturating_sub(s.max_sessions_per_user);
         for old in active.iter().take(excess) {
-            if store::revoke_session(&self.db, &old.session_id, "session_limit").await? {
+            if self.revoke_session(&old.session_id, "session_limit").await? {
                 self.session_revoked(&old.session_id, "session_limit", None)
                     .await?;
             }
@@ -776,6 +792,39 @@ async fn login(
 }
 
 impl AppState {
+    /// Ends a session (see [`store::revoke_session`]) and announces it to the
+    /// proxies when Redis is configured.
+    pub(crate) async fn revoke_session(
+        &self,
+        session_id: &str,
+        reason: &str,
+    ) -> Result<bool, crate::repo::RepoError> {
+        let ended = store::revoke_session(&self.db, session_id, reason).await?;
+        if ended {
+            self.announce_revocations();
+        }
+        Ok(ended)
+    }
+
+    /// Ends every active session of an employee; returns their ids.
+    pub(crate) async fn revoke_all(
+        &self,
+        employee_id: i64,
+        reason: &str,
+    ) -> Result<Vec<String>, crate::repo::RepoError> {
+        let ended = store::revoke_all(&self.db, employee_id, reason).await?;
+        if !ended.is_empty() {
+            self.announce_revocations();
+        }
+        Ok(ended)
+    }
+
+    fn announce_revocations(&self) {
+        if let Some(a) = &self.identity.announcer {
+            a.announce();
+        }
+    }
+
     /// Records a sign-in (`login`, success). Fail closed: when the event cannot be
     /// recorded the new session is ended again and the sign-in refused (503).
     pub(crate) async fn signed_in(
@@ -797,7 +846,7 @@ impl AppState {
             e = e.detail("provider", p);
         }
         if let Err(refused) = self.audit(e).await {
-            if let Err(e) = store::revoke_session(&self.db, session_id, "audit_unavailable").await {
+            if let Err(e) = self.revoke_session(session_id, "audit_unavailable").await {
                 tracing::error!(error = %e, "could not end the session whose sign-in was not recorded");
             }
             return Err(refused);
@@ -878,7 +927,7 @@ impl AppState {
         provider: Option<&str>,
     ) -> Result<(), ApiError> {
         let session = store::session(&self.db, session_id).await?;
-        let revoked = store::revoke_session(&self.db, session_id, "logout").await?;
+        let revoked = self.revoke_session(session_id, "logout").await?;
         let mut e = event(Category::Auth, "logout", Outcome::Success).session_id(session_id);
         if let Some(s) = &session {
             e = e
@@ -915,7 +964,7 @@ async fn refresh(
         RefreshUse::Reused { session_id } => {
             // A rotated token came back: whoever holds the family is not
             // trustworthy any more. End it.
-            let revoked = store::revoke_session(&s.db, &session_id, "refresh_token_reuse").await?;
+            let revoked = s.revoke_session(&session_id, "refresh_token_reuse").await?;
             let owner = store::session(&s.db, &session_id)
                 .await?
                 .map(|x| x.employee_id.to_string());
@@ -1060,7 +1109,7 @@ async fn change_password(
     .await?;
     s.audit(event(Category::Auth, "password.change", Outcome::Success).by(&c))
         .await?;
-    for sid in store::revoke_all(&s.db, c.employee.id, "password_change").await? {
+    for sid in s.revoke_all(c.employee.id, "password_change").await? {
         s.session_revoked(&sid, "password_change", Some(&c)).await?;
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();
@@ -1172,7 +1221,7 @@ async fn admin_revoke_session(
     Path(sid): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     require_admin(&c)?;
-    if !store::revoke_session(&s.db, &sid, "admin").await? {
+    if !s.revoke_session(&sid, "admin").await? {
         return Err(ApiError::NotFound("active session"));
     }
     s.session_revoked(&sid, "admin", Some(&c)).await?;
@@ -1203,7 +1252,7 @@ async fn admin_revoke_user_sessions(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_admin(&c)?;
-    let ended = store::revoke_all(&s.db, employee_id(&id)?, "admin").await?;
+    let ended = s.revoke_all(employee_id(&id)?, "admin").await?;
     for sid in &ended {
         s.session_revoked(sid, "admin", Some(&c)).await?;
     }
@@ -1228,7 +1277,7 @@ async fn admin_reset_mfa(
             .target(id),
     )
     .await?;
-    for sid in store::revoke_all(&s.db, id, "mfa_reset").await? {
+    for sid in s.revoke_all(id, "mfa_reset").await? {
         s.session_revoked(&sid, "mfa_reset", Some(&c)).await?;
     }
     Ok(StatusCode::NO_CONTENT)

@@ -573,7 +573,7 @@ async fn provision(
         )
         .await?;
         // As with an administrator's change: sessions holding the old roles end.
-        for sid in super::store::revoke_all(&s.db, employee.id, "role_change").await? {
+        for sid in s.revoke_all(employee.id, "role_change").await? {
             s.session_revoked(&sid, "role_change", None).await?;
         }
     }
@@ -642,7 +642,7 @@ async fn backchannel_logout(
         };
         let mut ended = 0usize;
         for sid in &sessions {
-            if super::store::revoke_session(&s.db, sid, "backchannel_logout").await? {
+            if s.revoke_session(sid, "backchannel_logout").await? {
                 s.session_revoked(sid, "backchannel_logout", None).await?;
                 ended += 1;
             }

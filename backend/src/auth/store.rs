@@ -214,7 +214,17 @@ pub async fn revoke_session(db: &Db, session_id: &str, reason: &str) -> Result<b
         .execute(&mut *tx)
         .await?;
     if done.rows_affected() == 1 {
-        sqlx::query("insert into session_revocations (session_id, revoked_at) values ($1, $2)")
+        // The proxy reads the feed as "numbers after the last one seen". On
+        // PostgreSQL two concurrent transactions can commit their numbers out
+        // of order (5 after 6), and a poll in between would skip 5 for good;
+        // this lock makes numbering and commit one step, so readers always see
+        // a gap-free prefix. SQLite's write lock already does.
+        if db.kind() == crate::db::DbKind::Postgres {
+            sqlx::query("select pg_advisory_xact_lock(7243065061) is not null")
+                .execute(&mut *tx)
+                .await?;
+        }
+sqlx::query("insert into session_revocations (session_id, revoked_at) values ($1, $2)")
             .bind(session_id)
             .bind(&now)
             .execute(&mut *tx)
