@@ -267,6 +267,16 @@ test_matrix_monitoring if {
 
 any_role := {role | some role in roles}
 
+test_matrix_password_change_any_authenticated if {
+	route_matrix_holds(["auth", "password"], {"POST": any_role})
+}
+
+test_password_change_needs_no_role if {
+	decide("POST", ["auth", "password"], user([])).allow == true
+	decide("POST", ["auth", "mfa", "totp", "enroll"], user([])).allow == true
+	decide("GET", ["api", "tickets"], user([])).allow == false
+}
+
 test_matrix_mfa_any_authenticated if {
 	route_matrix_holds(["auth", "mfa"], {"GET": any_role, "POST": any_role, "DELETE": any_role})
 	route_matrix_holds(["auth", "mfa", "totp", "verify"], {"GET": any_role, "POST": any_role, "DELETE": any_role})

@@ -103,10 +103,14 @@ impl FromRequestParts<AppState> for Caller {
         let Some(sid) = identity.session_id.as_deref() else {
             return Err(ApiError::Unauthenticated);
         };
-        match crate::auth::store::session(&state.db, sid).await? {
-            Some(s) if s.employee_id == employee.id && s.is_active(&crate::db::now_text()) => {}
+        let mfa = match crate::auth::store::session(&state.db, sid).await? {
+            Some(s) if s.employee_id == employee.id && s.is_active(&crate::db::now_text()) => s.mfa,
             _ => return Err(ApiError::Unauthenticated),
-        }
+        };
+        // Roles that need a second factor count only in sessions that used one
+        // (the same rule as the roles in the session's access tokens).
+        let mut employee = employee;
+        employee.roles = state.identity.session_roles(&employee.roles, mfa).0;
         Ok(Self { employee, identity })
     }
 }

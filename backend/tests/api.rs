@@ -1468,6 +1468,187 @@ async fn totp_enrolment_login_replay_and_backup_codes(engine: Engine) {
     app.finish().await;
 }
 
+/// `mfa_required_roles`: a role listed there is held only by sessions that
+/// used a second factor, in the access token (the proxy's decisions) and at
+/// the backend (its own checks) alike.
+async fn roles_that_need_a_second_factor_wait_for_one(engine: Engine) {
+    let app = App::start_with(
+        engine,
+        portcullis_backend::auth::IdentitySettings {
+            mfa_required_roles: vec![Role::Administrator],
+            ..Default::default()
+        },
+    )
+    .await;
+    let pw = "adas password is long enough";
+    app.set_password(app.users.admin, pw).await;
+    let as_session = |method: Method, path: &str, sid: &str| {
+        let identity = Identity {
+            sub: app.users.admin.to_string(),
+            session_id: Some(sid.to_owned()),
+            auth_method: Some("password".into()),
+            decision_id: None,
+            iat: time::OffsetDateTime::now_utc().unix_timestamp(),
+        };
+        let (id, sig) = app.key.sign(method.as_str(), path, &identity);
+        app.client
+            .request(method, format!("{}{path}", app.base))
+            .header(IDENTITY_HEADER, id)
+            .header(SIGNATURE_HEADER, sig)
+    };
+
+    // No authenticator yet: signed in, told to enrol, without the role.
+    let r = app
+        .login(json!({"username": "ada", "password": pw, "client": "api"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["mfa_enrollment_required"], true, "{v}");
+    assert_eq!(v["withheld_roles"], json!(["administrator"]));
+    let claims = claims_of(v["access_token"].as_str().unwrap());
+    assert_eq!(claims["roles"], json!([]));
+    let sid = claims["sid"].as_str().unwrap().to_owned();
+    let r = as_session(Method::GET, "/admin/sessions", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "the backend holds the rule too"
+    );
+    // That session may enrol.
+    let r = as_session(Method::POST, "/auth/mfa/totp/enroll", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let secret = r.json::<Value>().await.unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let t = portcullis_backend::auth::mfa::totp(&secret, "Portcullis", "ada").unwrap();
+    let now = || time::OffsetDateTime::now_utc().unix_timestamp() as u64;
+    let r = as_session(Method::POST, "/auth/mfa/totp/confirm", &sid)
+        .json(&json!({"code": t.generate(now() - 30)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // Still no role in the session that signed in without the second factor.
+    let r = as_session(Method::GET, "/admin/sessions", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+    // Signed in with the code: the role, in the token and at the backend.
+    let r = app
+        .login(json!({"username": "ada", "password": pw, "totp_code": t.generate(now()), "client": "api"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert!(v.get("mfa_enrollment_required").is_none(), "{v}");
+    let claims = claims_of(v["access_token"].as_str().unwrap());
+    assert_eq!(claims["roles"], json!(["administrator"]));
+    assert_eq!(claims["amr"], json!(["pwd", "otp"]));
+    let r = as_session(
+        Method::GET,
+        "/admin/sessions",
+        claims["sid"].as_str().unwrap(),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // A refresh keeps it (the session remembers its second factor).
+    let r = app
+        .client
+        .post(format!("{}/auth/refresh", app.base))
+        .json(&json!({"refresh_token": v["refresh_token"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let refreshed: Value = r.json().await.unwrap();
+    assert_eq!(
+        claims_of(refreshed["access_token"].as_str().unwrap())["roles"],
+        json!(["administrator"])
+    );
+
+    // Roles not listed are untouched.
+    app.set_password(app.users.alice, "alices password is long")
+        .await;
+    let r = app
+        .login(json!({"username": "alice", "password": "alices password is long", "client": "api"}))
+        .await;
+    let v: Value = r.json().await.unwrap();
+    assert!(v.get("mfa_enrollment_required").is_none(), "{v}");
+    assert_eq!(
+        claims_of(v["access_token"].as_str().unwrap())["roles"],
+        json!(["employee"])
+    );
+    app.finish().await;
+}
+
+/// A wrong current password counts towards the account's lockout, so a
+/// stolen session cannot try passwords without limit.
+async fn password_change_checks_the_current_password_and_counts_failures(engine: Engine) {
+    let app = App::start_with(
+        engine,
+        portcullis_backend::auth::IdentitySettings {
+            throttle: portcullis_backend::auth::ThrottleSettings {
+                delay_after: 1000,
+                account_lockout_failures: 3,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    let pw = "bobs password is long enough";
+    app.set_password(app.users.bob, pw).await;
+    let change = |current: &str| {
+        app.req(Method::POST, "/auth/password", app.users.bob)
+            .json(&json!({"current_password": current, "new_password": "a brand new passphrase"}))
+            .send()
+    };
+    for _ in 0..3 {
+        let r = change("not the password").await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    // Locked now: even the right password is refused, here and at sign-in.
+    assert_eq!(change(pw).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.login(json!({"username": "bob", "password": pw}))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // Unlocked (as after the lockout period), the right one works and ends
+    // every session of the account.
+    sqlx::query("delete from login_failures")
+        .execute(app.state.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(change(pw).await.unwrap().status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.req(Method::GET, "/api/tickets", app.users.bob)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.login(json!({"username": "bob", "password": "a brand new passphrase"}))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    app.finish().await;
+}
+
 async fn first_administrator_must_replace_the_one_time_password(engine: Engine) {
     let app = App::start(engine).await;
     let file = app.dir_path.join("initial-admin.txt");
@@ -1543,4 +1724,6 @@ on_both_engines!(
     role_change_and_session_limit_end_sessions,
     totp_enrolment_login_replay_and_backup_codes,
     first_administrator_must_replace_the_one_time_password,
+    roles_that_need_a_second_factor_wait_for_one,
+    password_change_checks_the_current_password_and_counts_failures,
 );

@@ -138,7 +138,23 @@ fn unreachable_metric() -> prometheus::IntCounterVec {
     panic!("invalid metric definition")
 }
 
+/// Whether an `amr` list records a second factor: our own TOTP or backup
+/// code (`otp`), or a provider's multi-factor sign-in (`mfa`).
+pub fn used_second_factor(amr: &[String]) -> bool {
+    amr.iter().any(|m| m == "otp" || m == "mfa")
+}
+
 impl Identity {
+    /// The roles a session holds: all of the employee's, except that a role
+    /// listed in `mfa_required_roles` needs a session that used a second
+    /// factor. Returns (granted, withheld).
+    pub fn session_roles(&self, roles: &[Role], mfa: bool) -> (Vec<Role>, Vec<Role>) {
+        roles
+            .iter()
+            .copied()
+            .partition(|r| mfa || !self.settings.mfa_required_roles.contains(r))
+    }
+
     pub fn new(
         settings: IdentitySettings,
         keyring: Keyring,
@@ -269,12 +285,17 @@ impl AppState {
         now: i64,
     ) -> Result<i64, ApiError> {
         let t = &self.identity.settings.throttle;
-        let (failures, started) = match store::failures(&self.db, key).await? {
-            Some((n, started, _)) if started > at(now - t.window_seconds) => (n + 1, started),
-            _ => (1, at(now)),
-        };
-        let locked_until = (failures >= max).then(|| at(now + t.lockout_seconds));
-        store::set_failures(&self.db, key, failures, &started, locked_until.as_deref()).await?;
+        let locked_until = at(now + t.lockout_seconds);
+        let failures = store::count_failure(
+            &self.db,
+            key,
+            &at(now),
+            &at(now - t.window_seconds),
+            max,
+            &locked_until,
+        )
+        .await?;
+        let locked_until = (failures >= max).then_some(locked_until);
         if failures == max {
             self.identity.lockouts.with_label_values(&[kind]).inc();
             self.audit(
@@ -302,6 +323,37 @@ impl AppState {
 }
 
 // ------------------------------------------------------------- sign-in
+
+/// Argon2id hashes of `secrets`, computed off the async workers (each takes
+/// tens of milliseconds of CPU by design).
+async fn hash_secrets(s: &AppState, secrets: Vec<String>) -> Result<Vec<String>, ApiError> {
+    let identity = std::sync::Arc::clone(&s.identity);
+    tokio::task::spawn_blocking(move || {
+        secrets
+            .iter()
+            .map(|p| identity.passwords.hash(p))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// A fresh Argon2id credential for `password`.
+async fn new_credential(
+    s: &AppState,
+    password: &str,
+) -> Result<password::StoredPassword, ApiError> {
+    let hash = hash_secrets(s, vec![password.to_owned()])
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::Internal("no hash".into()))?;
+    Ok(password::StoredPassword {
+        hash,
+        legacy_scheme: None,
+        legacy_params: None,
+    })
+}
 
 /// Checks a password (or spends the same work on the dummy hash when there
 /// is no credential) on the blocking pool: Argon2id at OWASP cost takes tens
@@ -482,12 +534,15 @@ impl AppState {
         let e = crate::repo::get_employee(&self.db, employee_id).await?;
         let now = now_unix();
         let exp = (now + self.identity.settings.access_ttl_seconds).min(expires_unix);
+        let (roles, _) = self
+            .identity
+            .session_roles(&e.roles, used_second_factor(&amr));
         let claims = AccessClaims {
             iss: self.identity.settings.issuer.clone(),
             aud: self.identity.settings.audience.clone(),
             sub: e.id.to_string(),
             sid: session_id.to_owned(),
-            roles: e.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+            roles: roles.iter().map(|r| r.as_str().to_owned()).collect(),
             amr,
             iat: now,
             exp,
@@ -525,7 +580,10 @@ impl AppState {
         let active = store::active_sessions(&self.db, Some(employee_id)).await?;
         let excess = (active.len() + 1).saturating_sub(s.max_sessions_per_user);
         for old in active.iter().take(excess) {
-            if self.revoke_session(&old.session_id, "session_limit").await? {
+            if self
+                .revoke_session(&old.session_id, "session_limit")
+                .await?
+            {
                 self.session_revoked(&old.session_id, "session_limit", None)
                     .await?;
             }
@@ -538,7 +596,7 @@ impl AppState {
         let new = NewSession {
             employee_id,
             auth_method: method.to_owned(),
-            mfa: amr.iter().any(|m| m == "otp"),
+            mfa: used_second_factor(&amr),
             expires_at: at(expires),
             absolute_expires_at: at(absolute),
             source_ip: client_ip(headers),
@@ -687,20 +745,24 @@ async fn login(
             amr.push("otp".into());
         } else if let Some(code) = &req.backup_code {
             let wanted = mfa::normalise_backup_code(code);
-            let mut used = false;
-            for (id, hash) in store::unused_backup_codes(&s.db, employee_id).await? {
-                let stored = password::StoredPassword {
-                    hash,
-                    legacy_scheme: None,
-                    legacy_params: None,
-                };
-                if s.identity.passwords.verify(&wanted, &stored).is_some()
-                    && store::use_backup_code(&s.db, id).await?
-                {
-                    used = true;
-                    break;
-                }
-            }
+            let unused = store::unused_backup_codes(&s.db, employee_id).await?;
+            let identity = std::sync::Arc::clone(&s.identity);
+            let matching = tokio::task::spawn_blocking(move || {
+                unused.into_iter().find_map(|(id, hash)| {
+                    let stored = password::StoredPassword {
+                        hash,
+                        legacy_scheme: None,
+                        legacy_params: None,
+                    };
+                    identity.passwords.verify(&wanted, &stored).map(|_| id)
+                })
+            })
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            let used = match matching {
+                Some(id) => store::use_backup_code(&s.db, id).await?,
+                None => false,
+            };
             s.audit(mfa_event(employee_id, &username, "backup_code", used))
                 .await?;
             if !used {
@@ -736,16 +798,7 @@ async fn login(
             });
         };
         check_new_password(&username, new_password)?;
-        let hash = s
-            .identity
-            .passwords
-            .hash(new_password)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let stored = password::StoredPassword {
-            hash,
-            legacy_scheme: None,
-            legacy_params: None,
-        };
+        let stored = new_credential(&s, new_password).await?;
         store::set_credential(&s.db, employee_id, &stored, false).await?;
         s.audit(
             event(Category::Auth, "password.change", Outcome::Success)
@@ -755,16 +808,7 @@ async fn login(
         )
         .await?;
     } else if verified == Verified::Upgrade {
-        let hash = s
-            .identity
-            .passwords
-            .hash(&req.password)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let stored = password::StoredPassword {
-            hash,
-            legacy_scheme: None,
-            legacy_params: None,
-        };
+        let stored = new_credential(&s, &req.password).await?;
         store::set_credential(&s.db, employee_id, &stored, false).await?;
         s.audit(
             event(Category::Auth, "password.upgrade", Outcome::Success)
@@ -774,7 +818,7 @@ async fn login(
         .await?;
     }
     store::clear_failures(&s.db, &account_key).await?;
-    let mfa = amr.iter().any(|m| m == "otp");
+    let mfa = used_second_factor(&amr);
     let (sid, issued) = s
         .start_session(employee_id, method, amr, &headers, None)
         .await?;
@@ -784,10 +828,22 @@ async fn login(
         .logins
         .with_label_values(&["success", method])
         .inc();
+    // Roles that need a second factor are withheld from this session: the
+    // account has none enrolled yet (with one, the code was required above).
+    let roles = crate::repo::get_employee(&s.db, employee_id).await?.roles;
+    let (_, withheld) = s.identity.session_roles(&roles, mfa);
+    let extra = if withheld.is_empty() {
+        json!({})
+    } else {
+        json!({
+            "mfa_enrollment_required": true,
+            "withheld_roles": withheld.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        })
+    };
     Ok(token_response(
         &issued,
         req.client.as_deref() == Some("api"),
-        json!({}),
+        extra,
     ))
 }
 
@@ -1004,7 +1060,14 @@ async fn refresh(
         "pwd".to_owned()
     }];
     if session.mfa {
-        amr.push("otp".into());
+        amr.push(
+            if session.auth_method == "oidc" {
+                "mfa"
+            } else {
+                "otp"
+            }
+            .into(),
+        );
     }
     let issued = s.issue(&sid, session.employee_id, amr, expires).await?;
     Ok(token_response(&issued, api_client, json!({})))
@@ -1076,37 +1139,48 @@ async fn change_password(
     let cred = store::credential(&s.db, c.employee.id)
         .await?
         .ok_or(ApiError::Forbidden("this account has no password".into()))?;
-    if s.identity
-        .passwords
-        .verify(&req.current_password, &cred.password)
-        .is_none()
+    // A stolen session must not become a password oracle: wrong current
+    // passwords count towards the account's lockout like failed sign-ins.
+    let now = now_unix();
+    let account_key = format!("account:{}", c.employee.username);
+    let locked = s.locked(&account_key, now).await?;
+    if locked
+        || verify_password(&s, &req.current_password, Some(cred.password))
+            .await
+            .is_none()
     {
         s.audit(
             event(Category::Auth, "password.change", Outcome::Failure)
                 .level(Level::Warning)
                 .by(&c)
-                .detail("reason", "invalid_current_password"),
+                .detail(
+                    "reason",
+                    if locked {
+                        "locked"
+                    } else {
+                        "invalid_current_password"
+                    },
+                ),
         )
         .await?;
+        if !locked {
+            let t = &s.identity.settings.throttle;
+            let failures = s
+                .record_failure(
+                    &account_key,
+                    "account",
+                    &c.employee.username,
+                    t.account_lockout_failures,
+                    now,
+                )
+                .await?;
+            s.penalty(failures).await;
+        }
         return Err(invalid_credentials());
     }
     check_new_password(&c.employee.username, &req.new_password)?;
-    let hash = s
-        .identity
-        .passwords
-        .hash(&req.new_password)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    store::set_credential(
-        &s.db,
-        c.employee.id,
-        &password::StoredPassword {
-            hash,
-            legacy_scheme: None,
-            legacy_params: None,
-        },
-        false,
-    )
-    .await?;
+    let stored = new_credential(&s, &req.new_password).await?;
+    store::set_credential(&s.db, c.employee.id, &stored, false).await?;
     s.audit(event(Category::Auth, "password.change", Outcome::Success).by(&c))
         .await?;
     for sid in s.revoke_all(c.employee.id, "password_change").await? {
@@ -1173,15 +1247,14 @@ async fn totp_confirm(
     }
     store::confirm_totp(&s.db, c.employee.id).await?;
     let codes = mfa::new_backup_codes();
-    let mut hashes = Vec::with_capacity(codes.len());
-    for code in &codes {
-        hashes.push(
-            s.identity
-                .passwords
-                .hash(&mfa::normalise_backup_code(code))
-                .map_err(|e| ApiError::Internal(e.to_string()))?,
-        );
-    }
+    let hashes = hash_secrets(
+        &s,
+        codes
+            .iter()
+            .map(|c| mfa::normalise_backup_code(c))
+            .collect(),
+    )
+    .await?;
     store::replace_backup_codes(&s.db, c.employee.id, &hashes).await?;
     s.audit(
         event(Category::Auth, "mfa.enroll", Outcome::Success)

@@ -325,6 +325,11 @@ async fn complete(
             detail: "This sign-in answer was already used; start again".into(),
         });
     }
+    // RFC 8176: the provider says it used more than one factor.
+    let provider_mfa = claims
+        .get("amr")
+        .and_then(Value::as_array)
+        .is_some_and(|amr| amr.iter().any(|m| m.as_str() == Some("mfa")));
     let profile = profile(provider, claims, &access_token).await?;
     let mut roles: Vec<Role> = profile
         .groups
@@ -338,7 +343,11 @@ async fn complete(
         .start_session(
             employee_id,
             "oidc",
-            vec!["ext".into()],
+            if provider_mfa {
+                vec!["ext".into(), "mfa".into()]
+            } else {
+                vec!["ext".into()]
+            },
             headers,
             Some((settings.name.clone(), profile.sid.clone())),
         )
@@ -348,7 +357,7 @@ async fn complete(
         employee_id,
         &profile.username,
         "oidc",
-        false,
+        provider_mfa,
         Some(&settings.name),
     )
     .await?;

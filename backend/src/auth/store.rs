@@ -224,7 +224,7 @@ pub async fn revoke_session(db: &Db, session_id: &str, reason: &str) -> Result<b
                 .execute(&mut *tx)
                 .await?;
         }
-sqlx::query("insert into session_revocations (session_id, revoked_at) values ($1, $2)")
+        sqlx::query("insert into session_revocations (session_id, revoked_at) values ($1, $2)")
             .bind(session_id)
             .bind(&now)
             .execute(&mut *tx)
@@ -433,25 +433,40 @@ pub async fn failures(
     })
 }
 
-pub async fn set_failures(
+/// Counts one failure for `key` in one statement, so concurrent failures
+/// are all counted: the window restarts when it began before
+/// `window_cutoff`. From `max` failures on, the key is locked until
+/// `locked_until`. Returns the failures in the window, this one included.
+pub async fn count_failure(
     db: &Db,
     key: &str,
-    failures: i64,
-    window_started_at: &str,
-    locked_until: Option<&str>,
-) -> Result<(), RepoError> {
-    sqlx::query(
-        "insert into login_failures (throttle_key, failures, window_started_at, locked_until) values ($1, $2, $3, $4) \
-         on conflict (throttle_key) do update set failures = excluded.failures, window_started_at = excluded.window_started_at, \
-         locked_until = excluded.locked_until",
+    now: &str,
+    window_cutoff: &str,
+    max: i64,
+    locked_until: &str,
+) -> Result<i64, RepoError> {
+    let mut tx = db.begin().await?;
+    let failures: i64 = sqlx::query_scalar(
+        "insert into login_failures (throttle_key, failures, window_started_at) values ($1, 1, $2) \
+         on conflict (throttle_key) do update set \
+         failures = case when login_failures.window_started_at > $3 then login_failures.failures + 1 else 1 end, \
+         window_started_at = case when login_failures.window_started_at > $3 then login_failures.window_started_at else $2 end \
+         returning failures",
     )
     .bind(key)
-    .bind(failures)
-    .bind(window_started_at)
-    .bind(locked_until)
-    .execute(db.pool())
+    .bind(now)
+    .bind(window_cutoff)
+    .fetch_one(&mut *tx)
     .await?;
-    Ok(())
+    if failures >= max {
+        sqlx::query("update login_failures set locked_until = $1 where throttle_key = $2")
+            .bind(locked_until)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(failures)
 }
 
 pub async fn clear_failures(db: &Db, key: &str) -> Result<(), RepoError> {
