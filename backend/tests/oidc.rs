@@ -727,12 +727,7 @@ impl App {
     /// Signs in and returns the session id (from the access cookie).
     async fn signed_in(&self, b: &Browser, provider: &str, account: &str) -> String {
         let r = self.sign_in(b, provider, account, "/").await;
-        assert_eq!(
-            r.status(),
-            StatusCode::SEE_OTHER,
-            "{}",
-            r.text().await.unwrap()
-        );
+        assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
         let access = b.cookie(&self.base, "__Host-portcullis-access").unwrap();
         claims_of(&access)["sid"].as_str().unwrap().to_owned()
     }
@@ -862,15 +857,13 @@ async fn sign_in_creates_the_user_and_resyncs_roles_at_every_login(engine: Engin
     };
     let alice = app.account("alice");
     let b = Browser::new();
-    let r = app.sign_in(&b, "idp", &alice, "/tickets?view=mine").await;
-    assert_eq!(
-        r.status(),
-        StatusCode::SEE_OTHER,
-        "{}",
-        r.text().await.unwrap()
-    );
-    assert_eq!(location(&r), format!("{}/tickets?view=mine", app.base));
+    // A return path with markup in it: it must come back as a path, not markup.
+    let r = app
+        .sign_in(&b, "idp", &alice, "/tickets?view=mine&q=\"><b>")
+        .await;
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
     assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
     let cookies = set_cookies(&r);
     for name in [
         "__Host-portcullis-access=",
@@ -890,6 +883,18 @@ async fn sign_in_creates_the_user_and_resyncs_roles_at_every_login(engine: Engin
             .any(|c| c.starts_with("__Host-portcullis-oidc=;") && c.contains("Max-Age=0")),
         "{cookies:?}"
     );
+    // The page moves on to the return path by itself (a same-site navigation,
+    // which carries the Strict cookies), without script.
+    let page = r.text().await.unwrap();
+    let escaped = "/tickets?view=mine&amp;q=&quot;&gt;&lt;b&gt;";
+    assert!(
+        page.contains(&format!(
+            "<meta http-equiv=\"refresh\" content=\"0;url={escaped}\">"
+        )),
+        "{page}"
+    );
+    assert!(page.contains(&format!("<a href=\"{escaped}\">")), "{page}");
+    assert!(!page.contains("<b>") && !page.contains("<script"), "{page}");
     let access = b.cookie(&app.base, "__Host-portcullis-access").unwrap();
     let claims = claims_of(&access);
     assert_eq!(claims["roles"], json!(["employee", "technician"]));
@@ -1017,7 +1022,7 @@ async fn state_must_match_the_pending_login_and_this_browser(engine: Engine) {
         Some(binding.as_str())
     );
     let r = b.get(&callback).await;
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.status(), StatusCode::OK);
     app.finish().await;
 }
 
@@ -1033,7 +1038,7 @@ async fn a_pending_login_and_its_nonce_are_single_use(engine: Engine) {
     let callback = app.at_provider(&b, auth, &alice).await;
     let binding = b.cookie(&app.base, "__Host-portcullis-oidc").unwrap();
     let r = b.get(&callback).await;
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.status(), StatusCode::OK);
 
     // Replaying the callback (same state, same cookie, same code → same nonce).
     b.set_cookie(&app.base, "__Host-portcullis-oidc", &binding);
@@ -1157,12 +1162,7 @@ async fn pkce_is_always_sent_and_the_provider_requires_it(engine: Engine) {
     }
     // …while the backend, which sends its verifier, signs in with that code.
     let r = b.get(&callback).await;
-    assert_eq!(
-        r.status(),
-        StatusCode::SEE_OTHER,
-        "{}",
-        r.text().await.unwrap()
-    );
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
 
     // The verifier is derived from the browser's binding cookie: with another
     // cookie (its hash planted in the pending login) the backend sends a

@@ -108,6 +108,36 @@ fn see_other(location: &str) -> Response {
         .into_response()
 }
 
+/// The end of a sign-in: a page that moves on to `location` by itself.
+///
+/// The provider's redirect to the callback is a cross-site navigation, and
+/// browsers count a redirect chain it starts as cross-site too: a 303 to
+/// `location` would arrive without the `SameSite=Strict` session cookies just
+/// set, and the user would look signed out. A navigation started by this
+/// same-site page carries them. It uses a meta refresh, not script, so the
+/// strict CSP (`script-src 'self'`, no inline) holds; the link is for
+/// browsers that ignore refreshes.
+fn continue_to(location: &str) -> Response {
+    let url = html_escape::encode_double_quoted_attribute(location);
+    let page = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"0;url={url}\"><title>Signed in</title></head>\
+         <body><p>Signed in. <a href=\"{url}\">Continue</a></p></body></html>\n"
+    );
+    (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        page,
+    )
+        .into_response()
+}
+
 // ------------------------------------------------------------- sign-in
 
 #[derive(Debug, Deserialize)]
@@ -367,7 +397,7 @@ async fn complete(
         .inc();
     // The same cookies as a browser password sign-in, then back to the page.
     let tokens = super::token_response(&issued, false, json!({}));
-    let mut resp = see_other(&claimed.return_to);
+    let mut resp = continue_to(&claimed.return_to);
     for c in tokens.headers().get_all(header::SET_COOKIE) {
         resp.headers_mut().append(header::SET_COOKIE, c.clone());
     }
