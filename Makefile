@@ -23,8 +23,10 @@ lint:
 unit:
 	$(CARGO) test --workspace
 
+# The binary as `cargo test` builds it (dev-dependencies unify some features):
+# a plain `cargo build` would compile much of the tree a second time.
 build:
-	$(CARGO) build --bin portcullis
+	$(CARGO) test --workspace --no-run
 
 check-configs: build
 	$(BIN_DEBUG) check-config portcullis.yaml
