@@ -3,7 +3,7 @@ CARGO ?= cargo
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 BIN_DEBUG := $(TARGET_DIR)/debug/portcullis
 
-.PHONY: run test deps build lint unit check-configs policy regopy schemathesis jwt-hack tls-audit siem schema fmt bench
+.PHONY: run test deps build lint unit check-configs policy regopy schemathesis jwt-hack tls-audit siem browser schema fmt bench
 
 ## Build and start proxy + backend on the embedded defaults (Ctrl-C stops).
 run:
@@ -11,7 +11,7 @@ run:
 	$(CARGO) run --release --bin portcullis -- up
 
 ## Everything CI checks.
-test: deps lint unit check-configs policy regopy schemathesis jwt-hack tls-audit siem
+test: deps lint unit check-configs policy regopy schemathesis jwt-hack tls-audit siem browser
 
 deps:
 	@scripts/install-test-deps.sh
@@ -53,6 +53,10 @@ tls-audit: build
 ## Sigma detection rules validate and convert.
 siem:
 	@if [ -x dashboards/siem/check.sh ]; then dashboards/siem/check.sh; else echo "no SIEM rules yet"; fi
+
+## OIDC sign-in in a real browser (Debian's Chromium, playwright-core).
+browser: build
+	PORTCULLIS_BIN=$(BIN_DEBUG) node --test tests/browser/
 
 ## Regenerate docs/portcullis.schema.json from the code.
 schema: build

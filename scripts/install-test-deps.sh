@@ -11,6 +11,8 @@ command -v curl >/dev/null || need_apt+=(curl)
 command -v rsyslogd >/dev/null || need_apt+=(rsyslog)
 [ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_ossl.so ] || need_apt+=(rsyslog-openssl)
 command -v node >/dev/null || need_apt+=(nodejs npm)
+# The browser tests drive Debian's Chromium (playwright-core never downloads one).
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi
   $sudo apt-get update -qq
@@ -29,4 +31,8 @@ command -v jwt-hack >/dev/null || cargo install --locked --quiet jwt-hack
 # The OpenID provider used by the OIDC tests (pinned by its lock file).
 if [ ! -d tests/oidc-provider/node_modules ]; then
   (cd tests/oidc-provider && npm ci --no-audit --no-fund --loglevel=error)
+fi
+# playwright-core for the browser tests (pinned by its lock file).
+if [ ! -d tests/browser/node_modules ]; then
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
