@@ -860,6 +860,13 @@ async fn update_employee(
             "status must be active or disabled".into(),
         ));
     }
+    if let Some(Some(t)) = p.session_timeout_seconds
+        && !(300..=43_200).contains(&t)
+    {
+        return Err(ApiError::Validation(
+            "session_timeout_seconds must be 300 to 43200, or null for the default".into(),
+        ));
+    }
     if let Some(Some(d)) = p.department_id {
         repo::get_department(&s.db, d)
             .await
@@ -878,6 +885,10 @@ async fn update_employee(
         ("department_id", before.department_id != after.department_id),
         ("roles", before.roles != after.roles),
         ("status", before.status != after.status),
+        (
+            "session_timeout_seconds",
+            before.session_timeout_seconds != after.session_timeout_seconds,
+        ),
     ]
     .into_iter()
     .filter_map(|(f, changed)| changed.then_some(f))

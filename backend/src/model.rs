@@ -234,6 +234,8 @@ pub struct Employee {
     /// `active` or `disabled`.
     pub status: String,
     pub is_oidc: bool,
+    /// Idle timeout of this employee's sessions; `null`: the configured default.
+    pub session_timeout_seconds: Option<i64>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -261,6 +263,11 @@ pub struct EmployeePatch {
     pub roles: Option<Vec<Role>>,
     /// `active` or `disabled`.
     pub status: Option<String>,
+    /// Idle timeout of this employee's sessions, 300 to 43200 seconds, from
+    /// their next sign-in or refresh; `null` returns to the configured default.
+    #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<i64>)]
+    pub session_timeout_seconds: Option<Option<i64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -158,7 +158,7 @@ pub async fn delete_department(db: &Db, id: i64) -> Result<(), RepoError> {
     Ok(())
 }
 
-const EMPLOYEE_COLUMNS: &str = "employee_id, username, email, display_name, department_id, status, is_oidc, created_at, updated_at";
+const EMPLOYEE_COLUMNS: &str = "employee_id, username, email, display_name, department_id, status, is_oidc, created_at, updated_at, session_timeout_seconds";
 
 async fn employee_roles(
     conn: impl sqlx::Executor<'_, Database = Any>,
@@ -188,6 +188,7 @@ fn employee_row(r: &AnyRow, roles: Vec<Role>) -> Result<Employee, sqlx::Error> {
         is_oidc: r.try_get::<i64, _>(6)? != 0,
         created_at: r.try_get(7)?,
         updated_at: r.try_get(8)?,
+        session_timeout_seconds: r.try_get(9)?,
         roles,
     })
 }
@@ -305,6 +306,12 @@ pub async fn update_employee(
     }
     if let Some(status) = &patch.status {
         sets.push(format!("status = {}", p.text(status.clone())));
+    }
+    if let Some(timeout) = patch.session_timeout_seconds {
+        match timeout {
+            Some(t) => sets.push(format!("session_timeout_seconds = {}", p.int(t))),
+            None => sets.push("session_timeout_seconds = null".to_owned()),
+        }
     }
     sets.push(format!("updated_at = {}", p.text(now_text())));
     let sql = format!(

@@ -1591,6 +1591,78 @@ async fn roles_that_need_a_second_factor_wait_for_one(engine: Engine) {
     app.finish().await;
 }
 
+/// An administrator sets one employee's session timeout; it applies from the
+/// next sign-in, out-of-range values are refused, and `null` restores the default.
+async fn per_user_session_timeout_is_set_by_an_administrator(engine: Engine) {
+    let app = App::start(engine).await;
+    let pw = "alices password is long";
+    app.set_password(app.users.alice, pw).await;
+    let patch = |body: Value| {
+        app.req(
+            Method::PATCH,
+            &format!("/api/employees/{}", app.users.alice),
+            app.users.admin,
+        )
+        .json(&body)
+        .send()
+    };
+    let session_lifetime = || async {
+        let r = app
+            .login(json!({"username": "alice", "password": pw, "client": "api"}))
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let v: Value = r.json().await.unwrap();
+        let expires = time::OffsetDateTime::parse(
+            v["session_expires_at"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        (expires - time::OffsetDateTime::now_utc()).whole_seconds()
+    };
+    let default = session_lifetime().await;
+    assert!((1790..=1800).contains(&default), "{default}");
+    for (bad, status) in [
+        (json!(59), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!(43_201), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!("600"), StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let r = patch(json!({"session_timeout_seconds": bad}))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{bad}");
+    }
+    let r = patch(json!({"session_timeout_seconds": 600}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["session_timeout_seconds"],
+        600
+    );
+    let short = session_lifetime().await;
+    assert!((590..=600).contains(&short), "{short}");
+    let r = patch(json!({"session_timeout_seconds": null}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.json::<Value>().await.unwrap()["session_timeout_seconds"].is_null());
+    let back = session_lifetime().await;
+    assert!((1790..=1800).contains(&back), "{back}");
+    // Not something an employee sets for themselves.
+    let r = app
+        .req(
+            Method::PATCH,
+            &format!("/api/employees/{}", app.users.alice),
+            app.users.alice,
+        )
+        .json(&json!({"session_timeout_seconds": 43_200}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    app.finish().await;
+}
+
 /// A wrong current password counts towards the account's lockout, so a
 /// stolen session cannot try passwords without limit.
 async fn password_change_checks_the_current_password_and_counts_failures(engine: Engine) {
@@ -1726,4 +1798,5 @@ on_both_engines!(
     first_administrator_must_replace_the_one_time_password,
     roles_that_need_a_second_factor_wait_for_one,
     password_change_checks_the_current_password_and_counts_failures,
+    per_user_session_timeout_is_set_by_an_administrator,
 );
