@@ -1335,6 +1335,17 @@ async fn logout_and_admin_revocation_reach_the_feed(engine: Engine) {
     let after = v["after"].as_i64().unwrap();
     let v: Value = app.feed(after).send().await.unwrap().json().await.unwrap();
     assert!(v["session_ids"].as_array().unwrap().is_empty());
+    // A revocation older than any token that could name it is not served, and
+    // the proxy is told how long to keep ids (access-token lifetime + margin).
+    sqlx::query("insert into session_revocations (session_id, revoked_at) values ('ancient', '2020-01-01T00:00:00.000000Z')")
+        .execute(app.state.db.pool())
+        .await
+        .unwrap();
+    let v: Value = app.feed(0).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["retain_seconds"], 600);
+    let ids = v["session_ids"].as_array().unwrap();
+    assert!(ids.iter().all(|id| id != "ancient"), "{v}");
+    assert!(ids.iter().any(|id| id == sid_b.as_str()), "{v}");
     app.finish().await;
 }
 

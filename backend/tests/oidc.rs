@@ -768,7 +768,7 @@ impl App {
     }
 
     async fn revoked_feed(&self) -> Vec<String> {
-        store::revocations_after(&self.state.db, 0, 1000)
+        store::revocations_after(&self.state.db, 0, "", 1000)
             .await
             .unwrap()
             .into_iter()

@@ -11,40 +11,66 @@
 //! party able to publish on the channel can make proxies poll, nothing more,
 //! and a lost message costs at most one poll interval.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use tokio::sync::Notify;
 
 use portcullis_authz::identity::{IDENTITY_HEADER, Identity, IdentityKey, SIGNATURE_HEADER};
 
-/// Revoked session ids, shared by all requests.
+/// How long a revoked id is kept when the feed does not say (an older backend).
+const DEFAULT_RETAIN: Duration = Duration::from_secs(3600);
+/// Pruning walks the whole set: at most this often.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Revoked session ids, shared by all requests. Each id is kept for the
+/// feed's `retain_seconds` (the longest a token naming it can still be valid,
+/// plus a margin), so the set stays as small as the recent revocations.
 #[derive(Debug, Default)]
 pub struct Revocations {
-    revoked: RwLock<HashSet<String>>,
+    /// Session id → when this proxy learnt of it.
+    revoked: RwLock<HashMap<String, Instant>>,
     after: AtomicI64,
     /// True once the first poll succeeded.
     synced: AtomicBool,
+    last_prune: Mutex<Option<Instant>>,
 }
 
 impl Revocations {
     pub fn is_revoked(&self, sid: &str) -> bool {
-        self.revoked.read().map_or(true, |s| s.contains(sid))
+        self.revoked.read().map_or(true, |s| s.contains_key(sid))
     }
 
     pub fn synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
     }
 
-    fn add(&self, ids: Vec<String>, after: i64) {
+    fn add(&self, ids: Vec<String>, after: i64, now: Instant) {
         if let Ok(mut set) = self.revoked.write() {
-            set.extend(ids);
+            for id in ids {
+                set.entry(id).or_insert(now);
+            }
         }
         self.after.store(after, Ordering::Release);
         self.synced.store(true, Ordering::Release);
+    }
+
+    /// Forgets ids learnt more than `retain` before `now` (at most every
+    /// [`PRUNE_INTERVAL`]).
+    fn prune(&self, retain: Duration, now: Instant) {
+        let Ok(mut last) = self.last_prune.lock() else {
+            return;
+        };
+        if last.is_some_and(|t| now.saturating_duration_since(t) < PRUNE_INTERVAL) {
+            return;
+        }
+        *last = Some(now);
+        if let Ok(mut set) = self.revoked.write() {
+            set.retain(|_, learnt| now.saturating_duration_since(*learnt) < retain);
+        }
     }
 }
 
@@ -52,6 +78,7 @@ impl Revocations {
 struct Feed {
     after: i64,
     session_ids: Vec<String>,
+    retain_seconds: Option<u64>,
 }
 
 /// Polls the feed until the process exits.
@@ -94,7 +121,13 @@ impl FeedPoller {
             }
             let feed: Feed = resp.json().await.map_err(|e| e.to_string())?;
             let n = feed.session_ids.len();
-            self.revocations.add(feed.session_ids, feed.after);
+            let now = Instant::now();
+            self.revocations.add(feed.session_ids, feed.after, now);
+            // Bounded below: a zero would forget revocations at once.
+            let retain = feed
+                .retain_seconds
+                .map_or(DEFAULT_RETAIN, |s| Duration::from_secs(s.max(60)));
+            self.revocations.prune(retain, now);
             // A full page means there may be more.
             if n < 1000 {
                 return Ok(n);
@@ -216,5 +249,32 @@ impl PubSubListener {
             }
             tokio::time::sleep(PUBSUB_RETRY).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revoked_ids_are_forgotten_after_the_retention_and_not_before() {
+        let r = Revocations::default();
+        let t0 = Instant::now();
+        r.add(vec!["a".into()], 1, t0);
+        r.add(vec!["b".into()], 2, t0 + Duration::from_secs(50));
+        // Learning an id again does not extend it.
+        r.add(vec!["a".into()], 3, t0 + Duration::from_secs(50));
+        let retain = Duration::from_secs(100);
+        r.prune(retain, t0 + Duration::from_secs(99));
+        assert!(r.is_revoked("a") && r.is_revoked("b"));
+        // Pruning runs at most every PRUNE_INTERVAL.
+        r.prune(retain, t0 + Duration::from_secs(101));
+        assert!(r.is_revoked("a"));
+        r.prune(retain, t0 + Duration::from_secs(110));
+        assert!(!r.is_revoked("a"), "kept past its retention");
+        assert!(r.is_revoked("b"), "forgotten before its retention");
+        r.prune(retain, t0 + Duration::from_secs(150));
+        assert!(!r.is_revoked("b"));
+        assert_eq!(r.after.load(Ordering::Acquire), 3);
     }
 }

@@ -1090,6 +1090,9 @@ struct FeedQuery {
     after: Option<i64>,
 }
 
+/// Added to the access-token lifetime to get how long a revocation matters.
+const REVOCATION_RETAIN_MARGIN_SECONDS: i64 = 300;
+
 /// The revocation feed for the proxy. Only the proxy may read it: the
 /// request must carry a proxy-signed identity for the `@proxy` service.
 async fn revocations(
@@ -1116,10 +1119,20 @@ async fn revocations(
         ));
     }
     let after = q.after.unwrap_or(0).max(0);
-    let rows = store::revocations_after(&s.db, after, 1000).await?;
+    // A revoked session matters only while a token naming it can still be
+    // valid: tokens are issued before the revocation and live at most one
+    // access-token lifetime. Older revocations are not served (a restarted
+    // proxy does not replay the whole history), and the proxy forgets each id
+    // after `retain_seconds`. The margin covers verifier leeway and clock skew.
+    let retain = s.identity.settings.access_ttl_seconds + REVOCATION_RETAIN_MARGIN_SECONDS;
+    let since = at(now_unix() - retain);
+    let rows = store::revocations_after(&s.db, after, &since, 1000).await?;
     let next = rows.last().map_or(after, |r| r.0);
     let ids: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
-    Ok(Json(json!({ "after": next, "session_ids": ids })).into_response())
+    Ok(
+        Json(json!({ "after": next, "session_ids": ids, "retain_seconds": retain }))
+            .into_response(),
+    )
 }
 
 // ------------------------------------------------------------- password, MFA

@@ -245,14 +245,16 @@ pub async fn revoke_all(db: &Db, employee_id: i64, reason: &str) -> Result<Vec<S
     Ok(ended)
 }
 
-/// Revocations numbered after `after`, oldest first.
+/// Revocations numbered after `after` and made at `since` or later, oldest first.
 pub async fn revocations_after(
     db: &Db,
     after: i64,
+    since: &str,
     limit: i64,
 ) -> Result<Vec<(i64, String)>, RepoError> {
-    let rows = sqlx::query("select revocation_id, session_id from session_revocations where revocation_id > $1 order by revocation_id limit $2")
+    let rows = sqlx::query("select revocation_id, session_id from session_revocations where revocation_id > $1 and revoked_at >= $2 order by revocation_id limit $3")
         .bind(after)
+        .bind(since)
         .bind(limit)
         .fetch_all(db.pool())
         .await?;
