@@ -1602,6 +1602,59 @@ async fn roles_that_need_a_second_factor_wait_for_one(engine: Engine) {
     app.finish().await;
 }
 
+/// An imported bcrypt hash (stored wrapped in Argon2id) signs in with the old
+/// password and is replaced by a plain Argon2id hash; while such credentials
+/// remain, every password check is padded to their cost (see
+/// `Passwords::verify_padded`), and the padding stops with the last of them.
+async fn imported_bcrypt_passwords_are_upgraded_at_sign_in(engine: Engine) {
+    use portcullis_backend::auth::password::ImportedPassword;
+    use portcullis_backend::auth::store;
+    let app = App::start(engine).await;
+    assert_eq!(
+        store::max_legacy_bcrypt_cost(&app.state.db).await.unwrap(),
+        None
+    );
+    let old = "tom used this in 2019";
+    let imported = app
+        .state
+        .identity
+        .passwords
+        .import(&ImportedPassword::Bcrypt(bcrypt::hash(old, 5).unwrap()))
+        .unwrap();
+    store::set_credential(&app.state.db, app.users.tom, &imported, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        store::max_legacy_bcrypt_cost(&app.state.db).await.unwrap(),
+        Some(5)
+    );
+    // A wrong password is refused like any other.
+    let r = app
+        .login(json!({"username": "tom", "password": "tom used this in 2020"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = app.login(json!({"username": "tom", "password": old})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let c = store::credential(&app.state.db, app.users.tom)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.password.legacy_scheme, None);
+    assert!(
+        c.password.hash.starts_with("$argon2id$"),
+        "{}",
+        c.password.hash
+    );
+    assert_eq!(
+        store::max_legacy_bcrypt_cost(&app.state.db).await.unwrap(),
+        None
+    );
+    // The same password keeps working on the new hash.
+    let r = app.login(json!({"username": "tom", "password": old})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    app.finish().await;
+}
+
 /// An administrator sets one employee's session timeout; it applies from the
 /// next sign-in, out-of-range values are refused, and `null` restores the default.
 async fn per_user_session_timeout_is_set_by_an_administrator(engine: Engine) {
@@ -1810,4 +1863,5 @@ on_both_engines!(
     roles_that_need_a_second_factor_wait_for_one,
     password_change_checks_the_current_password_and_counts_failures,
     per_user_session_timeout_is_set_by_an_administrator,
+    imported_bcrypt_passwords_are_upgraded_at_sign_in,
 );

@@ -363,14 +363,19 @@ async fn verify_password(
     password: &str,
     stored: Option<password::StoredPassword>,
 ) -> Option<Verified> {
+    // Only timing depends on it: without it the check itself is unchanged.
+    let legacy_cost = store::max_legacy_bcrypt_cost(&s.db)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read legacy credential costs");
+            None
+        });
     let identity = std::sync::Arc::clone(&s.identity);
     let password = password.to_owned();
-    tokio::task::spawn_blocking(move || match stored {
-        Some(p) => identity.passwords.verify(&password, &p),
-        None => {
-            identity.passwords.verify_dummy(&password);
-            None
-        }
+    tokio::task::spawn_blocking(move || {
+        identity
+            .passwords
+            .verify_padded(&password, stored.as_ref(), legacy_cost)
     })
     .await
     .ok()

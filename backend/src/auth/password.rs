@@ -100,6 +100,32 @@ impl Passwords {
         false
     }
 
+    /// [`Self::verify`], or [`Self::verify_dummy`] without a credential, padded
+    /// so that every path costs the same while imported bcrypt credentials
+    /// remain: those pay a bcrypt check on top of Argon2id, so without the
+    /// padding an imported account that has not signed in since would answer
+    /// measurably slower than an unknown or upgraded one. `legacy_bcrypt_cost`
+    /// is the highest cost among them (`None` when there are none).
+    pub fn verify_padded(
+        &self,
+        password: &str,
+        stored: Option<&StoredPassword>,
+        legacy_bcrypt_cost: Option<u32>,
+    ) -> Option<Verified> {
+        let pays_bcrypt = stored.is_some_and(|s| s.legacy_scheme.as_deref() == Some("bcrypt"));
+        if let Some(cost) = legacy_bcrypt_cost.filter(|_| !pays_bcrypt) {
+            // Same work as a real check; the result is not used.
+            let _ = bcrypt::hash_with_salt(password, cost.clamp(4, 31), [0u8; 16]);
+        }
+        match stored {
+            Some(s) => self.verify(password, s),
+            None => {
+                self.verify_dummy(password);
+                None
+            }
+        }
+    }
+
     /// Checks `password` against a stored credential.
     pub fn verify(&self, password: &str, stored: &StoredPassword) -> Option<Verified> {
         match stored.legacy_scheme.as_deref() {

@@ -435,6 +435,17 @@ pub async fn failures(
     })
 }
 
+/// The highest bcrypt cost among imported credentials not yet upgraded, if any.
+pub async fn max_legacy_bcrypt_cost(db: &Db) -> Result<Option<u32>, RepoError> {
+    // legacy_params is `$2b$12$<salt>`: the cost is characters 5 and 6.
+    let cost: Option<String> = sqlx::query_scalar(
+        "select max(substr(legacy_params, 5, 2)) from credentials where legacy_scheme = 'bcrypt'",
+    )
+    .fetch_one(db.pool())
+    .await?;
+    Ok(cost.and_then(|c| c.parse().ok()))
+}
+
 /// Counts one failure for `key` in one statement, so concurrent failures
 /// are all counted: the window restarts when it began before
 /// `window_cutoff`. From `max` failures on, the key is locked until
