@@ -60,6 +60,42 @@ pub enum KeyError {
     Length(String),
 }
 
+/// Reads a 32-byte secret key file, creating it (mode 0600, random) if it is
+/// missing. Used for the proxy↔backend HMAC key and the backend's other
+/// local keys.
+pub fn load_or_create_key_file(path: &Path) -> Result<[u8; KEY_BYTES], KeyError> {
+    let io = |e: std::io::Error| KeyError::Io {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let arr: [u8; KEY_BYTES] = bytes
+                .try_into()
+                .map_err(|_| KeyError::Length(path.display().to_string()))?;
+            Ok(arr)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(io)?;
+            }
+            let key: [u8; KEY_BYTES] = rand::random();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(io)?;
+            f.write_all(&key).map_err(io)?;
+            f.sync_all().map_err(io)?;
+            Ok(key)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
 /// The shared HMAC key.
 #[derive(Clone)]
 pub struct IdentityKey([u8; KEY_BYTES]);
@@ -81,36 +117,7 @@ impl IdentityKey {
 
     /// Reads the key file, creating it (mode 0600, random) if it is missing.
     pub fn load_or_create(path: &Path) -> Result<Self, KeyError> {
-        let io = |e: std::io::Error| KeyError::Io {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        };
-        match std::fs::read(path) {
-            Ok(bytes) => {
-                let arr: [u8; KEY_BYTES] = bytes
-                    .try_into()
-                    .map_err(|_| KeyError::Length(path.display().to_string()))?;
-                Ok(Self(arr))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                use std::io::Write;
-                use std::os::unix::fs::OpenOptionsExt;
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(io)?;
-                }
-                let key = Self::random();
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)
-                    .map_err(io)?;
-                f.write_all(&key.0).map_err(io)?;
-                f.sync_all().map_err(io)?;
-                Ok(key)
-            }
-            Err(e) => Err(io(e)),
-        }
+        load_or_create_key_file(path).map(Self)
     }
 
     fn mac(&self, method: &str, path_and_query: &str, encoded: &str) -> Hmac<Sha256> {

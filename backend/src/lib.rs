@@ -248,6 +248,8 @@ pub struct BackendSettings {
     pub keyring_dir: PathBuf,
     /// Where the first administrator's one-time password is written.
     pub initial_admin_file: PathBuf,
+    /// Key sealing TOTP secrets at rest (32 bytes, created 0600 if missing).
+    pub mfa_key_file: PathBuf,
     pub identity: auth::IdentitySettings,
     /// The audit log: emitter `backend` for the service, `cli` for administrative
     /// commands (see `portcullis_audit::AuditTemplate`).
@@ -335,6 +337,7 @@ impl BackendConfig {
                     .map_or_else(|| state_dir.join("keys/identity.key"), resolve),
                 keyring_dir: state_dir.join("keys/jwt"),
                 initial_admin_file: state_dir.join("initial-admin.txt"),
+                mfa_key_file: state_dir.join("keys/mfa.key"),
                 identity,
                 audit,
             }),
@@ -384,7 +387,10 @@ pub async fn open(settings: &BackendSettings) -> Result<AppState, StartError> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let keyring = auth::keys::Keyring::open(&settings.keyring_dir, now)
         .map_err(|e| StartError::Identity(e.to_string()))?;
-    let mut identity = auth::Identity::new(settings.identity.clone(), keyring)
+    let mfa_key = portcullis_authz::identity::load_or_create_key_file(&settings.mfa_key_file)?;
+    let sealer =
+        auth::mfa::SecretSealer::new(&mfa_key).map_err(|e| StartError::Identity(e.to_string()))?;
+    let mut identity = auth::Identity::new(settings.identity.clone(), keyring, sealer)
         .map_err(|e| StartError::Identity(e.to_string()))?;
     identity.oidc = auth::oidc::Providers::load(&settings.identity.oidc)
         .map_err(|e| StartError::Identity(e.to_string()))?;

@@ -90,6 +90,7 @@ impl App {
             identity_key_file: dir.path().join("identity.key"),
             keyring_dir: dir.path().join("keys/jwt"),
             initial_admin_file: dir.path().join("initial-admin.txt"),
+            mfa_key_file: dir.path().join("mfa.key"),
             identity,
             audit: portcullis_audit::AuditConfig::default()
                 .validate("audit", dir.path(), dir.path())
@@ -1409,6 +1410,14 @@ async fn totp_enrolment_login_replay_and_backup_codes(engine: Engine) {
             .starts_with("otpauth://totp/Portcullis:hank?secret=")
     );
     assert!(e["qr_svg"].as_str().unwrap().contains("<svg"));
+    // At rest the secret is sealed (AES-256-GCM under var/keys/mfa.key).
+    let stored: String = sqlx::query_scalar("select secret from mfa_totp where employee_id = $1")
+        .bind(app.users.hank)
+        .fetch_one(app.state.db.pool())
+        .await
+        .unwrap();
+    assert!(stored.starts_with("v1:"), "{stored}");
+    assert!(!stored.contains(e["secret"].as_str().unwrap()));
     let t =
         portcullis_backend::auth::mfa::totp(e["secret"].as_str().unwrap(), "Portcullis", "hank")
             .unwrap();

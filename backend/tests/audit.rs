@@ -43,6 +43,7 @@ async fn a_full_spool_refuses_sign_ins_instead_of_dropping_their_events() {
         identity_key_file: dir.path().join("identity.key"),
         keyring_dir: dir.path().join("keys/jwt"),
         initial_admin_file: dir.path().join("initial-admin.txt"),
+        mfa_key_file: dir.path().join("mfa.key"),
         identity: Default::default(),
         audit,
     };

@@ -618,6 +618,7 @@ impl App {
             identity_key_file: dir.path().join("identity.key"),
             keyring_dir: dir.path().join("keys/jwt"),
             initial_admin_file: dir.path().join("initial-admin.txt"),
+            mfa_key_file: dir.path().join("mfa.key"),
             identity: portcullis_backend::auth::IdentitySettings {
                 oidc,
                 ..Default::default()

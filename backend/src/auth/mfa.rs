@@ -1,5 +1,8 @@
 //! TOTP (RFC 6238) and backup codes.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::aead;
 use totp_rs::{Algorithm, TOTP};
 
 /// Digits, period and accepted clock skew (steps either side).
@@ -24,6 +27,81 @@ pub fn totp(secret_base32: &str, issuer: &str, account: &str) -> Option<TOTP> {
         account.to_owned(),
     )
     .ok()
+}
+
+/// Marks a sealed secret in the database (anything else is a plaintext
+/// secret stored before sealing existed, still read).
+const SEALED_PREFIX: &str = "v1:";
+
+/// Why a TOTP secret could not be sealed or opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("cannot seal the TOTP secret")]
+    Seal,
+    /// Wrong key, another account's row, or an edited value. Sign-in fails
+    /// closed on it: the second factor is never skipped.
+    #[error("the stored TOTP secret cannot be opened")]
+    Open,
+}
+
+/// TOTP secrets at rest: AES-256-GCM under a key file only the backend reads
+/// (`<state_dir>/keys/mfa.key`, 0600), with the employee id as associated
+/// data so a sealed secret cannot be moved to another account. A copy of the
+/// database alone no longer yields working authenticators.
+pub struct SecretSealer(aead::LessSafeKey);
+
+impl std::fmt::Debug for SecretSealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretSealer(..)")
+    }
+}
+
+impl SecretSealer {
+    pub fn new(key: &[u8; 32]) -> Result<Self, SealError> {
+        let key = aead::UnboundKey::new(&aead::AES_256_GCM, key).map_err(|_| SealError::Seal)?;
+        Ok(Self(aead::LessSafeKey::new(key)))
+    }
+
+    /// `v1:` + base64url(nonce ‖ ciphertext ‖ tag). Nonces are random: 96 bits
+    /// are ample for one enrolment per account at a time.
+    pub fn seal(&self, employee_id: i64, secret: &str) -> Result<String, SealError> {
+        let nonce: [u8; aead::NONCE_LEN] = rand::random();
+        let mut sealed = secret.as_bytes().to_vec();
+        self.0
+            .seal_in_place_append_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(employee_id.to_be_bytes()),
+                &mut sealed,
+            )
+            .map_err(|_| SealError::Seal)?;
+        let mut out = nonce.to_vec();
+        out.extend(sealed);
+        Ok(format!("{SEALED_PREFIX}{}", URL_SAFE_NO_PAD.encode(out)))
+    }
+
+    /// The base32 secret of a stored value.
+    pub fn open(&self, employee_id: i64, stored: &str) -> Result<String, SealError> {
+        let Some(sealed) = stored.strip_prefix(SEALED_PREFIX) else {
+            return Ok(stored.to_owned());
+        };
+        let mut bytes = URL_SAFE_NO_PAD
+            .decode(sealed)
+            .map_err(|_| SealError::Open)?;
+        if bytes.len() < aead::NONCE_LEN {
+            return Err(SealError::Open);
+        }
+        let mut ciphertext = bytes.split_off(aead::NONCE_LEN);
+        let nonce: [u8; aead::NONCE_LEN] = bytes.try_into().map_err(|_| SealError::Open)?;
+        let plain = self
+            .0
+            .open_in_place(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(employee_id.to_be_bytes()),
+                &mut ciphertext,
+            )
+            .map_err(|_| SealError::Open)?;
+        String::from_utf8(plain.to_vec()).map_err(|_| SealError::Open)
+    }
 }
 
 /// A new random 160-bit secret, base32.
@@ -91,6 +169,33 @@ pub fn normalise_backup_code(code: &str) -> String {
 #[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealed_secrets_open_only_for_their_account_and_key() {
+        let sealer = SecretSealer::new(&[7; 32]).unwrap();
+        let secret = new_secret();
+        let sealed = sealer.seal(42, &secret).unwrap();
+        assert!(sealed.starts_with("v1:") && !sealed.contains(&secret));
+        assert_ne!(
+            sealed,
+            sealer.seal(42, &secret).unwrap(),
+            "fresh nonce each time"
+        );
+        assert_eq!(sealer.open(42, &sealed).unwrap(), secret);
+        assert!(
+            sealer.open(43, &sealed).is_err(),
+            "moved to another account"
+        );
+        let other = SecretSealer::new(&[8; 32]).unwrap();
+        assert!(other.open(42, &sealed).is_err(), "another key");
+        let mut edited = sealed.clone();
+        edited.pop();
+        edited.push(if sealed.ends_with('A') { 'B' } else { 'A' });
+        assert!(sealer.open(42, &edited).is_err(), "edited");
+        assert!(sealer.open(42, "v1:").is_err());
+        // Rows written before sealing existed are plain base32.
+        assert_eq!(sealer.open(42, &secret).unwrap(), secret);
+    }
 
     /// RFC 6238 Appendix B: SHA-1, secret "12345678901234567890", 8 digits.
     #[test]

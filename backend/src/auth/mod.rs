@@ -110,6 +110,8 @@ pub struct Identity {
     pub oidc: oidc::Providers,
     /// Announces revocations when Redis is configured.
     announcer: Option<Arc<announce::Announcer>>,
+    /// Seals TOTP secrets at rest.
+    pub totp_sealer: mfa::SecretSealer,
     lockouts: prometheus::IntCounterVec,
     logins: prometheus::IntCounterVec,
 }
@@ -158,6 +160,7 @@ impl Identity {
     pub fn new(
         settings: IdentitySettings,
         keyring: Keyring,
+        totp_sealer: mfa::SecretSealer,
     ) -> Result<Self, password::PasswordError> {
         let announcer = settings.revocation_pubsub.clone().map(|target| {
             let errors = counter(
@@ -170,6 +173,7 @@ impl Identity {
         });
         Ok(Self {
             settings,
+            totp_sealer,
             announcer,
             passwords: Passwords::try_new()?,
             keyring: RwLock::new(keyring),
@@ -724,7 +728,8 @@ async fn login(
     // Second factor.
     let mut method = "password";
     let mut amr = vec!["pwd".to_owned()];
-    if let Some((secret, true)) = store::totp(&s.db, employee_id).await? {
+    if let Some((sealed, true)) = store::totp(&s.db, employee_id).await? {
+        let secret = s.open_totp_secret(employee_id, &sealed)?;
         if let Some(code) = &req.totp_code {
             let ok = match mfa::totp(&secret, "Portcullis", &username) {
                 Some(t) => match mfa::matching_step(&t, code.trim(), now as u64) {
@@ -884,6 +889,15 @@ impl AppState {
         if let Some(a) = &self.identity.announcer {
             a.announce();
         }
+    }
+
+    /// The TOTP secret of a stored (sealed) value. Fails closed: a value that
+    /// cannot be opened refuses the sign-in rather than skipping the factor.
+    fn open_totp_secret(&self, employee_id: i64, sealed: &str) -> Result<String, ApiError> {
+        self.identity
+            .totp_sealer
+            .open(employee_id, sealed)
+            .map_err(|e| ApiError::Internal(e.to_string()))
     }
 
     /// Records a sign-in (`login`, success). Fail closed: when the event cannot be
@@ -1216,7 +1230,12 @@ async fn totp_enroll(State(s): State<AppState>, c: Caller) -> Result<Response, A
         ));
     }
     let secret = mfa::new_secret();
-    store::start_totp(&s.db, c.employee.id, &secret).await?;
+    let sealed = s
+        .identity
+        .totp_sealer
+        .seal(c.employee.id, &secret)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    store::start_totp(&s.db, c.employee.id, &sealed).await?;
     let t = mfa::totp(&secret, "Portcullis", &c.employee.username)
         .ok_or(ApiError::Internal("totp".into()))?;
     let uri = t.get_url();
@@ -1238,9 +1257,10 @@ async fn totp_confirm(
     c: Caller,
     ApiJson(req): ApiJson<TotpCode>,
 ) -> Result<Response, ApiError> {
-    let Some((secret, confirmed)) = store::totp(&s.db, c.employee.id).await? else {
+    let Some((sealed, confirmed)) = store::totp(&s.db, c.employee.id).await? else {
         return Err(ApiError::Conflict("start the enrolment first".into()));
     };
+    let secret = s.open_totp_secret(c.employee.id, &sealed)?;
     if confirmed {
         return Err(ApiError::Conflict("already enrolled".into()));
     }
