@@ -231,6 +231,45 @@ mod tests {
     }
 
     #[test]
+    fn revocation_channels_are_validated_on_both_sides() {
+        let c = parse(
+            "proxy:\n  auth: {revocation_feed_url: null, revocation_pubsub: {url: 'not a url', channel: ''}}\nbackend:\n  identity: {revocation_pubsub: {url: 'http://x', channel: ''}}\n",
+        )
+        .unwrap();
+        let Err(ConfigError::Invalid(lines)) = validate(c, Path::new("")) else {
+            panic!("invalid revocation channels accepted")
+        };
+        let joined = lines.join("\n");
+        for path in [
+            "proxy.auth.revocation_pubsub.url:",
+            "proxy.auth.revocation_pubsub.channel:",
+            "proxy.auth.revocation_pubsub:",
+            "backend.identity.revocation_pubsub.url:",
+            "backend.identity.revocation_pubsub.channel:",
+        ] {
+            assert!(joined.contains(path), "{path} missing from:\n{joined}");
+        }
+        assert!(
+            !joined.contains("not a url"),
+            "the URL may hold a password: {joined}"
+        );
+        // The channel defaults to the same name on both sides.
+        let c = parse(
+            "proxy:\n  auth: {revocation_pubsub: {url: 'redis://127.0.0.1:6379'}}\nbackend:\n  identity: {revocation_pubsub: {url: 'redis://127.0.0.1:6379'}}\n",
+        )
+        .unwrap();
+        let s = validate(c, Path::new("")).unwrap();
+        assert_eq!(
+            s.proxy.revocation_pubsub.unwrap().1,
+            "portcullis:revocations"
+        );
+        assert_eq!(
+            s.backend.identity.revocation_pubsub.unwrap().channel,
+            "portcullis:revocations"
+        );
+    }
+
+    #[test]
     fn every_value_error_is_reported() {
         let c = parse(
             "proxy:\n  listen: {https: nope, admin: 127.0.0.1:1}\n  trusted_proxies: [10.0.0.0/33]\n  routes:\n    - {name: a, path_prefix: /a/, upstream: missing}\nlog: {level: 'info,[[['}\naudit: {spool: {max_bytes: 1}, sinks: [{kind: file}, {kind: http, name: siem, url: 'ftp://x'}]}\n",
