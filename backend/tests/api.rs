@@ -1212,6 +1212,24 @@ async fn failures_are_generic_and_lock_out_without_enumeration(engine: Engine) {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let l: Value = r.json().await.unwrap();
     assert_eq!(l["detail"], w["detail"]);
+    // The lockout is one audit event (written to the table shortly after).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let n: i64 = sqlx::query_scalar(
+            "select count(*) from audit_events where action = 'lockout' and user_id = 'bob'",
+        )
+        .fetch_one(app.state.db.pool())
+        .await
+        .unwrap();
+        if n == 1 {
+            break;
+        }
+        assert!(
+            n == 0 && std::time::Instant::now() < deadline,
+            "{n} lockout events"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     // Another account is not affected.
     app.set_password(app.users.alice, "alice password 1").await;
     assert_eq!(
@@ -1664,6 +1682,67 @@ async fn imported_bcrypt_passwords_are_upgraded_at_sign_in(engine: Engine) {
     app.finish().await;
 }
 
+/// A session past its idle timeout is over: its refresh token is refused and
+/// the backend refuses requests in it (the proxy refuses its access tokens by
+/// their `exp`, which never outlives the session).
+async fn an_expired_session_cannot_be_refreshed_or_used(engine: Engine) {
+    let app = App::start(engine).await;
+    let pw = "alices password is long";
+    app.set_password(app.users.alice, pw).await;
+    let v: Value = app
+        .login(json!({"username": "alice", "password": pw, "client": "api"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let claims = claims_of(v["access_token"].as_str().unwrap());
+    let sid = claims["sid"].as_str().unwrap().to_owned();
+    let session_expires = time::OffsetDateTime::parse(
+        v["session_expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+    .unix_timestamp();
+    assert!(claims["exp"].as_i64().unwrap() <= session_expires);
+    let as_session = || {
+        let identity = Identity {
+            sub: app.users.alice.to_string(),
+            session_id: Some(sid.clone()),
+            auth_method: Some("password".into()),
+            decision_id: None,
+            iat: time::OffsetDateTime::now_utc().unix_timestamp(),
+        };
+        let (id, sig) = app.key.sign("GET", "/api/tickets", &identity);
+        app.client
+            .get(format!("{}/api/tickets", app.base))
+            .header(IDENTITY_HEADER, id)
+            .header(SIGNATURE_HEADER, sig)
+            .send()
+    };
+    assert_eq!(as_session().await.unwrap().status(), StatusCode::OK);
+    // The idle timeout passes.
+    sqlx::query(
+        "update sessions set expires_at = '2000-01-01T00:00:00.000000Z' where session_id = $1",
+    )
+    .bind(&sid)
+    .execute(app.state.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        as_session().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let r = app
+        .client
+        .post(format!("{}/auth/refresh", app.base))
+        .json(&json!({"refresh_token": v["refresh_token"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    app.finish().await;
+}
+
 /// An administrator sets one employee's session timeout; it applies from the
 /// next sign-in, out-of-range values are refused, and `null` restores the default.
 async fn per_user_session_timeout_is_set_by_an_administrator(engine: Engine) {
@@ -1873,4 +1952,5 @@ on_both_engines!(
     password_change_checks_the_current_password_and_counts_failures,
     per_user_session_timeout_is_set_by_an_administrator,
     imported_bcrypt_passwords_are_upgraded_at_sign_in,
+    an_expired_session_cannot_be_refreshed_or_used,
 );

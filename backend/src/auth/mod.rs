@@ -315,15 +315,25 @@ impl AppState {
         Ok(failures)
     }
 
-    /// Slows down repeated failures: 250 ms doubling per failure past the
-    /// threshold, at most 4 s.
+    /// Slows down repeated failures (see [`penalty_delay`]).
     async fn penalty(&self, failures: i64) {
-        let over = failures - self.identity.settings.throttle.delay_after;
-        if over > 0 {
-            let ms = 250u64.saturating_mul(1 << over.min(4));
-            tokio::time::sleep(Duration::from_millis(ms.min(4000))).await;
+        let delay = penalty_delay(failures, self.identity.settings.throttle.delay_after);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
     }
+}
+
+/// The delay before answering a failed sign-in: none up to `delay_after`
+/// failures in the window, then 250 ms doubling with each further failure,
+/// at most 4 s (lockout follows at the configured count).
+fn penalty_delay(failures: i64, delay_after: i64) -> Duration {
+    let over = failures.saturating_sub(delay_after);
+    if over <= 0 {
+        return Duration::ZERO;
+    }
+    let doublings = u32::try_from((over - 1).min(4)).unwrap_or(4);
+    Duration::from_millis(250u64 << doublings)
 }
 
 // ------------------------------------------------------------- sign-in
@@ -1495,4 +1505,19 @@ pub async fn bootstrap_admin(
     )
     .await?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_sign_ins_are_slowed_progressively_up_to_four_seconds() {
+        let ms = |failures| penalty_delay(failures, 3).as_millis();
+        assert_eq!(
+            (0..=10).map(ms).collect::<Vec<_>>(),
+            [0, 0, 0, 0, 250, 500, 1000, 2000, 4000, 4000, 4000]
+        );
+        assert_eq!(penalty_delay(i64::MAX, i64::MIN).as_millis(), 4000);
+    }
 }
