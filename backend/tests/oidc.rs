@@ -505,6 +505,14 @@ fn account(engine: Engine, name: &str) -> String {
 
 impl App {
     async fn start(engine: Engine) -> Option<App> {
+        Self::start_with(engine, Vec::new()).await
+    }
+
+    /// With `backend.identity.mfa_required_roles`.
+    async fn start_with(
+        engine: Engine,
+        mfa_required_roles: Vec<portcullis_backend::model::Role>,
+    ) -> Option<App> {
         if !provider_available().await {
             return None;
         }
@@ -621,6 +629,7 @@ impl App {
             mfa_key_file: dir.path().join("mfa.key"),
             identity: portcullis_backend::auth::IdentitySettings {
                 oidc,
+                mfa_required_roles,
                 ..Default::default()
             },
             audit: portcullis_audit::AuditConfig::default()
@@ -690,7 +699,19 @@ impl App {
 
     /// Plays the user at the provider (signing in as `account` when asked)
     /// until it redirects away; returns that URL.
-    async fn at_provider(&self, b: &Browser, mut url: String, account: &str) -> String {
+    async fn at_provider(&self, b: &Browser, url: String, account: &str) -> String {
+        self.at_provider_with_amr(b, url, account, None).await
+    }
+
+    /// As [`Self::at_provider`], telling the provider how the user
+    /// authenticated (`amr`, comma-separated).
+    async fn at_provider_with_amr(
+        &self,
+        b: &Browser,
+        mut url: String,
+        account: &str,
+        amr: Option<&str>,
+    ) -> String {
         for _ in 0..10 {
             if !url.starts_with(&self.idp.issuer) {
                 return url;
@@ -700,8 +721,11 @@ impl App {
                 .path()
                 .starts_with("/interaction/")
             {
-                b.post_form(&format!("{url}/login"), &[("login", account)])
-                    .await
+                let mut form = vec![("login", account)];
+                if let Some(amr) = amr {
+                    form.push(("amr", amr));
+                }
+                b.post_form(&format!("{url}/login"), &form).await
             } else {
                 b.get(&url).await
             };
@@ -1640,6 +1664,39 @@ fn return_to_must_be_a_local_path() {
     }
 }
 
+/// `mfa_required_roles` with single sign-on: the provider's word counts. A
+/// sign-in whose ID token's `amr` lists `mfa` holds the role; one without
+/// does not, in the token and in the session record alike.
+async fn a_role_that_needs_mfa_follows_the_providers_amr(engine: Engine) {
+    let Some(app) =
+        App::start_with(engine, vec![portcullis_backend::model::Role::Technician]).await
+    else {
+        return;
+    };
+    let alice = app.account("alice");
+    for (amr, roles, token_amr, mfa) in [
+        (None, json!(["employee"]), json!(["ext"]), false),
+        (
+            Some("pwd,mfa"),
+            json!(["employee", "technician"]),
+            json!(["ext", "mfa"]),
+            true,
+        ),
+    ] {
+        let b = Browser::new();
+        let auth = app.start_login(&b, "idp", "/").await;
+        let callback = app.at_provider_with_amr(&b, auth, &alice, amr).await;
+        let r = b.get(&callback).await;
+        assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+        let claims = claims_of(&b.cookie(&app.base, "__Host-portcullis-access").unwrap());
+        assert_eq!(claims["roles"], roles, "amr {amr:?}");
+        assert_eq!(claims["amr"], token_amr, "amr {amr:?}");
+        let session = app.session(claims["sid"].as_str().unwrap()).await;
+        assert_eq!(session.mfa, mfa, "amr {amr:?}");
+    }
+    app.finish().await;
+}
+
 macro_rules! on_both_engines {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1655,6 +1712,7 @@ macro_rules! on_both_engines {
 
 on_both_engines!(
     sign_in_creates_the_user_and_resyncs_roles_at_every_login,
+    a_role_that_needs_mfa_follows_the_providers_amr,
     state_must_match_the_pending_login_and_this_browser,
     a_pending_login_and_its_nonce_are_single_use,
     pkce_is_always_sent_and_the_provider_requires_it,

@@ -11,7 +11,8 @@
 //
 // Login: the authorization endpoint redirects to /interaction/<uid>; a form
 // POST of `login=<account id>` to /interaction/<uid>/login signs that account
-// in (an unknown id is refused with access_denied). Consent is implied.
+// in (an unknown id is refused with access_denied), with an optional
+// `amr=pwd,mfa` for the ID token's amr claim. Consent is implied.
 
 import { generateKeyPairSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -53,7 +54,8 @@ server.listen(Number(portArg), '127.0.0.1', () => {
     cookies: { keys: ['portcullis-test-only-cookie-key'] },
     pkce: { required: () => true },
     claims: {
-      openid: ['sub'],
+      // `amr` is set when a test signs in with `amr=…` (see the login form below).
+      openid: ['sub', 'amr'],
       email: ['email', 'email_verified'],
       profile: ['name', 'preferred_username'],
       groups: ['groups'],
@@ -125,10 +127,14 @@ server.listen(Number(portArg), '127.0.0.1', () => {
         res.writeHead(405).end();
         return;
       }
-      const login = (await readForm(req)).get('login') ?? '';
+      const form = await readForm(req);
+      const login = form.get('login') ?? '';
+      // Optional `amr` (comma-separated, RFC 8176 values): how the test user
+      // "authenticated", passed on in the ID token's amr claim.
+      const amr = (form.get('amr') ?? '').split(',').filter(Boolean);
       const known = Boolean(readConfig().accounts?.[login]);
       const result = known
-        ? { login: { accountId: login } }
+        ? { login: { accountId: login, ...(amr.length > 0 ? { amr } : {}) } }
         : { error: 'access_denied', error_description: 'unknown test account' };
       await provider.interactionFinished(req, res, result, { mergeWithLastSubmission: false });
     } catch (err) {
