@@ -6,6 +6,8 @@
 //! p95 ≥ 300 ms or errors ≥ 2 %.
 //!
 //! Run: `cargo bench --bench login_load` (see BENCHMARKS.md).
+//! `PORTCULLIS_BENCH_BIN=/path/to/portcullis` measures another build of the
+//! binary with the same harness, for A/B comparisons in one sitting.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -34,7 +36,9 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
-    let bin = env!("CARGO_BIN_EXE_portcullis");
+    // Another build of the binary can be measured in the same run (A/B).
+    let bin = std::env::var("PORTCULLIS_BENCH_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_portcullis").to_owned());
     let root = env!("CARGO_MANIFEST_DIR");
     let dir = tempfile::tempdir().unwrap();
     let (https, admin, backend) = (free_port(), free_port(), free_port());
@@ -55,7 +59,7 @@ fn main() {
     }
     let import = dir.path().join("users.csv");
     std::fs::write(&import, csv).unwrap();
-    let ok = Command::new(bin)
+    let ok = Command::new(&bin)
         .arg("--config")
         .arg(&config)
         .args(["user", "import"])
@@ -63,7 +67,7 @@ fn main() {
         .status()
         .unwrap();
     assert!(ok.success());
-    let mut child = Command::new(bin)
+    let mut child = Command::new(&bin)
         .arg("--config")
         .arg(&config)
         .arg("up")

@@ -112,6 +112,8 @@ pub struct Identity {
     announcer: Option<Arc<announce::Announcer>>,
     /// Seals TOTP secrets at rest.
     pub totp_sealer: mfa::SecretSealer,
+    /// Slots for password hashing, one per core (see `AppState::hashing`).
+    hashing: tokio::sync::Semaphore,
     lockouts: prometheus::IntCounterVec,
     logins: prometheus::IntCounterVec,
 }
@@ -171,9 +173,11 @@ impl Identity {
             .with_label_values(&[] as &[&str]);
             Arc::new(announce::Announcer::new(target, errors))
         });
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         Ok(Self {
             settings,
             totp_sealer,
+            hashing: tokio::sync::Semaphore::new(cores),
             announcer,
             passwords: Passwords::try_new()?,
             keyring: RwLock::new(keyring),
@@ -341,16 +345,44 @@ fn penalty_delay(failures: i64, delay_after: i64) -> Duration {
 /// Argon2id hashes of `secrets`, computed off the async workers (each takes
 /// tens of milliseconds of CPU by design).
 async fn hash_secrets(s: &AppState, secrets: Vec<String>) -> Result<Vec<String>, ApiError> {
-    let identity = std::sync::Arc::clone(&s.identity);
-    tokio::task::spawn_blocking(move || {
+    s.hashing(move |identity| {
         secrets
             .iter()
             .map(|p| identity.passwords.hash(p))
             .collect::<Result<Vec<_>, _>>()
     })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .await?
     .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// How long a password check may wait for a hashing slot before the request
+/// is answered 503 (never counted as a failed sign-in).
+const HASHING_WAIT: Duration = Duration::from_secs(10);
+
+impl AppState {
+    /// Runs password-hashing work on the blocking pool, at most one job per
+    /// core at a time (first come, first served). Each Argon2id job takes
+    /// 19 MiB and tens of milliseconds of CPU: unbounded, a burst of sign-ins
+    /// from many addresses would multiply that memory (500 at once: ~9.5 GiB).
+    /// At 50 sign-ins/s the bound costs nothing measurable (BENCHMARKS.md).
+    async fn hashing<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&Identity) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let busy = || ApiError::Custom {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "busy",
+            detail: "Too many sign-ins at once; try again in a moment".into(),
+        };
+        let _permit = tokio::time::timeout(HASHING_WAIT, self.identity.hashing.acquire())
+            .await
+            .map_err(|_| busy())?
+            .map_err(|_| busy())?;
+        let identity = Arc::clone(&self.identity);
+        tokio::task::spawn_blocking(move || job(&identity))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))
+    }
 }
 
 /// A fresh Argon2id credential for `password`.
@@ -376,7 +408,7 @@ async fn verify_password(
     s: &AppState,
     password: &str,
     stored: Option<password::StoredPassword>,
-) -> Option<Verified> {
+) -> Result<Option<Verified>, ApiError> {
     // Only timing depends on it: without it the check itself is unchanged.
     let legacy_cost = store::max_legacy_bcrypt_cost(&s.db)
         .await
@@ -384,16 +416,13 @@ async fn verify_password(
             tracing::warn!(error = %e, "cannot read legacy credential costs");
             None
         });
-    let identity = std::sync::Arc::clone(&s.identity);
     let password = password.to_owned();
-    tokio::task::spawn_blocking(move || {
+    s.hashing(move |identity| {
         identity
             .passwords
             .verify_padded(&password, stored.as_ref(), legacy_cost)
     })
     .await
-    .ok()
-    .flatten()
 }
 
 impl AppState {
@@ -702,7 +731,8 @@ async fn login(
     let ip_key = format!("ip:{}", client_ip(&headers).unwrap_or_default());
     if s.locked(&account_key, now).await? || s.locked(&ip_key, now).await? {
         // Same work and the same answer as a wrong password: no enumeration.
-        verify_password(&s, &req.password, None).await;
+        // The outcome does not matter, only the work (a busy answer is fine too).
+        let _ = verify_password(&s, &req.password, None).await;
         s.identity
             .logins
             .with_label_values(&["locked", "password"])
@@ -720,7 +750,7 @@ async fn login(
         (Some(_), Some(c)) => Some(c.password.clone()),
         _ => None,
     };
-    let verified = verify_password(&s, &req.password, stored).await;
+    let verified = verify_password(&s, &req.password, stored).await?;
     let (Some((employee_id, _)), Some(credential), Some(verified)) = (found, credential, verified)
     else {
         return Err(s
@@ -766,19 +796,18 @@ async fn login(
         } else if let Some(code) = &req.backup_code {
             let wanted = mfa::normalise_backup_code(code);
             let unused = store::unused_backup_codes(&s.db, employee_id).await?;
-            let identity = std::sync::Arc::clone(&s.identity);
-            let matching = tokio::task::spawn_blocking(move || {
-                unused.into_iter().find_map(|(id, hash)| {
-                    let stored = password::StoredPassword {
-                        hash,
-                        legacy_scheme: None,
-                        legacy_params: None,
-                    };
-                    identity.passwords.verify(&wanted, &stored).map(|_| id)
+            let matching = s
+                .hashing(move |identity| {
+                    unused.into_iter().find_map(|(id, hash)| {
+                        let stored = password::StoredPassword {
+                            hash,
+                            legacy_scheme: None,
+                            legacy_params: None,
+                        };
+                        identity.passwords.verify(&wanted, &stored).map(|_| id)
+                    })
                 })
-            })
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+                .await?;
             let used = match matching {
                 Some(id) => store::use_backup_code(&s.db, id).await?,
                 None => false,
@@ -1188,7 +1217,7 @@ async fn change_password(
     let locked = s.locked(&account_key, now).await?;
     if locked
         || verify_password(&s, &req.current_password, Some(cred.password))
-            .await
+            .await?
             .is_none()
     {
         s.audit(
