@@ -106,6 +106,7 @@ async fn a_scripted_session_leaves_exactly_the_expected_audit_trail() {
     // confirmation used the current one, and a step is accepted once).
     let (enrol, _) = json_ok(
         api(&p, &alice_plain, Method::POST, "/auth/mfa/totp/enroll")
+            .json(&serde_json::json!({"password": PW}))
             .send()
             .await
             .unwrap(),

@@ -1414,8 +1414,25 @@ async fn role_change_and_session_limit_end_sessions(engine: Engine) {
 async fn totp_enrolment_login_replay_and_backup_codes(engine: Engine) {
     let app = App::start(engine).await;
     app.set_password(app.users.hank, "hanks password ok").await;
+    // Binding an authenticator needs the current password, not just a session.
+    for (body, status) in [
+        (json!({}), StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            json!({"password": "not hanks password"}),
+            StatusCode::UNAUTHORIZED,
+        ),
+    ] {
+        let r = app
+            .req(Method::POST, "/auth/mfa/totp/enroll", app.users.hank)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{body}");
+    }
     let r = app
         .req(Method::POST, "/auth/mfa/totp/enroll", app.users.hank)
+        .json(&json!({"password": "hanks password ok"}))
         .send()
         .await
         .unwrap();
@@ -1557,6 +1574,7 @@ async fn roles_that_need_a_second_factor_wait_for_one(engine: Engine) {
     );
     // That session may enrol.
     let r = as_session(Method::POST, "/auth/mfa/totp/enroll", &sid)
+        .json(&json!({"password": pw}))
         .send()
         .await
         .unwrap();

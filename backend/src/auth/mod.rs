@@ -1202,6 +1202,54 @@ struct PasswordChange {
     new_password: String,
 }
 
+/// Re-authentication inside a session before a sensitive change (a new
+/// password, a new authenticator): the current password must be given. A
+/// stolen session must not become a password oracle, so wrong ones count
+/// towards the account's lockout like failed sign-ins; each refusal is an
+/// `action` failure event.
+async fn reauthenticate(
+    s: &AppState,
+    c: &Caller,
+    given: &str,
+    stored: password::StoredPassword,
+    action: &'static str,
+) -> Result<(), ApiError> {
+    let now = now_unix();
+    let account_key = format!("account:{}", c.employee.username);
+    let locked = s.locked(&account_key, now).await?;
+    if !locked && verify_password(s, given, Some(stored)).await?.is_some() {
+        return Ok(());
+    }
+    s.audit(
+        event(Category::Auth, action, Outcome::Failure)
+            .level(Level::Warning)
+            .by(c)
+            .detail(
+                "reason",
+                if locked {
+                    "locked"
+                } else {
+                    "invalid_current_password"
+                },
+            ),
+    )
+    .await?;
+    if !locked {
+        let t = &s.identity.settings.throttle;
+        let failures = s
+            .record_failure(
+                &account_key,
+                "account",
+                &c.employee.username,
+                t.account_lockout_failures,
+                now,
+            )
+            .await?;
+        s.penalty(failures).await;
+    }
+    Err(invalid_credentials())
+}
+
 async fn change_password(
     State(s): State<AppState>,
     c: Caller,
@@ -1210,45 +1258,14 @@ async fn change_password(
     let cred = store::credential(&s.db, c.employee.id)
         .await?
         .ok_or(ApiError::Forbidden("this account has no password".into()))?;
-    // A stolen session must not become a password oracle: wrong current
-    // passwords count towards the account's lockout like failed sign-ins.
-    let now = now_unix();
-    let account_key = format!("account:{}", c.employee.username);
-    let locked = s.locked(&account_key, now).await?;
-    if locked
-        || verify_password(&s, &req.current_password, Some(cred.password))
-            .await?
-            .is_none()
-    {
-        s.audit(
-            event(Category::Auth, "password.change", Outcome::Failure)
-                .level(Level::Warning)
-                .by(&c)
-                .detail(
-                    "reason",
-                    if locked {
-                        "locked"
-                    } else {
-                        "invalid_current_password"
-                    },
-                ),
-        )
-        .await?;
-        if !locked {
-            let t = &s.identity.settings.throttle;
-            let failures = s
-                .record_failure(
-                    &account_key,
-                    "account",
-                    &c.employee.username,
-                    t.account_lockout_failures,
-                    now,
-                )
-                .await?;
-            s.penalty(failures).await;
-        }
-        return Err(invalid_credentials());
-    }
+    reauthenticate(
+        &s,
+        &c,
+        &req.current_password,
+        cred.password,
+        "password.change",
+    )
+    .await?;
     check_new_password(&c.employee.username, &req.new_password)?;
     let stored = new_credential(&s, &req.new_password).await?;
     store::set_credential(&s.db, c.employee.id, &stored, false).await?;
@@ -1262,11 +1279,35 @@ async fn change_password(
     Ok(resp)
 }
 
-async fn totp_enroll(State(s): State<AppState>, c: Caller) -> Result<Response, ApiError> {
+/// `{}` for single sign-on accounts.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct TotpEnroll {
+    /// The account's current password (accounts that sign in with a
+    /// password): a session alone cannot bind a new authenticator.
+    password: Option<String>,
+}
+
+async fn totp_enroll(
+    State(s): State<AppState>,
+    c: Caller,
+    ApiJson(req): ApiJson<TotpEnroll>,
+) -> Result<Response, ApiError> {
     if let Some((_, true)) = store::totp(&s.db, c.employee.id).await? {
         return Err(ApiError::Conflict(
             "an authenticator is already enrolled; an administrator can reset it".into(),
         ));
+    }
+    // Whoever holds a stolen session must not be able to bind their own
+    // authenticator and lock the owner out. Single sign-on accounts have no
+    // password here: their provider authenticated this session.
+    if let Some(cred) = store::credential(&s.db, c.employee.id).await? {
+        let Some(given) = req.password else {
+            return Err(ApiError::Validation(
+                "give the account's current password (password) to enrol an authenticator".into(),
+            ));
+        };
+        reauthenticate(&s, &c, &given, cred.password, "mfa.enroll").await?;
     }
     let secret = mfa::new_secret();
     let sealed = s
