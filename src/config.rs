@@ -260,7 +260,7 @@ mod tests {
         .unwrap();
         let s = validate(c, Path::new("")).unwrap();
         assert_eq!(
-            s.proxy.revocation_pubsub.unwrap().1,
+            s.proxy.revocation_pubsub.unwrap().channel,
             "portcullis:revocations"
         );
         assert_eq!(

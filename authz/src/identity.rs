@@ -18,9 +18,6 @@ use thiserror::Error;
 
 pub const IDENTITY_HEADER: &str = "x-portcullis-identity";
 pub const SIGNATURE_HEADER: &str = "x-portcullis-signature";
-/// Default Redis channel on which the backend announces session revocations
-/// and the proxies listen (each message means "poll the revocation feed now").
-pub const REVOCATION_CHANNEL: &str = "portcullis:revocations";
 /// How far `iat` may be from the backend's clock.
 pub const MAX_SKEW_SECONDS: i64 = 60;
 const KEY_BYTES: usize = 32;

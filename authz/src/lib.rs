@@ -9,6 +9,7 @@
 //!   whose tests pass ([`Authorizer::try_reload`]).
 
 pub mod identity;
+pub mod revocation_channel;
 
 mod bundle;
 mod decision;

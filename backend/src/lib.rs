@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use portcullis_authz::Authorizer;
+use portcullis_authz::revocation_channel::RevocationPubSubConfig;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -76,21 +77,6 @@ pub struct IdentityConfig {
     /// subscribed to it (`proxy.auth.revocation_pubsub`) poll the feed at once.
     /// Default none (the proxies poll on their own schedule).
     pub revocation_pubsub: Option<RevocationPubSubConfig>,
-}
-
-/// A Redis pub/sub channel for revocation announcements (the same on the proxy).
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RevocationPubSubConfig {
-    /// `redis://[user:password@]host:port[/db]`.
-    pub url: String,
-    /// Default `portcullis:revocations`.
-    #[serde(default = "default_revocation_channel")]
-    pub channel: String,
-}
-
-fn default_revocation_channel() -> String {
-    portcullis_authz::identity::REVOCATION_CHANNEL.to_owned()
 }
 
 /// Failed sign-in throttling (per account and per client address).
@@ -183,23 +169,13 @@ impl IdentityConfig {
         let oidc =
             auth::oidc::validate_providers(&self.oidc, &format!("{prefix}.oidc"), base, problems);
         let revocation_pubsub = self.revocation_pubsub.as_ref().and_then(|c| {
-            if c.channel.is_empty() {
-                problems.push(format!(
-                    "{prefix}.revocation_pubsub.channel: must not be empty"
-                ));
-            }
-            // The parse error may quote the URL, and the URL may hold a password.
-            redis::Client::open(c.url.as_str())
-                .map_err(|_| {
-                    problems.push(format!(
-                        "{prefix}.revocation_pubsub.url: not a valid redis://host:port[/db] URL (TLS, rediss://, is not built in)"
-                    ));
+            c.validate()
+                .map_err(|found| {
+                    for (field, msg) in found {
+                        problems.push(format!("{prefix}.revocation_pubsub.{field}: {msg}"));
+                    }
                 })
                 .ok()
-                .map(|client| auth::announce::Target {
-                    client,
-                    channel: c.channel.clone(),
-                })
         });
         auth::IdentitySettings {
             issuer: self.issuer.clone(),

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 use ipnet::IpNet;
+use portcullis_authz::revocation_channel::{RevocationChannel, RevocationPubSubConfig};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -78,21 +79,6 @@ pub struct AuthConfig {
     /// makes the proxy poll the feed at once, so revocations reach every proxy
     /// in milliseconds. Polling goes on as the fallback. Default none.
     pub revocation_pubsub: Option<RevocationPubSubConfig>,
-}
-
-/// A Redis pub/sub channel for revocation announcements (the same on the backend).
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RevocationPubSubConfig {
-    /// `redis://[user:password@]host:port[/db]`.
-    pub url: String,
-    /// Default `portcullis:revocations`.
-    #[serde(default = "default_revocation_channel")]
-    pub channel: String,
-}
-
-fn default_revocation_channel() -> String {
-    portcullis_authz::identity::REVOCATION_CHANNEL.to_owned()
 }
 
 impl Default for AuthConfig {
@@ -412,8 +398,8 @@ pub struct ProxySettings {
     pub identity_key_file: PathBuf,
     pub revocation_feed_url: Option<String>,
     pub revocation_poll: Duration,
-    /// Redis client and channel of revocation announcements.
-    pub revocation_pubsub: Option<(redis::Client, String)>,
+    /// The Redis channel of revocation announcements.
+    pub revocation_pubsub: Option<RevocationChannel>,
     pub policy_dir: PathBuf,
     pub policy_time_limit: Duration,
     pub rate_limits: RateLimitSettings,
@@ -706,20 +692,13 @@ impl ProxyConfig {
             );
         }
         let revocation_pubsub = auth.revocation_pubsub.as_ref().and_then(|c| {
-            // The parse error may quote the URL, and the URL may hold a password.
-            let client = redis::Client::open(c.url.as_str()).map_err(|_| {
-                p.push(
-                    format!("{prefix}.auth.revocation_pubsub.url"),
-                    "not a valid redis://host:port[/db] URL (TLS, rediss://, is not built in)",
-                );
-            });
-            if c.channel.is_empty() {
-                p.push(
-                    format!("{prefix}.auth.revocation_pubsub.channel"),
-                    "must not be empty",
-                );
-            }
-            client.ok().map(|client| (client, c.channel.clone()))
+            c.validate()
+                .map_err(|problems| {
+                    for (field, msg) in problems {
+                        p.push(format!("{prefix}.auth.revocation_pubsub.{field}"), msg);
+                    }
+                })
+                .ok()
         });
         if auth.revocation_pubsub.is_some() && auth.revocation_feed_url.is_none() {
             p.push(

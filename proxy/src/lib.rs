@@ -36,6 +36,7 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::{BackgroundService, background_service};
 use portcullis_authz::identity::IdentityKey;
+use portcullis_authz::revocation_channel::RevocationChannel;
 use portcullis_authz::{Authorizer, PolicyBundle};
 
 use pingora::listeners::tls::TlsSettings;
@@ -221,7 +222,7 @@ pub fn run(settings: ProxySettings) -> Result<(), StartError> {
     let revocations = Arc::new(revocation::Revocations::default());
     let wake = Arc::new(tokio::sync::Notify::new());
     let listener = match revocation_pubsub {
-        Some((client, channel)) => {
+        Some(RevocationChannel { client, channel }) => {
             let up = prometheus::IntGauge::new(
                 "portcullis_revocation_pubsub_up",
                 "1 while subscribed to the Redis channel of revocation announcements.",

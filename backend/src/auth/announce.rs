@@ -9,38 +9,23 @@
 
 use std::time::Duration;
 
+use portcullis_authz::revocation_channel::RevocationChannel;
 use redis::AsyncCommands as _;
 use redis::aio::ConnectionManager;
 
 /// Bound on connecting and on each `PUBLISH`.
 const PUBLISH_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Where announcements go.
-#[derive(Clone)]
-pub struct Target {
-    pub client: redis::Client,
-    pub channel: String,
-}
-
-impl std::fmt::Debug for Target {
-    // The client's URL may hold a password: it is not shown.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Target")
-            .field("channel", &self.channel)
-            .finish_non_exhaustive()
-    }
-}
-
 /// Publishes revocation announcements; connects on first use and reconnects
 /// after failures.
 pub struct Announcer {
-    target: Target,
+    target: RevocationChannel,
     connection: tokio::sync::Mutex<Option<ConnectionManager>>,
     errors: prometheus::IntCounter,
 }
 
 impl Announcer {
-    pub fn new(target: Target, errors: prometheus::IntCounter) -> Self {
+    pub fn new(target: RevocationChannel, errors: prometheus::IntCounter) -> Self {
         Self {
             target,
             connection: tokio::sync::Mutex::new(None),

@@ -57,7 +57,7 @@ pub struct IdentitySettings {
     /// OIDC single sign-on providers (none by default).
     pub oidc: Vec<oidc::ProviderSettings>,
     /// Redis channel on which revocations are announced to the proxies.
-    pub revocation_pubsub: Option<announce::Target>,
+    pub revocation_pubsub: Option<portcullis_authz::revocation_channel::RevocationChannel>,
 }
 
 impl Default for IdentitySettings {
