@@ -110,7 +110,7 @@ impl FromRequestParts<AppState> for Caller {
         // Roles that need a second factor count only in sessions that used one
         // (the same rule as the roles in the session's access tokens).
         let mut employee = employee;
-        employee.roles = state.identity.session_roles(&employee.roles, mfa).0;
+        state.identity.withhold_roles(&mut employee.roles, mfa);
         Ok(Self { employee, identity })
     }
 }

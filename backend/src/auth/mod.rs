@@ -149,14 +149,22 @@ pub fn used_second_factor(amr: &[String]) -> bool {
 }
 
 impl Identity {
-    /// The roles a session holds: all of the employee's, except that a role
-    /// listed in `mfa_required_roles` needs a session that used a second
-    /// factor. Returns (granted, withheld).
-    pub fn session_roles(&self, roles: &[Role], mfa: bool) -> (Vec<Role>, Vec<Role>) {
-        roles
+    /// Narrows an employee's roles to those a session holds: a role listed
+    /// in `mfa_required_roles` needs a session that used a second factor.
+    /// Returns the roles taken out (none, without allocating, in the usual
+    /// case of a second factor or an empty list).
+    pub fn withhold_roles(&self, roles: &mut Vec<Role>, mfa: bool) -> Vec<Role> {
+        let required = &self.settings.mfa_required_roles;
+        if mfa || required.is_empty() {
+            return Vec::new();
+        }
+        let withheld = roles
             .iter()
             .copied()
-            .partition(|r| mfa || !self.settings.mfa_required_roles.contains(r))
+            .filter(|r| required.contains(r))
+            .collect();
+        roles.retain(|r| !required.contains(r));
+        withheld
     }
 
     pub fn new(
@@ -569,6 +577,9 @@ pub struct Issued {
     refresh: String,
     access_ttl: i64,
     session_expires_at: String,
+    /// Roles the employee has but this session does not (see
+    /// [`Identity::withhold_roles`]).
+    withheld_roles: Vec<Role>,
 }
 
 impl AppState {
@@ -579,18 +590,18 @@ impl AppState {
         amr: Vec<String>,
         expires_unix: i64,
     ) -> Result<Issued, ApiError> {
-        let e = crate::repo::get_employee(&self.db, employee_id).await?;
+        let mut e = crate::repo::get_employee(&self.db, employee_id).await?;
         let now = now_unix();
         let exp = (now + self.identity.settings.access_ttl_seconds).min(expires_unix);
-        let (roles, _) = self
+        let withheld_roles = self
             .identity
-            .session_roles(&e.roles, used_second_factor(&amr));
+            .withhold_roles(&mut e.roles, used_second_factor(&amr));
         let claims = AccessClaims {
             iss: self.identity.settings.issuer.clone(),
             aud: self.identity.settings.audience.clone(),
             sub: e.id.to_string(),
             sid: session_id.to_owned(),
-            roles: roles.iter().map(|r| r.as_str().to_owned()).collect(),
+            roles: e.roles.iter().map(|r| r.as_str().to_owned()).collect(),
             amr,
             iat: now,
             exp,
@@ -611,6 +622,7 @@ impl AppState {
             refresh,
             access_ttl: exp - now,
             session_expires_at: at(expires_unix),
+            withheld_roles,
         })
     }
 
@@ -879,14 +891,12 @@ async fn login(
         .inc();
     // Roles that need a second factor are withheld from this session: the
     // account has none enrolled yet (with one, the code was required above).
-    let roles = crate::repo::get_employee(&s.db, employee_id).await?.roles;
-    let (_, withheld) = s.identity.session_roles(&roles, mfa);
-    let extra = if withheld.is_empty() {
+    let extra = if issued.withheld_roles.is_empty() {
         json!({})
     } else {
         json!({
             "mfa_enrollment_required": true,
-            "withheld_roles": withheld.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+            "withheld_roles": issued.withheld_roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
         })
     };
     Ok(token_response(
