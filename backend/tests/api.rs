@@ -147,9 +147,20 @@ impl App {
 
     /// A request signed as the proxy would sign it for employee `as_user`.
     fn req(&self, method: Method, path: &str, as_user: i64) -> reqwest::RequestBuilder {
+        self.req_in(method, path, as_user, self.sessions.get(&as_user).cloned())
+    }
+
+    /// As [`Self::req`], in the session `sid` (e.g. one a sign-in created).
+    fn req_in(
+        &self,
+        method: Method,
+        path: &str,
+        as_user: i64,
+        sid: Option<String>,
+    ) -> reqwest::RequestBuilder {
         let identity = Identity {
             sub: as_user.to_string(),
-            session_id: self.sessions.get(&as_user).cloned(),
+            session_id: sid,
             auth_method: Some("password".into()),
             decision_id: None,
             iat: time::OffsetDateTime::now_utc().unix_timestamp(),
@@ -1538,18 +1549,7 @@ async fn roles_that_need_a_second_factor_wait_for_one(engine: Engine) {
     let pw = "adas password is long enough";
     app.set_password(app.users.admin, pw).await;
     let as_session = |method: Method, path: &str, sid: &str| {
-        let identity = Identity {
-            sub: app.users.admin.to_string(),
-            session_id: Some(sid.to_owned()),
-            auth_method: Some("password".into()),
-            decision_id: None,
-            iat: time::OffsetDateTime::now_utc().unix_timestamp(),
-        };
-        let (id, sig) = app.key.sign(method.as_str(), path, &identity);
-        app.client
-            .request(method, format!("{}{path}", app.base))
-            .header(IDENTITY_HEADER, id)
-            .header(SIGNATURE_HEADER, sig)
+        app.req_in(method, path, app.users.admin, Some(sid.to_owned()))
     };
 
     // No authenticator yet: signed in, told to enrol, without the role.
@@ -1723,19 +1723,13 @@ async fn an_expired_session_cannot_be_refreshed_or_used(engine: Engine) {
     .unix_timestamp();
     assert!(claims["exp"].as_i64().unwrap() <= session_expires);
     let as_session = || {
-        let identity = Identity {
-            sub: app.users.alice.to_string(),
-            session_id: Some(sid.clone()),
-            auth_method: Some("password".into()),
-            decision_id: None,
-            iat: time::OffsetDateTime::now_utc().unix_timestamp(),
-        };
-        let (id, sig) = app.key.sign("GET", "/api/tickets", &identity);
-        app.client
-            .get(format!("{}/api/tickets", app.base))
-            .header(IDENTITY_HEADER, id)
-            .header(SIGNATURE_HEADER, sig)
-            .send()
+        app.req_in(
+            Method::GET,
+            "/api/tickets",
+            app.users.alice,
+            Some(sid.clone()),
+        )
+        .send()
     };
     assert_eq!(as_session().await.unwrap().status(), StatusCode::OK);
     // The idle timeout passes.
