@@ -3,7 +3,7 @@ CARGO ?= cargo
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 BIN_DEBUG := $(TARGET_DIR)/debug/portcullis
 
-.PHONY: run test deps build lint unit check-configs policy regopy schemathesis jwt-hack tls-audit siem browser schema fmt bench
+.PHONY: run test deps build lint layout unit check-configs policy regopy schemathesis jwt-hack tls-audit siem browser schema fmt bench
 
 ## Build and start proxy + backend on the embedded defaults (Ctrl-C stops).
 run:
@@ -16,9 +16,13 @@ test: deps lint unit check-configs policy regopy schemathesis jwt-hack tls-audit
 deps:
 	@scripts/install-test-deps.sh
 
-lint:
+lint: layout
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Imports point one way: no module cycle inside any crate (docs/architecture.md).
+layout:
+	python3 scripts/check-module-cycles.py
 
 unit:
 	$(CARGO) test --workspace

@@ -12,7 +12,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    reason = "benchmark harness"
+    clippy::disallowed_methods,
+    reason = "benchmark harness; its run length, rate and binary come from the environment"
 )]
 
 use std::process::{Command, Stdio};

@@ -4,15 +4,25 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use portcullis_backend::audit::{Category, Outcome, event};
-use portcullis_backend::auth::password::ImportedPassword;
+use portcullis_backend::audit_log::{Category, Outcome, event};
+use portcullis_backend::directory::repo;
+use portcullis_backend::identity::password::ImportedPassword;
 use portcullis_backend::model::{NewEmployee, Role};
-use portcullis_backend::{AppState, auth, repo};
+use portcullis_backend::{AppState, identity as auth};
 use serde::Deserialize;
+
+/// The operating-system account running the command, for the audit details.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "who ran an administrative command, not configuration: the login name the shell sets"
+)]
+pub fn os_user() -> String {
+    std::env::var("USER").unwrap_or_default()
+}
 
 /// An event of this command: who ran it (the operating-system account) is in the details.
 fn cli_event(category: Category, action: &str) -> portcullis_audit::AuditEvent {
-    let os_user = std::env::var("USER").unwrap_or_default();
+    let os_user = os_user();
     event(category, action, Outcome::Success)
         .auth_method("cli")
         .detail("os_user", os_user)
@@ -257,7 +267,7 @@ pub async fn rotate_keys(state: &AppState, dir: &Path, overlap_seconds: i64) -> 
     let mut ring = auth::keys::Keyring::open(dir, now)?;
     let event = ring.rotate(now, overlap_seconds)?;
     drop(ring);
-    let os_user = std::env::var("USER").unwrap_or_default();
+    let os_user = os_user();
     record(
         state,
         auth::keys::rotation_event(&event)

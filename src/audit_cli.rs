@@ -59,7 +59,7 @@ fn verify_event(target: &str, finding: &Finding, signed: bool) -> AuditEvent {
         AuditEvent::new(Category::Security, "audit.verify", outcome)
             .level(level)
             .auth_method("cli")
-            .detail("os_user", std::env::var("USER").unwrap_or_default())
+            .detail("os_user", crate::admin_cli::os_user())
             .detail("target", target)
             .detail("signatures_checked", signed)
     };
@@ -199,7 +199,7 @@ pub fn verify(
 async fn connect(settings: &Settings) -> anyhow::Result<Db> {
     let url = portcullis_backend::connect_url(&settings.backend)?;
     let db = Db::connect(&url).await?;
-    portcullis_backend::audit::store::probe(&db).await?;
+    portcullis_backend::audit_log::store::probe(&db).await?;
     Ok(db)
 }
 
@@ -207,8 +207,8 @@ async fn connect(settings: &Settings) -> anyhow::Result<Db> {
 /// A failure to record is reported but does not change the verdict.
 async fn record(settings: &Settings, db: Option<&Db>, findings: &[(String, bool, Finding)]) {
     let sink = match (db, portcullis_backend::connect_url(&settings.backend)) {
-        (Some(db), _) => portcullis_backend::audit::DbSink::new(db.clone()),
-        (None, Ok(url)) => portcullis_backend::audit::DbSink::connecting(url),
+        (Some(db), _) => portcullis_backend::audit_log::DbSink::new(db.clone()),
+        (None, Ok(url)) => portcullis_backend::audit_log::DbSink::connecting(url),
         (None, Err(e)) => {
             eprintln!("warning: the verification is not recorded in the audit trail: {e}");
             return;
@@ -245,7 +245,7 @@ async fn verify_database(
     key: Option<&PublicKey>,
     only: Option<&str>,
 ) -> Vec<(String, bool, Finding)> {
-    use portcullis_backend::audit::store;
+    use portcullis_backend::audit_log::store;
     let emitters = match only {
         Some(e) => vec![e.to_owned()],
         None => match store::emitters(db).await {

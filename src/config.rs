@@ -61,6 +61,9 @@ pub enum LogFormat {
 #[derive(Debug)]
 pub struct Settings {
     pub state_dir: PathBuf,
+    /// Set when no policy folder was configured and `policies/` does not exist: the
+    /// built-in bundle is written here on first start ([`Settings::prepare_policy`]).
+    pub builtin_policy_dir: Option<PathBuf>,
     pub log_format: LogFormat,
     pub log_filter: tracing_subscriber::EnvFilter,
     pub proxy: ProxySettings,
@@ -91,22 +94,131 @@ impl ConfigError {
     }
 }
 
-/// Parses YAML text, reporting the path of a structural mistake.
+/// Most structural mistakes reported from one file; past this the rest is not read.
+const MAX_STRUCTURAL_PROBLEMS: usize = 50;
+
+#[cfg(test)]
+/// Parses YAML text, reporting the path of every structural mistake (unknown keys,
+/// wrong types) at once.
+///
+/// serde stops at the first mistake, so each one found is recorded, the offending key
+/// is taken out of the document and the rest is parsed again: a misspelt key no longer
+/// hides the problems after it. The value problems of [`validate`] are then checked on
+/// what remains (with defaults where keys were taken out), and [`load`] reports both.
 pub fn parse(text: &str) -> Result<PortcullisConfig, ConfigError> {
-    let value: yaml_serde::Value = yaml_serde::from_str(text)
+    let (config, problems) = parse_collecting(text)?;
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
+}
+
+/// What [`parse`] does, returning the structural problems beside the configuration
+/// parsed without them.
+fn parse_collecting(text: &str) -> Result<(PortcullisConfig, Vec<String>), ConfigError> {
+    let mut value: yaml_serde::Value = yaml_serde::from_str(text)
         .map_err(|e| ConfigError::Syntax(format!("not valid YAML: {e}")))?;
     if value.is_null() {
-        return Ok(PortcullisConfig::default());
+        return Ok((PortcullisConfig::default(), Vec::new()));
     }
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        ConfigError::Syntax(if path == "." {
-            inner.to_string()
-        } else {
-            format!("{path}: {inner}")
-        })
-    })
+    let mut problems = Vec::new();
+    loop {
+        match serde_path_to_error::deserialize::<_, PortcullisConfig>(value.clone()) {
+            Ok(config) => return Ok((config, problems)),
+            Err(e) => {
+                let path = e.path().to_string();
+                let inner = e.into_inner().to_string();
+                // serde_path_to_error's path of an unknown field ends with the field;
+                // a structural error's path is the key that holds the bad value.
+                let path = match unknown_field(&inner) {
+                    Some(key) if !path.ends_with(key) => join(&path, key),
+                    _ => path,
+                };
+                problems.push(structural_problem(&path, &inner));
+                let removed = remove_at(&mut value, &path);
+                if !removed || problems.len() >= MAX_STRUCTURAL_PROBLEMS {
+                    return Err(ConfigError::Invalid(problems));
+                }
+            }
+        }
+    }
+}
+
+/// The key named by serde's "unknown field `x`, expected …" message.
+fn unknown_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(key, _)| key)
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path == "." || path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn structural_problem(path: &str, message: &str) -> String {
+    if path == "." {
+        message.to_owned()
+    } else {
+        format!("{path}: {message}")
+    }
+}
+
+/// Removes the entry at a serde path (`a.b[2].c`) from `value`; returns whether it
+/// removed one (the root, `.`, cannot be removed).
+fn remove_at(value: &mut yaml_serde::Value, path: &str) -> bool {
+    let mut steps: Vec<Step> = Vec::new();
+    if path != "." {
+        for part in path.split('.') {
+            let (name, mut rest) = match part.find('[') {
+                Some(i) => (&part[..i], &part[i..]),
+                None => (part, ""),
+            };
+            if !name.is_empty() {
+                steps.push(Step::Key(name.to_owned()));
+            }
+            while let Some(end) = rest.find(']') {
+                match rest[1..end].parse() {
+                    Ok(i) => steps.push(Step::Index(i)),
+                    Err(_) => return false,
+                }
+                rest = &rest[end + 1..];
+            }
+        }
+    }
+    let Some(last) = steps.pop() else {
+        return false;
+    };
+    let mut node = value;
+    for step in &steps {
+        let next = match (step, node) {
+            (Step::Key(k), yaml_serde::Value::Mapping(m)) => m.get_mut(k.as_str()),
+            (Step::Index(i), yaml_serde::Value::Sequence(s)) => s.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(n) => node = n,
+            None => return false,
+        }
+    }
+    match (last, node) {
+        (Step::Key(k), yaml_serde::Value::Mapping(m)) => m.remove(k.as_str()).is_some(),
+        (Step::Index(i), yaml_serde::Value::Sequence(s)) if i < s.len() => {
+            s.remove(i);
+            true
+        }
+        _ => false,
+    }
+}
+
+enum Step {
+    Key(String),
+    Index(usize),
 }
 
 /// Reads and validates a configuration file, or the embedded defaults when
@@ -117,7 +229,16 @@ pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
             let text =
                 std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
             let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-            (parse(&text)?, base)
+            let (config, structural) = parse_collecting(&text)?;
+            if !structural.is_empty() {
+                // Value problems of what could be read, reported together.
+                let mut all = structural;
+                if let Err(ConfigError::Invalid(more)) = validate(config, &base) {
+                    all.extend(more);
+                }
+                return Err(ConfigError::Invalid(all));
+            }
+            (config, base)
         }
         None => (PortcullisConfig::default(), PathBuf::new()),
     };
@@ -148,6 +269,30 @@ pub fn validate(mut config: PortcullisConfig, base: &Path) -> Result<Settings, C
     {
         *file = resolve(base, file);
     }
+    // The default bundle folder, `policies` next to the file, may be absent (a fresh
+    // installation, or a process started from another folder): then the built-in
+    // bundle serves, written to the state folder on first start. A folder that was
+    // configured must exist.
+    let default_policy = Path::new(DEFAULT_POLICY_DIR);
+    let configured =
+        config.proxy.policy.dir != default_policy || config.backend.policy_dir != default_policy;
+    let builtin_policy_dir = if !configured && !resolve(base, default_policy).is_dir() {
+        let dir = state_dir.join(DEFAULT_POLICY_DIR);
+        config.proxy.policy.dir.clone_from(&dir);
+        config.backend.policy_dir.clone_from(&dir);
+        (!dir.is_dir()).then_some(dir)
+    } else {
+        for (path, dir) in [
+            ("proxy.policy.dir", &config.proxy.policy.dir),
+            ("backend.policy_dir", &config.backend.policy_dir),
+        ] {
+            let dir = resolve(base, dir);
+            if !dir.is_dir() {
+                problems.push(format!("{path}: {} is not a folder", dir.display()));
+            }
+        }
+        None
+    };
     let log_filter = match tracing_subscriber::EnvFilter::try_new(&config.log.level) {
         Ok(f) => Some(f),
         Err(e) => {
@@ -192,6 +337,7 @@ pub fn validate(mut config: PortcullisConfig, base: &Path) -> Result<Settings, C
             backend.audit = audit.settings("backend");
             Ok(Settings {
                 state_dir,
+                builtin_policy_dir,
                 log_format: config.log.format,
                 log_filter,
                 proxy,
@@ -200,6 +346,23 @@ pub fn validate(mut config: PortcullisConfig, base: &Path) -> Result<Settings, C
             })
         }
         _ => Err(ConfigError::Invalid(problems)),
+    }
+}
+
+/// The policy folder used when none is configured.
+const DEFAULT_POLICY_DIR: &str = "policies";
+
+impl Settings {
+    /// Writes the built-in policy bundle when the configuration relies on it and it
+    /// is not there yet; says so in the log.
+    pub fn prepare_policy(&self) -> Result<(), portcullis_authz::embedded::WriteError> {
+        if let Some(dir) = &self.builtin_policy_dir
+            && portcullis_authz::embedded::write_default_bundle(dir)?
+        {
+            tracing::warn!(dir = %dir.display(),
+                "no policy folder configured and none at ./policies: wrote the built-in bundle here; edit it there");
+        }
+        Ok(())
     }
 }
 
@@ -223,9 +386,10 @@ mod tests {
 
     #[test]
     fn structural_errors_name_their_path() {
-        let Err(ConfigError::Syntax(msg)) = parse("proxy:\n  listen:\n    htps: x\n") else {
+        let Err(ConfigError::Invalid(lines)) = parse("proxy:\n  listen:\n    htps: x\n") else {
             panic!("unknown field accepted")
         };
+        let msg = lines.join("\n");
         assert!(msg.starts_with("proxy.listen"), "{msg}");
         assert!(msg.contains("htps"), "{msg}");
     }
@@ -267,6 +431,31 @@ mod tests {
             s.backend.identity.revocation_pubsub.unwrap().channel,
             "portcullis:revocations"
         );
+    }
+
+    #[test]
+    fn unknown_keys_do_not_hide_the_problems_after_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("portcullis.yaml");
+        std::fs::write(
+            &file,
+            "proxy:\n  listen: {htps: x, https: nope}\n  routez: []\nbackend:\n  listen: [1]\nlog: {level: 'info,[[['}\nbogus: 1\n",
+        )
+        .unwrap();
+        let Err(ConfigError::Invalid(lines)) = load(Some(&file)) else {
+            panic!("invalid config accepted")
+        };
+        let joined = lines.join("\n");
+        for path in [
+            "proxy.listen.htps:",
+            "proxy.routez:",
+            "backend.listen:",
+            "bogus:",
+            "proxy.listen.https:",
+            "log.level:",
+        ] {
+            assert!(joined.contains(path), "{path} missing from:\n{joined}");
+        }
     }
 
     #[test]

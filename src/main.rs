@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use clap::{Parser, Subcommand};
+use portcullis_authz::Authorizer;
+use portcullis_reload::{ReloadMetrics, ReloadService};
 
 use crate::config::{ConfigError, LogFormat, Settings};
 
@@ -18,6 +22,9 @@ const EXIT_CONFIG: u8 = 64;
 const EXIT_FAILURE: u8 = 1;
 /// How long the audit sinks get at shutdown to take the last events.
 const AUDIT_DRAIN: Duration = Duration::from_secs(2);
+/// How often reload targets that can change without a file event (certificates
+/// behind a swapped symlink) are checked.
+const RELOAD_POLL_INTERVAL: Duration = Duration::from_secs(10);
 /// The configuration file used when `--config` is not given and it exists.
 const DEFAULT_CONFIG: &str = "portcullis.yaml";
 
@@ -207,6 +214,18 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&settings);
+            if matches!(
+                command,
+                Command::Up
+                    | Command::Proxy
+                    | Command::Backend
+                    | Command::User { .. }
+                    | Command::Keys { .. }
+            ) && let Err(e) = settings.prepare_policy()
+            {
+                eprintln!("portcullis: {e}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
             if let Command::Audit {
                 command:
                     AuditCommand::Verify {
@@ -309,6 +328,12 @@ fn print_urls(settings: &Settings, with_backend: bool) {
 }
 
 /// A runtime for the backend, apart from pingora's own runtimes.
+/// The process's one reload service; each part adds what it can reload.
+fn reload_service() -> anyhow::Result<ReloadService> {
+    let metrics = ReloadMetrics::try_new(prometheus::default_registry())?;
+    Ok(ReloadService::new(metrics).poll_every(RELOAD_POLL_INTERVAL))
+}
+
 fn backend_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
@@ -322,9 +347,10 @@ fn backend_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn start_backend(
     rt: &tokio::runtime::Runtime,
     settings: &Settings,
+    authorizer: Option<Arc<Authorizer>>,
 ) -> anyhow::Result<(tokio::net::TcpListener, portcullis_backend::AppState)> {
     rt.block_on(async {
-        let state = portcullis_backend::open(&settings.backend).await?;
+        let state = portcullis_backend::open(&settings.backend, authorizer).await?;
         let listener = tokio::net::TcpListener::bind(settings.backend.listen)
             .await
             .map_err(|e| {
@@ -340,9 +366,17 @@ fn start_backend(
 /// Proxy and backend in one process. The backend runs on its own runtime
 /// and keeps serving while the proxy drains, so requests in flight through
 /// the proxy can complete; it stops when the proxy has exited.
+///
+/// Both layers enforce one policy bundle: it is loaded (and its tests run) once, and
+/// the proxy's reload target swaps it for both, so the route decisions and the
+/// backend's object-level decisions never come from different bundles.
 fn up(settings: Settings) -> anyhow::Result<()> {
+    let authorizer = Arc::new(Authorizer::load_tested(
+        &settings.proxy.policy_dir,
+        settings.proxy.policy_time_limit,
+    )?);
     let rt = backend_runtime()?;
-    let (listener, state) = start_backend(&rt, &settings)?;
+    let (listener, state) = start_backend(&rt, &settings, Some(Arc::clone(&authorizer)))?;
     let state_for_audit = state.clone();
     rt.spawn(async move {
         if let Err(e) = portcullis_backend::serve(listener, state, std::future::pending()).await {
@@ -351,7 +385,7 @@ fn up(settings: Settings) -> anyhow::Result<()> {
     });
     print_urls(&settings, true);
     let audit = state_for_audit.audit;
-    let ran = portcullis_proxy::run(settings.proxy);
+    let ran = portcullis_proxy::run(settings.proxy, reload_service()?, Some(authorizer));
     rt.block_on(audit.shutdown(AUDIT_DRAIN));
     rt.shutdown_timeout(Duration::from_secs(1));
     ran?;
@@ -360,7 +394,7 @@ fn up(settings: Settings) -> anyhow::Result<()> {
 
 fn proxy(settings: Settings) -> anyhow::Result<()> {
     print_urls(&settings, false);
-    portcullis_proxy::run(settings.proxy)?;
+    portcullis_proxy::run(settings.proxy, reload_service()?, None)?;
     Ok(())
 }
 
@@ -368,7 +402,13 @@ fn proxy(settings: Settings) -> anyhow::Result<()> {
 /// get up to 10 seconds.
 fn backend(settings: Settings) -> anyhow::Result<()> {
     let rt = backend_runtime()?;
-    let (listener, state) = start_backend(&rt, &settings)?;
+    let (listener, state) = start_backend(&rt, &settings, None)?;
+    let mut reload = reload_service()?;
+    reload.add(portcullis_backend::policy_target(
+        &state,
+        settings.backend.policy_dir.clone(),
+    ));
+    reload.start()?;
     let audit = state.audit.clone();
     println!(
         "Portcullis backend listening on http://{}/",
@@ -414,7 +454,7 @@ fn run_policy(command: PolicyCommand) -> anyhow::Result<bool> {
 async fn cli_state(settings: &Settings) -> anyhow::Result<portcullis_backend::AppState> {
     let mut backend = settings.backend.clone();
     backend.audit = settings.audit.settings("cli");
-    Ok(portcullis_backend::open(&backend).await?)
+    Ok(portcullis_backend::open(&backend, None).await?)
 }
 
 /// Runs `work` on the command's state, then closes its audit log (a final checkpoint;

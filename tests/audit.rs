@@ -113,7 +113,7 @@ async fn a_scripted_session_leaves_exactly_the_expected_audit_trail() {
         StatusCode::OK,
     )
     .await;
-    let totp = portcullis_backend::auth::mfa::totp(
+    let totp = portcullis_backend::identity::mfa::totp(
         enrol["secret"].as_str().unwrap(),
         "Portcullis",
         "alice",
@@ -549,7 +549,7 @@ async fn only_the_proxy_may_write_to_the_ingest() {
         key.sign(
             "POST",
             &format!("/internal/audit/ingest?sha256={digest}"),
-            &portcullis_backend::identity::Identity {
+            &portcullis_contract::identity::Identity {
                 sub: sub.to_owned(),
                 session_id: None,
                 auth_method: None,

@@ -528,7 +528,7 @@ async fn certificate_files_are_reloaded_without_restart() {
     assert_eventually!(
         p.metrics()
             .await
-            .contains(r#"portcullis_tls_certificate_reloads_total{result="failure"}"#),
+            .contains(r#"portcullis_reloads_total{kind="certificate",result="failure"}"#),
         Duration::from_secs(15),
         "broken certificate not noticed"
     );
@@ -555,7 +555,7 @@ async fn certificate_files_are_reloaded_without_restart() {
     assert!(
         p.metrics()
             .await
-            .contains(r#"portcullis_tls_certificate_reloads_total{result="success"}"#)
+            .contains(r#"portcullis_reloads_total{kind="certificate",result="success"}"#)
     );
 }
 

@@ -263,7 +263,7 @@ impl AuditTemplate {
         self.settings(emitter)
             .spool
             .checkpoint
-            .map(|cp| crate::chain::public_key_path(&cp.key_file))
+            .map(|cp| crate::chain::checkpoint::public_key_path(&cp.key_file))
     }
 }
 

@@ -15,8 +15,11 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::fsutil::sync_dir;
 use crate::metrics::Metrics;
-use crate::spool::{Seq, Shared, SpoolReader, SpooledEvent, sync_dir};
+use crate::spool::reader::SpoolReader;
+use crate::spool::shared::Shared;
+use crate::spool::spooled::{Seq, SpooledEvent};
 
 /// A destination for audit events.
 ///

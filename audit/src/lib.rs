@@ -21,10 +21,15 @@
 //! # Ok(()) }
 //! ```
 
+// Layers, lowest first; a module uses only modules of lower layers (and its own children),
+// never the re-exports below: canonical, fsutil, metrics, settings < event < chain < spool <
+// delivery < sinks < config.
+mod canonical;
 mod chain;
 mod config;
 mod delivery;
 mod event;
+mod fsutil;
 mod metrics;
 mod settings;
 mod sinks;
@@ -36,26 +41,30 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use chain::{
-    BadPosition, ChainSummary, GENESIS_HASH, KeyError, PublicKey, Tamper, VerifyError,
-    VerifyReport, public_key_path, verify_events, verify_file,
-};
+pub use chain::checkpoint::{KeyError, PublicKey, public_key_path};
+pub use chain::hash::GENESIS_HASH;
+pub use chain::report::{BadPosition, ChainSummary, Tamper, VerifyError, VerifyReport};
+pub use chain::verify::{verify_events, verify_file};
 pub use config::{
     AuditConfig, AuditTemplate, CheckpointConfig, EMITTER_PLACEHOLDER, EMITTERS, FullPolicyConfig,
     HttpFormatConfig, SinkConfig, SpoolConfig, SpoolLock, SyslogTlsConfig, metrics_registry,
 };
 pub use delivery::{Sink, SinkError};
-pub use event::{
-    AuditEvent, AuditRecord, CHECKPOINT_ACTION, Category, ECS_VERSION, Level, MAX_DETAILS_BYTES,
-    MAX_FIELD_BYTES, Outcome, REDACTED, is_secret_key,
+pub use event::record::AuditRecord;
+pub use event::redact::{REDACTED, is_secret_key};
+pub use event::schema::{
+    AuditEvent, CHECKPOINT_ACTION, Category, ECS_VERSION, Level, MAX_DETAILS_BYTES,
+    MAX_FIELD_BYTES, Outcome,
 };
 pub use settings::{
     AuditSettings, CheckpointSettings, FullPolicy, HttpFormat, MIN_SEGMENT_BYTES, SettingsError,
     SettingsErrors, SinkKind, SinkSettings, SpoolSettings, SyslogTls,
 };
-pub use spool::{Seq, Spool, SpoolError, SpooledEvent};
+pub use spool::error::SpoolError;
+pub use spool::handle::Spool;
+pub use spool::spooled::{Seq, SpooledEvent};
 
-use event::Redactor;
+use event::redact::Redactor;
 use metrics::Metrics;
 
 /// Why the audit log could not start or take an event.

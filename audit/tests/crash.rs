@@ -31,6 +31,10 @@ fn crash_settings(dir: &Path) -> AuditSettings {
 
 /// The child: appends from 8 tasks until killed, printing `ACK <seq> <event id>` for every
 /// acknowledged event. Does nothing unless started by `acknowledged_events_survive_kill_9`.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the child process learns its role from its environment"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_child() {
     let Some(dir) = std::env::var_os(CHILD_ENV) else {

@@ -8,8 +8,8 @@
 //! - [`Authorizer`]: the current bundle behind an [`ArcSwap`], replaced only by a bundle
 //!   whose tests pass ([`Authorizer::try_reload`]).
 
-pub mod identity;
-pub mod revocation_channel;
+pub mod embedded;
+pub mod reload;
 
 mod bundle;
 mod decision;
@@ -56,6 +56,15 @@ impl Authorizer {
         self.current.load().decide(query, input)
     }
 
+    /// Loads `dir` with `time_limit` and serves it, but only when every Rego test of the
+    /// bundle passes: a bundle that fails its own tests never starts serving.
+    pub fn load_tested(dir: &Path, time_limit: std::time::Duration) -> Result<Self, BundleError> {
+        let bundle = PolicyBundle::load(dir)?.with_eval_time_limit(time_limit);
+        check_tests(&bundle)?;
+        tracing::info!(digest = bundle.digest(), dir = %dir.display(), "policy bundle loaded");
+        Ok(Self::new(bundle))
+    }
+
     /// Serves `bundle` from now on, unconditionally, and returns the previous one.
     pub fn replace(&self, bundle: PolicyBundle) -> Arc<PolicyBundle> {
         self.current.swap(Arc::new(bundle))
@@ -74,29 +83,35 @@ impl Authorizer {
             tracing::debug!(%digest, "policy bundle unchanged");
             return Ok(digest);
         }
-        let report = bundle.run_tests(false);
-        if !report.all_passed() {
-            let failing: Vec<&TestResult> = report.results.iter().filter(|r| !r.passed).collect();
-            for result in &failing {
-                tracing::warn!(
-                    package = %result.package,
-                    test = %result.name,
-                    error = result.error.as_deref().unwrap_or_default(),
-                    "policy test failed; keeping the current bundle"
-                );
-            }
-            return Err(BundleError::TestsFailed {
-                failed: failing.len(),
-                total: report.results.len(),
-                first_failures: failing
-                    .iter()
-                    .take(REPORTED_FAILURES)
-                    .map(|r| format!("{}.{}", r.package, r.name))
-                    .collect(),
-            });
-        }
+        check_tests(&bundle)?;
         let old = self.replace(bundle);
         tracing::info!(old = old.digest(), new = %digest, "policy bundle reloaded");
         Ok(digest)
     }
+}
+
+/// Runs the bundle's Rego tests; every failing one is logged.
+fn check_tests(bundle: &PolicyBundle) -> Result<(), BundleError> {
+    let report = bundle.run_tests(false);
+    if report.all_passed() {
+        return Ok(());
+    }
+    let failing: Vec<&TestResult> = report.results.iter().filter(|r| !r.passed).collect();
+    for result in &failing {
+        tracing::warn!(
+            package = %result.package,
+            test = %result.name,
+            error = result.error.as_deref().unwrap_or_default(),
+            "policy test failed"
+        );
+    }
+    Err(BundleError::TestsFailed {
+        failed: failing.len(),
+        total: report.results.len(),
+        first_failures: failing
+            .iter()
+            .take(REPORTED_FAILURES)
+            .map(|r| format!("{}.{}", r.package, r.name))
+            .collect(),
+    })
 }

@@ -11,9 +11,11 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use portcullis_backend::identity::{IDENTITY_HEADER, Identity, SIGNATURE_HEADER};
+use portcullis_backend::directory::repo;
 use portcullis_backend::model::{NewEmployee, Role};
-use portcullis_backend::{AppState, BackendSettings, IdentityKey, repo};
+use portcullis_backend::tickets::repo as ticket_repo;
+use portcullis_backend::{AppState, BackendSettings, IdentityKey};
+use portcullis_contract::identity::{IDENTITY_HEADER, Identity, SIGNATURE_HEADER};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -65,7 +67,7 @@ impl App {
 
     async fn start_with(
         engine: Engine,
-        identity: portcullis_backend::auth::IdentitySettings,
+        identity: portcullis_backend::identity::IdentitySettings,
     ) -> App {
         let dir = tempfile::tempdir().unwrap();
         let (url, pg_db) = match engine {
@@ -97,7 +99,7 @@ impl App {
                 .unwrap()
                 .settings("backend"),
         };
-        let state = portcullis_backend::open(&settings).await.unwrap();
+        let state = portcullis_backend::open(&settings, None).await.unwrap();
         let key = IdentityKey::load_or_create(&settings.identity_key_file).unwrap();
         let users = seed(&state).await;
         let mut sessions = std::collections::HashMap::new();
@@ -112,14 +114,14 @@ impl App {
             users.dev,
         ] {
             let sid = format!("test-session-{id}");
-            let s = portcullis_backend::auth::store::NewSession {
+            let s = portcullis_backend::identity::store::NewSession {
                 employee_id: id,
                 auth_method: "password".into(),
                 expires_at: "2999-01-01T00:00:00.000000Z".into(),
                 absolute_expires_at: "2999-01-01T00:00:00.000000Z".into(),
                 ..Default::default()
             };
-            portcullis_backend::auth::store::create_session(&state.db, &sid, &s)
+            portcullis_backend::identity::store::create_session(&state.db, &sid, &s)
                 .await
                 .unwrap();
             sessions.insert(id, sid);
@@ -343,7 +345,7 @@ async fn tickets_get_ids_etags_and_optimistic_concurrency(engine: Engine) {
     assert_eq!(r.headers()["etag"], "\"2\"");
     let p: Value = r.json().await.unwrap();
     assert_eq!(p["type"], "urn:portcullis:problem:precondition-failed");
-    let stored = repo::get_ticket(&app.state.db, &id).await.unwrap();
+    let stored = ticket_repo::get_ticket(&app.state.db, &id).await.unwrap();
     assert_eq!(stored.title, "Leaking tap, room 12");
     assert_eq!(stored.version, 2);
     app.finish().await;
@@ -393,7 +395,7 @@ async fn same_if_match_twice_one_wins_one_gets_412(engine: Engine) {
     } else {
         "B"
     };
-    let stored = repo::get_ticket(&app.state.db, t["id"].as_str().unwrap())
+    let stored = ticket_repo::get_ticket(&app.state.db, t["id"].as_str().unwrap())
         .await
         .unwrap();
     assert_eq!(stored.title, winner);
@@ -434,7 +436,7 @@ async fn workflow_refuses_invalid_transitions(engine: Engine) {
     );
     let r = go("reopened", app.etag(&id).await, u.alice).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let h = repo::history(&app.state.db, &id).await.unwrap();
+    let h = ticket_repo::history(&app.state.db, &id).await.unwrap();
     let actions: Vec<&str> = h.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(
         actions,
@@ -978,7 +980,9 @@ async fn edited_history_is_detected(engine: Engine) {
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(
-        repo::verify_history(&app.state.db, &id).await.unwrap(),
+        ticket_repo::verify_history(&app.state.db, &id)
+            .await
+            .unwrap(),
         Ok(())
     );
     let h: Vec<Value> = app
@@ -1001,7 +1005,7 @@ async fn edited_history_is_detected(engine: Engine) {
         .execute(app.state.db.pool())
         .await
         .unwrap();
-    let broken = repo::verify_history(&app.state.db, &id)
+    let broken = ticket_repo::verify_history(&app.state.db, &id)
         .await
         .unwrap()
         .unwrap_err();
@@ -1061,12 +1065,12 @@ async fn openapi_document_describes_the_api(engine: Engine) {
 impl App {
     async fn set_password(&self, id: i64, pw: &str) {
         let hash = self.state.identity.passwords.hash(pw).unwrap();
-        let stored = portcullis_backend::auth::password::StoredPassword {
+        let stored = portcullis_backend::identity::password::StoredPassword {
             hash,
             legacy_scheme: None,
             legacy_params: None,
         };
-        portcullis_backend::auth::store::set_credential(&self.state.db, id, &stored, false)
+        portcullis_backend::identity::store::set_credential(&self.state.db, id, &stored, false)
             .await
             .unwrap();
     }
@@ -1196,7 +1200,7 @@ async fn browser_login_sets_host_cookies_and_tokens_verify_with_jwks(engine: Eng
 }
 
 async fn failures_are_generic_and_lock_out_without_enumeration(engine: Engine) {
-    let mut settings = portcullis_backend::auth::IdentitySettings::default();
+    let mut settings = portcullis_backend::identity::IdentitySettings::default();
     settings.throttle.delay_after = 1000;
     settings.throttle.account_lockout_failures = 5;
     let app = App::start_with(engine, settings).await;
@@ -1464,9 +1468,12 @@ async fn totp_enrolment_login_replay_and_backup_codes(engine: Engine) {
         .unwrap();
     assert!(stored.starts_with("v1:"), "{stored}");
     assert!(!stored.contains(e["secret"].as_str().unwrap()));
-    let t =
-        portcullis_backend::auth::mfa::totp(e["secret"].as_str().unwrap(), "Portcullis", "hank")
-            .unwrap();
+    let t = portcullis_backend::identity::mfa::totp(
+        e["secret"].as_str().unwrap(),
+        "Portcullis",
+        "hank",
+    )
+    .unwrap();
     let now = || time::OffsetDateTime::now_utc().unix_timestamp() as u64;
     // Confirm with the previous step's code so the login below can use the current one.
     let r = app
@@ -1540,7 +1547,7 @@ async fn totp_enrolment_login_replay_and_backup_codes(engine: Engine) {
 async fn roles_that_need_a_second_factor_wait_for_one(engine: Engine) {
     let app = App::start_with(
         engine,
-        portcullis_backend::auth::IdentitySettings {
+        portcullis_backend::identity::IdentitySettings {
             mfa_required_roles: vec![Role::Administrator],
             ..Default::default()
         },
@@ -1583,7 +1590,7 @@ async fn roles_that_need_a_second_factor_wait_for_one(engine: Engine) {
         .as_str()
         .unwrap()
         .to_owned();
-    let t = portcullis_backend::auth::mfa::totp(&secret, "Portcullis", "ada").unwrap();
+    let t = portcullis_backend::identity::mfa::totp(&secret, "Portcullis", "ada").unwrap();
     let now = || time::OffsetDateTime::now_utc().unix_timestamp() as u64;
     let r = as_session(Method::POST, "/auth/mfa/totp/confirm", &sid)
         .json(&json!({"code": t.generate(now() - 30)}))
@@ -1652,8 +1659,8 @@ async fn roles_that_need_a_second_factor_wait_for_one(engine: Engine) {
 /// remain, every password check is padded to their cost (see
 /// `Passwords::verify_padded`), and the padding stops with the last of them.
 async fn imported_bcrypt_passwords_are_upgraded_at_sign_in(engine: Engine) {
-    use portcullis_backend::auth::password::ImportedPassword;
-    use portcullis_backend::auth::store;
+    use portcullis_backend::identity::password::ImportedPassword;
+    use portcullis_backend::identity::store;
     let app = App::start(engine).await;
     assert_eq!(
         store::max_legacy_bcrypt_cost(&app.state.db).await.unwrap(),
@@ -1832,8 +1839,8 @@ async fn per_user_session_timeout_is_set_by_an_administrator(engine: Engine) {
 async fn password_change_checks_the_current_password_and_counts_failures(engine: Engine) {
     let app = App::start_with(
         engine,
-        portcullis_backend::auth::IdentitySettings {
-            throttle: portcullis_backend::auth::ThrottleSettings {
+        portcullis_backend::identity::IdentitySettings {
+            throttle: portcullis_backend::identity::ThrottleSettings {
                 delay_after: 1000,
                 account_lockout_failures: 3,
                 ..Default::default()

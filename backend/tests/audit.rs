@@ -47,8 +47,8 @@ async fn a_full_spool_refuses_sign_ins_instead_of_dropping_their_events() {
         identity: Default::default(),
         audit,
     };
-    let state = portcullis_backend::open(&settings).await.unwrap();
-    let e = portcullis_backend::repo::create_employee(
+    let state = portcullis_backend::open(&settings, None).await.unwrap();
+    let e = portcullis_backend::directory::repo::create_employee(
         &state.db,
         &NewEmployee {
             username: "pia".into(),
@@ -62,10 +62,10 @@ async fn a_full_spool_refuses_sign_ins_instead_of_dropping_their_events() {
     .await
     .unwrap();
     let hash = state.identity.passwords.hash("pias long password").unwrap();
-    portcullis_backend::auth::store::set_credential(
+    portcullis_backend::identity::store::set_credential(
         &state.db,
         e.id,
-        &portcullis_backend::auth::password::StoredPassword {
+        &portcullis_backend::identity::password::StoredPassword {
             hash,
             legacy_scheme: None,
             legacy_params: None,
@@ -111,10 +111,11 @@ async fn a_full_spool_refuses_sign_ins_instead_of_dropping_their_events() {
         assert!(filled, "the spool never filled up");
     }
 
-    let sessions_before = portcullis_backend::auth::store::active_sessions(&state.db, Some(e.id))
-        .await
-        .unwrap()
-        .len();
+    let sessions_before =
+        portcullis_backend::identity::store::active_sessions(&state.db, Some(e.id))
+            .await
+            .unwrap()
+            .len();
     let r = login().await;
     assert_eq!(r.status(), 503);
     assert_eq!(
@@ -123,10 +124,11 @@ async fn a_full_spool_refuses_sign_ins_instead_of_dropping_their_events() {
     );
     let problem: Value = r.json().await.unwrap();
     assert_eq!(problem["type"], "urn:portcullis:problem:audit-unavailable");
-    let sessions_after = portcullis_backend::auth::store::active_sessions(&state.db, Some(e.id))
-        .await
-        .unwrap()
-        .len();
+    let sessions_after =
+        portcullis_backend::identity::store::active_sessions(&state.db, Some(e.id))
+            .await
+            .unwrap()
+            .len();
     assert_eq!(sessions_before, sessions_after, "no session was granted");
     // A failed sign-in cannot be recorded either: refused the same way, not a silent 401.
     let r = reqwest::Client::new()
@@ -146,7 +148,7 @@ async fn a_full_spool_refuses_sign_ins_instead_of_dropping_their_events() {
 /// skipped), the view's filters and keyset pages in both orders, and chain order.
 #[tokio::test]
 async fn the_audit_table_works_on_sqlite_and_postgresql() {
-    use portcullis_backend::audit::store::{self, AuditFilter, Order};
+    use portcullis_backend::audit_log::store::{self, AuditFilter, Order};
     const PG_ADMIN_URL: &str = "postgres://root@127.0.0.1:5432/postgres";
     sqlx::any::install_default_drivers();
     let admin = sqlx::AnyPool::connect(PG_ADMIN_URL)

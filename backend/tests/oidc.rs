@@ -19,9 +19,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use portcullis_backend::auth::oidc::{OidcError, OidcProviderConfig, validate_providers};
-use portcullis_backend::auth::store;
-use portcullis_backend::{AppState, BackendConfig, BackendSettings, repo};
+use portcullis_backend::directory::repo;
+use portcullis_backend::identity::oidc::{OidcError, OidcProviderConfig, validate_providers};
+use portcullis_backend::identity::store;
+use portcullis_backend::{AppState, BackendConfig, BackendSettings};
 use reqwest::{StatusCode, Url};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -189,6 +190,10 @@ fn provider_dir() -> PathBuf {
 
 /// Whether the provider can run. Under `CI` a missing node/npm/oidc-provider
 /// is a failure, never a skip.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "whether the tests run under CI is test setup, not configuration"
+)]
 async fn provider_available() -> bool {
     static SETUP: OnceLock<Result<(), String>> = OnceLock::new();
     let result = tokio::task::spawn_blocking(|| SETUP.get_or_init(node_setup).clone())
@@ -627,7 +632,7 @@ impl App {
             keyring_dir: dir.path().join("keys/jwt"),
             initial_admin_file: dir.path().join("initial-admin.txt"),
             mfa_key_file: dir.path().join("mfa.key"),
-            identity: portcullis_backend::auth::IdentitySettings {
+            identity: portcullis_backend::identity::IdentitySettings {
                 oidc,
                 mfa_required_roles,
                 ..Default::default()
@@ -637,7 +642,7 @@ impl App {
                 .unwrap()
                 .settings("backend"),
         };
-        let state = portcullis_backend::open(&settings).await.unwrap();
+        let state = portcullis_backend::open(&settings, None).await.unwrap();
         let serving = state.clone();
         tokio::spawn(async move {
             portcullis_backend::serve(listener, serving, std::future::pending())
@@ -1638,7 +1643,7 @@ fn provider_configuration_is_validated_with_paths() {
 
 #[test]
 fn return_to_must_be_a_local_path() {
-    use portcullis_backend::auth::oidc::local_path;
+    use portcullis_backend::identity::oidc::local_path;
     for ok in [
         "/",
         "/tickets",

@@ -7,6 +7,7 @@ use std::hint::black_box;
 use base64::Engine as _;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use portcullis_proxy::jwt::{IssuerConfig, IssuerSettings, JwtMetrics, JwtVerifier};
+use prometheus::Registry;
 use serde_json::json;
 
 fn bench(c: &mut Criterion) {
@@ -36,7 +37,7 @@ fn bench(c: &mut Criterion) {
     );
     let verifier = JwtVerifier::new(
         vec![IssuerSettings::try_new(&config).unwrap()],
-        JwtMetrics::try_new().unwrap(),
+        JwtMetrics::try_new(&Registry::new()).unwrap(),
         None,
     )
     .unwrap();

@@ -12,9 +12,12 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
+use portcullis_authz::Authorizer;
+
 use crate::drain::Drain;
-use crate::enforce::Enforcement;
+use crate::jwt::JwtVerifier;
 use crate::metrics::Metrics;
+use crate::revocation::Revocations;
 
 /// How long a readiness probe waits for each upstream.
 const UPSTREAM_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -24,7 +27,9 @@ pub struct AdminApp {
     pub drain: Arc<Drain>,
     /// Distinct upstream addresses, by name.
     pub upstreams: Vec<(String, SocketAddr)>,
-    pub enforcement: Arc<Enforcement>,
+    pub authorizer: Arc<Authorizer>,
+    pub verifier: JwtVerifier,
+    pub revocations: Arc<Revocations>,
     /// Whether a revocation feed is configured (then it must have synced).
     pub revocation_feed: bool,
 }
@@ -58,15 +63,12 @@ impl AdminApp {
         checks.insert("config".into(), json!("ok"));
         checks.insert("certificate".into(), json!("ok"));
         checks.insert("draining".into(), json!(self.drain.is_draining()));
-        checks.insert(
-            "policy".into(),
-            json!(self.enforcement.authorizer.current().digest()),
-        );
-        let keys = self.enforcement.verifier.keys_loaded();
+        checks.insert("policy".into(), json!(self.authorizer.current().digest()));
+        let keys = self.verifier.keys_loaded();
         ok &= keys;
         checks.insert("jwks".into(), json!(if keys { "ok" } else { "not_loaded" }));
         if self.revocation_feed {
-            let synced = self.enforcement.revocations.synced();
+            let synced = self.revocations.synced();
             ok &= synced;
             checks.insert(
                 "revocation_feed".into(),

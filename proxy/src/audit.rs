@@ -2,7 +2,8 @@
 //! rejections, CSRF refusals, refused credentials, CSP violations, key-set
 //! changes and policy reloads become [`AuditEvent`]s in the proxy's spool.
 //!
-//! Request-path events are collected in the request's context while the
+//! Request-path events (built with [`crate::context::RequestInfo`]) are
+//! collected in the request's context while the
 //! guards run and emitted with the async `emit` in the `logging` phase,
 //! after the response has gone out, so auditing never delays a response.
 //! Events from outside a request (key-set changes, reloads) are emitted on
@@ -14,64 +15,24 @@
 //! service with the proxy↔backend identity key, so the administrators'
 //! view shows the proxy's events too.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use portcullis_audit::{
     AuditEvent, AuditLog, Category, Level, Outcome, Sink, SinkError, SpooledEvent,
 };
-use portcullis_authz::identity::{IDENTITY_HEADER, Identity, IdentityKey, SIGNATURE_HEADER};
+use portcullis_contract::audit_ingest::DIGEST_PARAM;
+use portcullis_contract::identity::{
+    IDENTITY_HEADER, Identity, IdentityKey, SERVICE_SUBJECT, SIGNATURE_HEADER,
+};
 use sha2::{Digest, Sha256};
 
-use crate::enforce::Principal;
-
 /// The emitter name of the proxy's chain.
-pub const EMITTER: &str = "proxy";
+pub use portcullis_contract::audit_ingest::EMITTER;
 /// Name of the ingest sink (its offset file and metric label).
 pub const INGEST_SINK_NAME: &str = "ingest";
 const INGEST_TIMEOUT: Duration = Duration::from_secs(30);
 const INGEST_BATCH: usize = 200;
-
-/// What every event of one request carries.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestInfo<'a> {
-    pub request_id: &'a str,
-    pub client_ip: Option<IpAddr>,
-    pub route: &'a str,
-    pub user_agent: Option<&'a str>,
-}
-
-impl RequestInfo<'_> {
-    /// A new event about this request.
-    pub fn event(&self, category: Category, action: &str, outcome: Outcome) -> AuditEvent {
-        let mut e = AuditEvent::new(category, action, outcome)
-            .request_id(self.request_id)
-            .route(self.route);
-        if let Some(ip) = self.client_ip {
-            e = e.source_ip(ip);
-        }
-        if let Some(ua) = self.user_agent {
-            e = e.user_agent(ua);
-        }
-        e
-    }
-}
-
-/// Sets the verified caller's fields.
-pub fn with_principal(mut e: AuditEvent, p: Option<&Principal>) -> AuditEvent {
-    if let Some(p) = p {
-        e = e
-            .user_id(p.token.sub.clone())
-            .roles(p.token.roles.iter().cloned())
-            .auth_method(if p.via_cookie { "cookie" } else { "bearer" })
-            .detail("login_method", p.auth_method());
-        if let Some(sid) = &p.token.sid {
-            e = e.session_id(sid.clone());
-        }
-    }
-    e
-}
 
 /// Emits the events a request collected (from the `logging` phase). A failure cannot
 /// refuse anything any more (the response is out); it is logged as an error.
@@ -127,13 +88,13 @@ impl Sink for IngestSink {
         }
         let digest = hex::encode(Sha256::digest(&body));
         let mut url = self.url.clone();
-        url.set_query(Some(&format!("sha256={digest}")));
+        url.set_query(Some(&format!("{DIGEST_PARAM}={digest}")));
         let target = match url.query() {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_owned(),
         };
         let identity = Identity {
-            sub: "@proxy".into(),
+            sub: SERVICE_SUBJECT.into(),
             session_id: None,
             auth_method: None,
             decision_id: None,

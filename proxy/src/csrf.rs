@@ -2,9 +2,39 @@
 //! (`Sec-Fetch-Site`), the `Origin` header, and a double-submit token (the
 //! `__Host-` CSRF cookie echoed in a header). Bearer-token calls are exempt:
 //! a browser never attaches them on its own.
+//!
+//! This module owns the check and its section of the file (`proxy.csrf`);
+//! `guards::csrf` runs it on the request path.
 
 use http::{HeaderMap, Method};
+use portcullis_contract::cookies::{CSRF_COOKIE, cookie};
+use schemars::JsonSchema;
+use serde::Deserialize;
 use subtle::ConstantTimeEq;
+
+use crate::problems::Problems;
+
+/// CSRF defence: Fetch Metadata, Origin and a double-submit token.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CsrfConfig {
+    /// The cookie the backend sets at sign-in. Default `__Host-portcullis-csrf`.
+    pub cookie: String,
+    /// The header the page echoes it in. Default `x-csrf-token`.
+    pub header: String,
+    /// Origins allowed besides the request's own (`https://host[:port]`).
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for CsrfConfig {
+    fn default() -> Self {
+        Self {
+            cookie: CSRF_COOKIE.to_owned(),
+            header: "x-csrf-token".to_owned(),
+            allowed_origins: Vec::new(),
+        }
+    }
+}
 
 /// Why a request was refused; the code is the metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,20 +73,33 @@ pub fn unsafe_method(m: &Method) -> bool {
     )
 }
 
-/// The value of the first cookie called `name` (shared by the session and
-/// CSRF checks).
-pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
 impl CsrfSettings {
+    /// Validates the section; paths are relative to it (`cookie`).
+    pub fn try_new(config: &CsrfConfig) -> Result<Self, Problems> {
+        let CsrfConfig {
+            cookie,
+            header,
+            allowed_origins,
+        } = config;
+        let mut p = Problems::default();
+        for (i, o) in allowed_origins.iter().enumerate() {
+            if !o.starts_with("https://") || o.ends_with('/') {
+                p.push(
+                    format!("allowed_origins[{i}]"),
+                    "an origin is https://host[:port] without a path",
+                );
+            }
+        }
+        if !cookie.starts_with("__Host-") {
+            p.push("cookie", "use a `__Host-` cookie name");
+        }
+        p.into_result(|| Self {
+            cookie: cookie.clone(),
+            header: header.to_ascii_lowercase(),
+            extra_origins: allowed_origins.clone(),
+        })
+    }
+
     /// Checks a cookie-authenticated unsafe request; `host` is the request's
     /// authority as the client sent it.
     pub fn check(&self, headers: &HeaderMap, host: Option<&str>) -> Result<(), CsrfFailure> {

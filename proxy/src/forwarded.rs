@@ -2,8 +2,9 @@
 //!
 //! `X-Forwarded-*`, `Forwarded`, `X-Real-IP` and `X-Request-Id` are only taken
 //! from peers in the trusted-proxy list; from anyone else they are dropped
-//! before routing. The proxy's own identity headers (`X-Portcullis-*`) are
-//! dropped from every peer: only the proxy itself sets them.
+//! before routing. The proxy's own identity headers (`X-Portcullis-*`,
+//! [`portcullis_contract::headers::RESERVED_PREFIX`]) are dropped from every
+//! peer: only the proxy itself sets them.
 
 use std::net::IpAddr;
 
@@ -21,10 +22,6 @@ pub const HOP_HEADERS: &[&str] = &[
     "x-client-ip",
     "true-client-ip",
 ];
-
-/// Prefix of the verified identity and decision headers the proxy sends
-/// upstream. Never accepted from outside.
-pub const IDENTITY_PREFIX: &str = "x-portcullis-";
 
 /// The trusted-proxy CIDR list.
 #[derive(Debug, Clone, Default)]
@@ -77,19 +74,11 @@ impl TrustedProxies {
     }
 }
 
-/// Whether an inbound `X-Request-Id` from a trusted proxy is safe to reuse:
-/// short, and only characters that cannot break a log line or a header.
-pub fn valid_request_id(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
+    use portcullis_contract::headers::valid_request_id;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

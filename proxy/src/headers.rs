@@ -1,12 +1,15 @@
-//! Security headers: built once from the configuration, applied to every
-//! response, the proxy's own included.
+//! Security headers: their section of the file (`proxy.headers`), built once
+//! into [`SecurityHeaders`] and applied to every response, the proxy's own
+//! included; each route's CSP header.
 
 use http::{HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 use schemars::JsonSchema;
 use serde::Deserialize;
+use thiserror::Error;
 
-use crate::config::{HeadersConfig, Problems, validated_header_value};
+use crate::mode::{CspModeSchema, Mode};
+use crate::problems::Problems;
 
 /// Path of the CSP violation report collector.
 pub const CSP_REPORT_PATH: &str = "/.portcullis/csp-report";
@@ -21,13 +24,71 @@ const REMOVED: &[&str] = &[
     "x-aspnetmvc-version",
 ];
 
-/// Whether a CSP is enforced or only reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum CspMode {
-    #[default]
-    Enforce,
-    ReportOnly,
+/// Security headers. Each value is sent verbatim.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeadersConfig {
+    /// Default 63072000 (two years).
+    pub hsts_max_age_seconds: u64,
+    /// Default true.
+    pub hsts_include_subdomains: bool,
+    /// Default false: preload is a commitment to be made on purpose.
+    pub hsts_preload: bool,
+    /// Default `no-referrer`.
+    pub referrer_policy: String,
+    /// Default denies powerful features.
+    pub permissions_policy: String,
+    /// Default `same-origin`.
+    pub cross_origin_opener_policy: String,
+    /// Default `same-origin`.
+    pub cross_origin_resource_policy: String,
+    /// Default `DENY`.
+    pub frame_options: String,
+    /// The default Content-Security-Policy of every route.
+    pub csp: CspConfig,
+}
+
+impl Default for HeadersConfig {
+    fn default() -> Self {
+        Self {
+            hsts_max_age_seconds: 63_072_000,
+            hsts_include_subdomains: true,
+            hsts_preload: false,
+            referrer_policy: "no-referrer".to_owned(),
+            permissions_policy: "accelerometer=(), camera=(), geolocation=(), gyroscope=(), \
+                                 magnetometer=(), microphone=(), payment=(), usb=()"
+                .to_owned(),
+            cross_origin_opener_policy: "same-origin".to_owned(),
+            cross_origin_resource_policy: "same-origin".to_owned(),
+            frame_options: "DENY".to_owned(),
+            csp: CspConfig::default(),
+        }
+    }
+}
+
+/// A Content-Security-Policy and how it is applied.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CspConfig {
+    /// The policy, without `report-uri`/`report-to` (the proxy adds them).
+    pub policy: String,
+    /// `enforce` (default) or `report_only`.
+    #[schemars(with = "CspModeSchema")]
+    pub mode: Mode,
+}
+
+impl Default for CspConfig {
+    fn default() -> Self {
+        Self {
+            policy:
+                "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                     font-src 'self'; connect-src 'self'; manifest-src 'self'; form-action 'self'; \
+                     frame-ancestors 'none'; base-uri 'none'; object-src 'none'; \
+                     require-trusted-types-for 'script'; upgrade-insecure-requests"
+                    .to_owned(),
+            mode: Mode::Enforce,
+        }
+    }
 }
 
 /// A route's ready-made CSP header.
@@ -38,11 +99,11 @@ pub struct CspHeader {
 }
 
 impl CspHeader {
-    pub fn mode(&self) -> CspMode {
+    pub fn mode(&self) -> Mode {
         if self.name == http::header::CONTENT_SECURITY_POLICY {
-            CspMode::Enforce
+            Mode::Enforce
         } else {
-            CspMode::ReportOnly
+            Mode::ReportOnly
         }
     }
 }
@@ -58,8 +119,34 @@ pub struct SecurityHeaders {
 const SCRIPT_DIRECTIVES: &[&str] = &["script-src", "script-src-elem", "script-src-attr"];
 const UNSAFE_SCRIPT_SOURCES: &[&str] = &["'unsafe-inline'", "'unsafe-eval'", "'unsafe-hashes'"];
 
-/// Checks a policy for what the proxy owns or forbids; returns the problem.
-fn check_policy(policy: &str) -> Result<(), String> {
+/// What a configured CSP may not contain.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+enum CspPolicyError {
+    #[error("leave out `{0}`: the proxy adds its own pointing at {CSP_REPORT_PATH}")]
+    OwnedDirective(String),
+    #[error("`{directive}` allows {found}; inline script is not permitted")]
+    UnsafeScript { directive: String, found: String },
+    #[error("`default-src` allows {0} and no script-src overrides it")]
+    UnsafeDefault(String),
+}
+
+/// Parses a header value, reporting an empty or unprintable one under `path`.
+pub(crate) fn validated_header_value(
+    problems: &mut Problems,
+    path: &str,
+    value: &str,
+) -> Option<HeaderValue> {
+    match HeaderValue::from_str(value) {
+        Ok(v) if !value.trim().is_empty() => Some(v),
+        _ => {
+            problems.push(path, "must be a non-empty, printable header value");
+            None
+        }
+    }
+}
+
+/// Checks a policy for what the proxy owns or forbids.
+fn check_policy(policy: &str) -> Result<(), CspPolicyError> {
     let mut has_script_src = false;
     let mut default_sources: Vec<&str> = Vec::new();
     for directive in policy.split(';') {
@@ -67,9 +154,7 @@ fn check_policy(policy: &str) -> Result<(), String> {
         let Some(name) = words.next() else { continue };
         let name = name.to_ascii_lowercase();
         if name == "report-uri" || name == "report-to" {
-            return Err(format!(
-                "leave out `{name}`: the proxy adds its own pointing at {CSP_REPORT_PATH}"
-            ));
+            return Err(CspPolicyError::OwnedDirective(name));
         }
         let sources: Vec<&str> = words.collect();
         if SCRIPT_DIRECTIVES.contains(&name.as_str()) {
@@ -79,9 +164,10 @@ fn check_policy(policy: &str) -> Result<(), String> {
                     .iter()
                     .any(|u| u.eq_ignore_ascii_case(s))
             }) {
-                return Err(format!(
-                    "`{name}` allows {bad}; inline script is not permitted"
-                ));
+                return Err(CspPolicyError::UnsafeScript {
+                    directive: name,
+                    found: (*bad).to_owned(),
+                });
             }
         }
         if name == "default-src" {
@@ -95,9 +181,7 @@ fn check_policy(policy: &str) -> Result<(), String> {
                 .any(|u| u.eq_ignore_ascii_case(s))
         })
     {
-        return Err(format!(
-            "`default-src` allows {bad} and no script-src overrides it"
-        ));
+        return Err(CspPolicyError::UnsafeDefault((*bad).to_owned()));
     }
     Ok(())
 }
@@ -198,7 +282,7 @@ impl SecurityHeaders {
     pub fn csp_for(
         &self,
         policy: &str,
-        mode: CspMode,
+        mode: Mode,
         path: &str,
         p: &mut Problems,
     ) -> Option<CspHeader> {
@@ -214,8 +298,8 @@ impl SecurityHeaders {
         let full = format!("{policy}; report-uri {CSP_REPORT_PATH}; report-to {REPORT_GROUP}");
         let value = validated_header_value(p, path, &full)?;
         let name = match mode {
-            CspMode::Enforce => http::header::CONTENT_SECURITY_POLICY,
-            CspMode::ReportOnly => http::header::CONTENT_SECURITY_POLICY_REPORT_ONLY,
+            Mode::Enforce => http::header::CONTENT_SECURITY_POLICY,
+            Mode::ReportOnly => http::header::CONTENT_SECURITY_POLICY_REPORT_ONLY,
         };
         Some(CspHeader { name, value })
     }
@@ -324,7 +408,7 @@ mod tests {
         ] {
             let mut p = Problems::default();
             assert!(
-                h.csp_for(bad, CspMode::Enforce, "x", &mut p).is_none(),
+                h.csp_for(bad, Mode::Enforce, "x", &mut p).is_none(),
                 "{bad}"
             );
             assert!(!p.is_empty());
@@ -333,11 +417,11 @@ mod tests {
         let ro = h
             .csp_for(
                 "default-src 'self'; style-src 'self' 'unsafe-inline';",
-                CspMode::ReportOnly,
+                Mode::ReportOnly,
                 "x",
                 &mut p,
             )
             .unwrap();
-        assert_eq!(ro.mode(), CspMode::ReportOnly);
+        assert_eq!(ro.mode(), Mode::ReportOnly);
     }
 }

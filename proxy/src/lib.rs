@@ -4,56 +4,67 @@
 //! the clear-text redirect listener, the admin listener and the certificate
 //! watcher, and blocks until shutdown. Configuration arrives validated, as
 //! [`ProxySettings`].
+//!
+//! Modules, from the bottom up: leaves ([`problems`], `mode`, `context`,
+//! `routes`, `problem`, [`path`], `forwarded`, `drain`, `csrf`, `headers`,
+//! [`jwt`], [`ratelimit`]) know nothing of the gateway; [`settings`] is the
+//! file and its validation; the features (`guards`, `revocation`, `audit`,
+//! `tls`, `admin`, `redirect`, `csp_report`, `metrics`, `reloads`) sit
+//! above them; `gateway` runs the phases; this file wires it all together.
 
-pub mod config;
 pub mod jwt;
 pub mod path;
+pub mod problems;
 pub mod ratelimit;
+pub mod settings;
 
-mod audit;
+mod context;
 mod csrf;
-mod enforce;
-mod policy_watch;
-mod revocation;
-
-mod admin;
-mod csp_report;
 mod drain;
 mod forwarded;
-mod gateway;
 mod headers;
-mod metrics;
+mod mode;
 mod problem;
-mod redirect;
 mod routes;
+
+mod admin;
+mod audit;
+mod background;
+mod csp_report;
+mod gateway;
+mod guards;
+mod metrics;
+mod redirect;
+mod reloads;
+mod revocation;
 mod tls;
 
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::{BackgroundService, background_service};
-use portcullis_authz::identity::IdentityKey;
-use portcullis_authz::revocation_channel::RevocationChannel;
-use portcullis_authz::{Authorizer, PolicyBundle};
-
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
+use portcullis_audit::{AuditLog, AuditSettings, SpoolLock};
+use portcullis_authz::Authorizer;
+use portcullis_contract::identity::IdentityKey;
+use portcullis_contract::revocation::RevocationChannel;
+use prometheus::Registry;
 use thiserror::Error;
 
-pub use config::{ProxyConfig, ProxySettings};
-pub use headers::CspMode;
+pub use settings::{ProxyConfig, ProxySettings};
 pub use tls::{TlsError, crypto_provider, ensure_self_signed};
+
+use guards::{Guards, authn, csrf as csrf_guard, policy, rate_limit};
+use mode::RouteModes;
 
 /// How long the sinks get at shutdown to take the last audit events.
 const AUDIT_DRAIN: Duration = Duration::from_secs(2);
-
-/// How often the certificate files are checked even without a file event.
-const CERT_POLL_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Why the proxy could not start.
 #[derive(Debug, Error)]
@@ -63,143 +74,222 @@ pub enum StartError {
     #[error("certificate: {0}")]
     Tls(#[from] TlsError),
     #[error("listener: {0}")]
-    Listener(String),
+    Listener(#[source] Box<pingora::Error>),
     #[error("policy bundle: {0}")]
-    Policy(String),
+    Policy(#[from] portcullis_authz::BundleError),
+    #[error("policy bundle {dir}: {source}; run `portcullis policy test {dir}`")]
+    PolicyStart {
+        dir: String,
+        #[source]
+        source: portcullis_authz::BundleError,
+    },
+    #[error("reload service: {0}")]
+    Reload(#[from] portcullis_reload::StartError),
     #[error("authentication: {0}")]
-    Auth(String),
+    IdentityKey(#[from] portcullis_contract::identity::KeyError),
+    #[error("authentication: {0}")]
+    Jwt(#[from] jwt::JwtSetupError),
     #[error("rate limiting: {0}")]
-    RateLimit(String),
+    RateLimit(#[from] ratelimit::StoreError),
     #[error("audit log: {0}")]
-    Audit(String),
-}
-
-/// Fetches key sets, polls the revocation feed and listens for revocation
-/// announcements on pingora's runtime.
-struct Background {
-    verifier: jwt::JwtVerifier,
-    poller: Mutex<Option<revocation::FeedPoller>>,
-    listener: Mutex<Option<revocation::PubSubListener>>,
-}
-
-#[async_trait]
-impl BackgroundService for Background {
-    async fn start(&self, _shutdown: ShutdownWatch) {
-        if let Err(e) = self.verifier.refresh_all().await {
-            tracing::warn!(error = %e, "token issuer keys not loaded yet; retrying in the background");
-        }
-        if let Err(e) = self.verifier.start_background_refresh() {
-            tracing::error!(error = %e, "cannot refresh token issuer keys");
-        }
-        if let Some(listener) = self.listener.lock().ok().and_then(|mut l| l.take()) {
-            tokio::spawn(listener.run());
-        }
-        let poller = self.poller.lock().ok().and_then(|mut p| p.take());
-        if let Some(poller) = poller {
-            poller.run().await;
-        }
-    }
+    AuditIo(#[from] std::io::Error),
+    #[error("audit log: ingest sink: {0}")]
+    IngestSink(#[source] portcullis_audit::SinkError),
+    #[error("audit log: {0}")]
+    Audit(#[from] portcullis_audit::AuditError),
 }
 
 /// Starts the proxy and blocks until it has shut down.
-pub fn run(settings: ProxySettings) -> Result<(), StartError> {
-    let ProxySettings {
-        https_addr,
-        http_addr,
-        admin_addr,
-        redirect_https_port,
-        tls,
-        trusted_proxies,
-        worker_threads,
-        shutdown_grace,
-        routes,
-        headers,
-        csp_report_max_body_bytes,
-        issuers,
-        access_cookie,
-        identity_key_file,
-        revocation_feed_url,
-        revocation_poll,
-        revocation_pubsub,
-        policy_dir,
-        policy_time_limit,
-        rate_limits,
-        csrf,
-        audit,
-        audit_ingest_url,
-    } = settings;
-    let metrics = metrics::Metrics::try_new()?;
-    let registry = metrics.registry().clone();
-    let jwt_metrics = jwt::JwtMetrics::try_new()?;
-    jwt_metrics.register(&registry)?;
-    let rate_metrics = ratelimit::RateLimitMetrics::try_new()?;
-    rate_metrics.register(&registry)?;
-    let enforce_metrics = enforce::EnforceMetrics::try_new(&registry)?;
-    let identity_key = IdentityKey::load_or_create(&identity_key_file)
-        .map_err(|e| StartError::Auth(e.to_string()))?;
+///
+/// The proxy adds its policy and certificate targets to `reload`, the process's one
+/// reload service, and starts it. `authorizer` is the bundle the proxy enforces when the
+/// process already loaded it (under `portcullis up` the backend enforces the same one,
+/// so one reload changes both layers at once); with `None` the proxy loads
+/// `policy_dir` itself.
+pub fn run(
+    settings: ProxySettings,
+    mut reload: portcullis_reload::ReloadService,
+    authorizer: Option<Arc<Authorizer>>,
+) -> Result<(), StartError> {
+    let registry = Registry::new();
+    let identity_key = IdentityKey::load_or_create(&settings.identity_key_file)?;
+    let audit = start_audit(
+        settings.audit.clone(),
+        settings.audit_ingest_url.as_deref(),
+        &identity_key,
+    )?;
+    let authorizer = match authorizer {
+        Some(shared) => shared,
+        None => load_policy(&settings.policy_dir, settings.policy_time_limit)?,
+    };
+    let enforcement = build_enforcement(
+        &settings,
+        &registry,
+        &audit,
+        authorizer,
+        identity_key,
+        &mut reload,
+    )?;
+    let drain = Arc::new(drain::Drain::default());
+    let server = build_server(
+        settings,
+        &registry,
+        &audit.log,
+        enforcement,
+        &drain,
+        &mut reload,
+    )?;
+    reload.start()?;
+    let grace = server.grace;
+    server.run(RunArgs {
+        shutdown_signal: Box::new(drain::DrainingSignals { drain, grace }),
+    });
+    audit.shutdown();
+    Ok(())
+}
 
+/// The proxy's audit log and the runtime its delivery runs on.
+struct Audit {
+    runtime: tokio::runtime::Runtime,
+    lock: SpoolLock,
+    log: AuditLog,
+}
+
+impl Audit {
+    /// A final checkpoint; what the sinks do not take now is delivered after the next start.
+    fn shutdown(self) {
+        let Self { runtime, lock, log } = self;
+        runtime.block_on(log.shutdown(AUDIT_DRAIN));
+        drop(lock);
+    }
+}
+
+/// Starts the audit log, with the backend's ingest as an extra sink.
+fn start_audit(
+    settings: AuditSettings,
+    ingest_url: Option<&str>,
+    identity_key: &IdentityKey,
+) -> Result<Audit, StartError> {
     // The audit log runs its delivery on a small runtime of its own: pingora's
     // runtimes only exist once the server runs, and emits from any runtime reach
     // the spool's writer thread.
-    let audit_rt = tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("audit-proxy")
         .enable_all()
-        .build()
-        .map_err(|e| StartError::Audit(e.to_string()))?;
-    let audit_lock =
-        portcullis_audit::SpoolLock::acquire(&audit.spool.dir, Duration::from_secs(10))
-            .map_err(|e| StartError::Audit(e.to_string()))?;
+        .build()?;
+    let lock = SpoolLock::acquire(&settings.spool.dir, Duration::from_secs(10))?;
     let mut extra_sinks: Vec<Box<dyn portcullis_audit::Sink>> = Vec::new();
-    if let Some(url) = &audit_ingest_url {
-        let sink = audit::IngestSink::new(url, identity_key.clone())
-            .map_err(|e| StartError::Audit(format!("ingest sink: {e}")))?;
+    if let Some(url) = ingest_url {
+        let sink =
+            audit::IngestSink::new(url, identity_key.clone()).map_err(StartError::IngestSink)?;
         extra_sinks.push(Box::new(sink));
     }
-    let audit_log = {
-        let _runtime = audit_rt.enter();
-        portcullis_audit::AuditLog::start_with_sinks(
-            audit,
+    let log = {
+        let _runtime = runtime.enter();
+        AuditLog::start_with_sinks(
+            settings,
             extra_sinks,
             &portcullis_audit::metrics_registry(audit::EMITTER),
-        )
-        .map_err(|e| StartError::Audit(e.to_string()))?
+        )?
     };
+    Ok(Audit { runtime, lock, log })
+}
 
-    // The bundle must load and pass its own tests before anything serves.
-    let bundle = PolicyBundle::load(&policy_dir)
-        .map_err(|e| StartError::Policy(e.to_string()))?
-        .with_eval_time_limit(policy_time_limit);
-    let report = bundle.run_tests(false);
-    if !report.all_passed() {
-        return Err(StartError::Policy(format!(
-            "{} of {} policy tests fail; run `portcullis policy test {}`",
-            report.failed(),
-            report.results.len(),
-            policy_dir.display()
-        )));
-    }
-    tracing::info!(digest = bundle.digest(), "policy bundle loaded");
-    let authorizer = Arc::new(Authorizer::new(bundle));
-    let modes = Arc::new(ArcSwap::from_pointee(enforce::RouteModes::from_bundle(
+/// Loads the bundle, which must pass its own tests before anything serves.
+fn load_policy(dir: &Path, time_limit: Duration) -> Result<Arc<Authorizer>, StartError> {
+    Authorizer::load_tested(dir, time_limit)
+        .map(Arc::new)
+        .map_err(|source| StartError::PolicyStart {
+            dir: dir.display().to_string(),
+            source,
+        })
+}
+
+/// What the guards, the admin listener and the background service share.
+struct Enforcement {
+    guards: Guards,
+    login_limit: rate_limit::LoginAccountLimit,
+    authorizer: Arc<Authorizer>,
+    verifier: jwt::JwtVerifier,
+    revocations: Arc<revocation::Revocations>,
+    identity_key: IdentityKey,
+    background: background::Background,
+}
+
+/// The guards in request order, with the policy reload target re-reading the
+/// per-route modes after every reload.
+fn build_enforcement(
+    settings: &ProxySettings,
+    registry: &Registry,
+    audit: &Audit,
+    authorizer: Arc<Authorizer>,
+    identity_key: IdentityKey,
+    reload: &mut portcullis_reload::ReloadService,
+) -> Result<Enforcement, StartError> {
+    let policy_metrics = policy::PolicyMetrics::try_new(registry)?;
+    let modes = Arc::new(ArcSwap::from_pointee(RouteModes::from_bundle(
         &authorizer.current(),
     )));
-    {
-        let (modes, authz) = (Arc::clone(&modes), Arc::clone(&authorizer));
-        policy_watch::start(
-            policy_dir.clone(),
-            Arc::clone(&authorizer),
-            enforce_metrics.reloads.clone(),
-            audit_log.clone(),
-            Box::new(move || {
-                modes.store(Arc::new(enforce::RouteModes::from_bundle(&authz.current())))
-            }),
-        )
-        .map_err(StartError::Policy)?;
-    }
+    reload.add(reloads::policy_target(
+        settings.policy_dir.clone(),
+        Arc::clone(&authorizer),
+        Arc::clone(&modes),
+        audit.log.clone(),
+    ));
+    let verifier = build_verifier(settings, registry, audit)?;
+    let rules = Arc::new(ratelimit::Rules::new(
+        settings.rate_limits.rules.clone(),
+        settings.rate_limits.store.build()?,
+        ratelimit::RateLimitMetrics::try_new(registry)?,
+    ));
+    let (revocations, poller, listener) = build_revocation(settings, registry, &identity_key)?;
+    let guards = Guards::in_request_order(
+        Arc::clone(&modes),
+        rate_limit::ClientLimit {
+            rules: Arc::clone(&rules),
+        },
+        authn::Authenticate {
+            verifier: verifier.clone(),
+            revocations: Arc::clone(&revocations),
+            access_cookie: settings.access_cookie.clone(),
+            metrics: authn::AuthnMetrics::try_new(registry)?,
+        },
+        csrf_guard::CsrfGuard {
+            settings: settings.csrf.clone(),
+            metrics: csrf_guard::CsrfMetrics::try_new(registry)?,
+        },
+        rate_limit::SubjectLimit {
+            rules: Arc::clone(&rules),
+        },
+        policy::PolicyGuard {
+            authorizer: Arc::clone(&authorizer),
+            metrics: policy_metrics,
+        },
+    );
+    Ok(Enforcement {
+        guards,
+        login_limit: rate_limit::LoginAccountLimit { rules, modes },
+        authorizer,
+        background: background::Background {
+            verifier: verifier.clone(),
+            poller: Mutex::new(poller),
+            listener: Mutex::new(listener),
+        },
+        verifier,
+        revocations,
+        identity_key,
+    })
+}
 
+/// The token verifier; key-set changes become audit events.
+fn build_verifier(
+    settings: &ProxySettings,
+    registry: &Registry,
+    audit: &Audit,
+) -> Result<jwt::JwtVerifier, StartError> {
     let observer: jwt::KeySetObserver = {
-        let (log, runtime) = (audit_log.clone(), audit_rt.handle().clone());
+        let (log, runtime) = (audit.log.clone(), audit.runtime.handle().clone());
         Arc::new(move |c: &jwt::KeySetChange| {
             tracing::warn!(issuer = %c.issuer_label, added = ?c.added, removed = ?c.removed,
                 replaced = ?c.replaced, keys = c.key_count, "token signing key set changed");
@@ -212,61 +302,127 @@ pub fn run(settings: ProxySettings) -> Result<(), StartError> {
             });
         })
     };
-    let verifier = jwt::JwtVerifier::new(issuers, jwt_metrics, Some(observer))
-        .map_err(|e| StartError::Auth(e.to_string()))?;
-    let store = rate_limits
-        .store
-        .build()
-        .map_err(|e| StartError::RateLimit(e.to_string()))?;
-    let rates = ratelimit::Rules::new(rate_limits.rules, store, rate_metrics);
+    let metrics = jwt::JwtMetrics::try_new(registry)?;
+    Ok(jwt::JwtVerifier::new(
+        settings.issuers.clone(),
+        metrics,
+        Some(observer),
+    )?)
+}
+
+/// The revoked-session set, its feed poller and its channel listener.
+#[allow(clippy::type_complexity, reason = "three parts of one wiring step")]
+fn build_revocation(
+    settings: &ProxySettings,
+    registry: &Registry,
+    identity_key: &IdentityKey,
+) -> Result<
+    (
+        Arc<revocation::Revocations>,
+        Option<revocation::FeedPoller>,
+        Option<revocation::PubSubListener>,
+    ),
+    StartError,
+> {
+    let metrics =
+        revocation::RevocationMetrics::try_new(registry, settings.revocation_pubsub.is_some())?;
     let revocations = Arc::new(revocation::Revocations::default());
     let wake = Arc::new(tokio::sync::Notify::new());
-    let listener = match revocation_pubsub {
-        Some(RevocationChannel { client, channel }) => {
-            let up = prometheus::IntGauge::new(
-                "portcullis_revocation_pubsub_up",
-                "1 while subscribed to the Redis channel of revocation announcements.",
-            )?;
-            registry.register(Box::new(up.clone()))?;
+    let listener = match (&settings.revocation_pubsub, metrics.pubsub_up.clone()) {
+        (Some(RevocationChannel { client, channel }), Some(up)) => {
             Some(revocation::PubSubListener {
-                client,
-                channel,
+                client: client.clone(),
+                channel: channel.clone(),
                 wake: Arc::clone(&wake),
                 up,
             })
         }
-        None => None,
+        _ => None,
     };
-    let poller = revocation_feed_url
+    let poller = settings
+        .revocation_feed_url
         .as_ref()
         .map(|url| revocation::FeedPoller {
             url: url.clone(),
-            interval: revocation_poll,
+            interval: settings.revocation_poll,
             key: identity_key.clone(),
             revocations: Arc::clone(&revocations),
-            errors: enforce_metrics.revocation_errors.clone(),
+            errors: metrics.feed_errors.clone(),
             wake,
         });
-    let enforcement = Arc::new(enforce::Enforcement {
-        verifier: verifier.clone(),
-        authorizer,
-        modes,
-        revocations,
-        rates,
-        csrf,
-        identity_key,
-        access_cookie,
-        metrics: enforce_metrics,
-    });
-    let (store, note) = tls::CertStore::open(&tls, &metrics)?;
+    Ok((revocations, poller, listener))
+}
+
+/// The pingora server with its services, and the drain's grace period.
+struct ProxyServer {
+    server: Server,
+    grace: Duration,
+    https_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
+    admin_addr: SocketAddr,
+}
+
+impl ProxyServer {
+    fn run(self, args: RunArgs) {
+        let Self {
+            server,
+            https_addr,
+            http_addr,
+            admin_addr,
+            ..
+        } = self;
+        tracing::info!(%https_addr, ?http_addr, %admin_addr, "proxy starting");
+        server.run(args);
+    }
+}
+
+/// The serving certificate, reloaded when its files change (see `tls`).
+fn open_certificate(
+    source: &settings::TlsSource,
+    metrics: &metrics::Metrics,
+    reload: &mut portcullis_reload::ReloadService,
+) -> Result<tls::CertStore, StartError> {
+    let (store, note) = tls::CertStore::open(source, metrics)?;
     if let Some(note) = note {
         tracing::warn!("{note}");
     }
-    store.watch(metrics.clone(), CERT_POLL_INTERVAL)?;
-    let drain = Arc::new(drain::Drain::default());
+    reload.add(store.reload_target(metrics.clone()));
+    Ok(store)
+}
 
+/// The HTTPS listener: rustls with our certificate resolver, h2 enabled.
+fn https_service(
+    server: &Server,
+    gateway: gateway::Gateway,
+    addr: SocketAddr,
+    certificate: tls::CertStore,
+) -> Result<Service<pingora::proxy::HttpProxy<gateway::Gateway>>, StartError> {
+    let mut https = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        gateway,
+        "portcullis https",
+    );
+    let mut tls_settings = TlsSettings::intermediate("", "").map_err(StartError::Listener)?;
+    tls_settings.set_cert_resolver(Arc::new(certificate));
+    tls_settings.enable_h2();
+    https.add_tls_with_settings(&addr.to_string(), None, tls_settings);
+    Ok(https)
+}
+
+/// The certificate, then the HTTPS, redirect, admin and background services
+/// on one pingora server.
+fn build_server(
+    settings: ProxySettings,
+    registry: &Registry,
+    audit: &AuditLog,
+    enforcement: Enforcement,
+    drain: &Arc<drain::Drain>,
+    reload: &mut portcullis_reload::ReloadService,
+) -> Result<ProxyServer, StartError> {
+    let metrics = metrics::Metrics::try_new(registry)?;
+    let certificate = open_certificate(&settings.tls, &metrics, reload)?;
     let conf = ServerConf {
-        threads: worker_threads,
+        threads: settings.worker_threads,
         // Draining is ours (see `drain`): pingora is asked for a fast exit
         // once in-flight requests are done.
         grace_period_seconds: Some(0),
@@ -276,33 +432,49 @@ pub fn run(settings: ProxySettings) -> Result<(), StartError> {
     let mut server = Server::new_with_opt_and_conf(None::<Opt>, conf);
     server.bootstrap();
 
-    let mut upstreams: Vec<(String, std::net::SocketAddr)> = routes
+    let mut upstreams: Vec<(String, SocketAddr)> = settings
+        .routes
         .iter()
         .map(|r| (r.upstream.name.clone(), r.upstream.address))
         .collect();
     upstreams.sort();
     upstreams.dedup();
+    let Enforcement {
+        guards,
+        login_limit,
+        authorizer,
+        verifier,
+        revocations,
+        identity_key,
+        background,
+    } = enforcement;
+    let ProxySettings {
+        https_addr,
+        http_addr,
+        admin_addr,
+        redirect_https_port,
+        trusted_proxies,
+        shutdown_grace,
+        routes,
+        headers,
+        csp_report_max_body_bytes,
+        revocation_feed_url,
+        ..
+    } = settings;
 
     let gateway = gateway::Gateway {
         routes,
         headers: headers.clone(),
         trusted: trusted_proxies,
         metrics: metrics.clone(),
-        drain: Arc::clone(&drain),
+        drain: Arc::clone(drain),
         csp_report_max_body_bytes,
-        enforcement: Arc::clone(&enforcement),
-        audit: audit_log.clone(),
+        guards,
+        login_limit,
+        identity_key,
+        audit: audit.clone(),
     };
-    let mut https = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        gateway,
-        "portcullis https",
-    );
-    let mut tls_settings =
-        TlsSettings::intermediate("", "").map_err(|e| StartError::Listener(e.to_string()))?;
-    tls_settings.set_cert_resolver(Arc::new(store));
-    tls_settings.enable_h2();
-    https.add_tls_with_settings(&https_addr.to_string(), None, tls_settings);
+    let https = https_service(&server, gateway, https_addr, certificate)?;
     server.add_service(https);
 
     if let Some(addr) = http_addr {
@@ -321,32 +493,23 @@ pub fn run(settings: ProxySettings) -> Result<(), StartError> {
         "portcullis admin".to_owned(),
         admin::AdminApp {
             metrics,
-            drain: Arc::clone(&drain),
+            drain: Arc::clone(drain),
             upstreams,
-            enforcement: Arc::clone(&enforcement),
+            authorizer,
+            verifier,
+            revocations,
             revocation_feed: revocation_feed_url.is_some(),
         },
     );
     admin.add_tcp(&admin_addr.to_string());
     server.add_service(admin);
-    server.add_service(background_service(
-        "enforcement",
-        Background {
-            verifier,
-            poller: Mutex::new(poller),
-            listener: Mutex::new(listener),
-        },
-    ));
+    server.add_service(background_service("enforcement", background));
 
-    tracing::info!(%https_addr, ?http_addr, %admin_addr, "proxy starting");
-    server.run(RunArgs {
-        shutdown_signal: Box::new(drain::DrainingSignals {
-            drain,
-            grace: shutdown_grace,
-        }),
-    });
-    // A final checkpoint; what the sinks do not take now is delivered after the next start.
-    audit_rt.block_on(audit_log.shutdown(AUDIT_DRAIN));
-    drop(audit_lock);
-    Ok(())
+    Ok(ProxyServer {
+        server,
+        grace: shutdown_grace,
+        https_addr,
+        http_addr,
+        admin_addr,
+    })
 }

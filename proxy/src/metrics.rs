@@ -1,11 +1,14 @@
-//! The proxy's Prometheus metrics. Labels are route names, methods from a
-//! fixed set, status classes and reason codes: never raw paths or user data.
+//! The gateway's Prometheus metrics (requests, rejections, CSP violations,
+//! certificate) and the rendering of `/metrics`. Labels are route names,
+//! methods from a fixed set, status classes and reason codes: never raw paths
+//! or user data. Every module registers its own metrics (`*Metrics::try_new`)
+//! in the one registry the proxy creates at start.
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
-/// Every metric the proxy exports, registered in its own registry.
+/// The gateway's metrics, and the proxy's registry they are registered in.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
@@ -13,7 +16,6 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     pub rejections: IntCounterVec,
     pub csp_violations: IntCounterVec,
-    pub tls_reloads: IntCounterVec,
     pub tls_not_after: IntGauge,
     pub in_flight: IntGauge,
 }
@@ -24,10 +26,10 @@ const DURATION_BUCKETS: &[f64] = &[
 ];
 
 impl Metrics {
-    /// Creates and registers the metrics. Fails only on a programming error
-    /// (a duplicate or malformed metric name).
-    pub fn try_new() -> prometheus::Result<Self> {
-        let registry = Registry::new();
+    /// Creates the metrics and registers them in `registry`, which `/metrics`
+    /// renders. Fails only on a programming error (a duplicate or malformed
+    /// metric name).
+    pub fn try_new(registry: &Registry) -> prometheus::Result<Self> {
         let requests = IntCounterVec::new(
             Opts::new(
                 "portcullis_http_requests_total",
@@ -57,13 +59,6 @@ impl Metrics {
             ),
             &["directive", "route"],
         )?;
-        let tls_reloads = IntCounterVec::new(
-            Opts::new(
-                "portcullis_tls_certificate_reloads_total",
-                "Certificate reload attempts, by result.",
-            ),
-            &["result"],
-        )?;
         let tls_not_after = IntGauge::new(
             "portcullis_tls_certificate_expiry_timestamp_seconds",
             "Expiry (notAfter) of the serving certificate, as a Unix timestamp.",
@@ -76,29 +71,23 @@ impl Metrics {
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(rejections.clone()))?;
         registry.register(Box::new(csp_violations.clone()))?;
-        registry.register(Box::new(tls_reloads.clone()))?;
         registry.register(Box::new(tls_not_after.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
         Ok(Self {
-            registry,
+            registry: registry.clone(),
             requests,
             request_duration,
             rejections,
             csp_violations,
-            tls_reloads,
             tls_not_after,
             in_flight,
         })
     }
 
-    /// The registry other components register their metrics in.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
     /// The proxy's registry plus the process-wide default one (where the
-    /// backend registers its metrics when it runs in the same process), in
-    /// Prometheus text format.
+    /// backend registers its metrics when it runs in the same process, and
+    /// the audit crate its own), in Prometheus text format. The proxy itself
+    /// registers nothing there.
     pub fn render(&self) -> Vec<u8> {
         let mut families = self.registry.gather();
         families.extend(prometheus::default_registry().gather());

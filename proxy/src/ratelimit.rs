@@ -8,11 +8,12 @@
 //!   (one proxy); [`RedisStore`] keeps it in Redis with an atomic Lua script,
 //!   so several proxies share one limit.
 //! - [`Rules`]: the configured rules, each keyed by client IP, subject, route
-//!   or login account, enforcing or report-only. [`Rules::check_all`] returns
+//!   or login account, enforcing or report-only ([`Mode`]). [`Rules::check_all`] returns
 //!   one [`Decision`]; a store failure is settled by the rule's [`FailMode`].
 //! - [`RateLimitHeaders`]: `RateLimit-Policy`, `RateLimit` (IETF draft
 //!   httpapi-ratelimit-headers) and `Retry-After` values for a response.
 
+mod config;
 mod gcra;
 mod local;
 mod metrics;
@@ -26,13 +27,12 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use thiserror::Error;
 
+pub use crate::mode::Mode;
+pub use config::{RateLimitConfig, RateLimitSettings, RuleConfig, StoreConfig, StoreSettings};
 pub use local::LocalStore;
 pub use metrics::RateLimitMetrics;
 pub use redis_store::RedisStore;
-pub use rules::{
-    Decision, KeyContext, KeyKind, Mode, RateLimitConfig, RateLimitConfigError, RateLimitSettings,
-    Rule, RuleConfig, RuleHit, Rules, StoreConfig, StoreSettings,
-};
+pub use rules::{Decision, KeyContext, KeyKind, Rule, RuleHit, Rules};
 
 /// Longest accepted period.
 pub const MAX_PERIOD_SECONDS: u64 = 86_400;
@@ -141,18 +141,6 @@ pub struct Verdict {
     pub reset_after: Duration,
     /// When denied: wait this long and the same request is allowed.
     pub retry_after: Option<Duration>,
-}
-
-impl Verdict {
-    pub(crate) fn from_step(limit: &RateLimit, step: gcra::Step) -> Self {
-        Self {
-            allowed: step.allowed,
-            limit: limit.burst,
-            remaining: step.remaining,
-            reset_after: Duration::from_micros(step.reset_after_us),
-            retry_after: (!step.allowed).then(|| Duration::from_micros(step.retry_after_us)),
-        }
-    }
 }
 
 /// Why a store could not answer.

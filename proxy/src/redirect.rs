@@ -7,6 +7,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
 use crate::headers::SecurityHeaders;
+use crate::problem::{PROBLEM_JSON, Problem};
 
 /// Answers every clear-text request with a redirect to HTTPS.
 pub struct RedirectApp {
@@ -88,10 +89,16 @@ impl ServeHttp for RedirectApp {
             }
             None => {
                 *resp.status_mut() = StatusCode::BAD_REQUEST;
-                *resp.body_mut() = br#"{"type":"urn:portcullis:problem:bad-request","title":"Bad request","status":400,"detail":"Use HTTPS with a valid Host header"}"#.to_vec();
+                let problem = Problem::new(
+                    400,
+                    "bad-request",
+                    "Bad request",
+                    "Use HTTPS with a valid Host header",
+                );
+                *resp.body_mut() = problem.to_body_without_request_id().to_vec();
                 resp.headers_mut().insert(
                     http::header::CONTENT_TYPE,
-                    HeaderValue::from_static(crate::problem::PROBLEM_JSON),
+                    HeaderValue::from_static(PROBLEM_JSON),
                 );
             }
         }

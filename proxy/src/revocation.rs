@@ -1,5 +1,6 @@
 //! Revoked sessions. The backend numbers every ended session; the proxy
-//! polls `GET /auth/revocations?after=N` (signed as the `@proxy` service)
+//! polls `GET /auth/revocations?after=N` (signed as the `@proxy` service,
+//! [`portcullis_contract::revocation`] is the wire shape)
 //! every `poll_interval` and refuses tokens whose `sid` is in the set, so a
 //! logout or an administrator's revocation takes effect within about one
 //! interval (500 ms by default).
@@ -17,9 +18,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
+use prometheus::{IntCounter, IntGauge, Registry};
+use thiserror::Error;
 use tokio::sync::Notify;
 
-use portcullis_authz::identity::{IDENTITY_HEADER, Identity, IdentityKey, SIGNATURE_HEADER};
+use portcullis_contract::identity::{
+    IDENTITY_HEADER, Identity, IdentityKey, SERVICE_SUBJECT, SIGNATURE_HEADER,
+};
+use portcullis_contract::revocation::{FEED_PAGE, Feed};
 
 /// How long a revoked id is kept when the feed does not say (an older backend).
 const DEFAULT_RETAIN: Duration = Duration::from_secs(3600);
@@ -74,11 +80,58 @@ impl Revocations {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct Feed {
-    after: i64,
-    session_ids: Vec<String>,
-    retain_seconds: Option<u64>,
+/// Revocation metrics.
+#[derive(Clone)]
+pub struct RevocationMetrics {
+    /// `portcullis_revocation_feed_errors_total`.
+    pub feed_errors: IntCounter,
+    /// `portcullis_revocation_pubsub_up`, registered only with a channel configured.
+    pub pubsub_up: Option<IntGauge>,
+}
+
+impl RevocationMetrics {
+    /// Registers the feed's metric, and the channel's when `pubsub` is set.
+    pub fn try_new(registry: &Registry, pubsub: bool) -> prometheus::Result<Self> {
+        let feed_errors = IntCounter::new(
+            "portcullis_revocation_feed_errors_total",
+            "Failed polls of the backend's session revocation feed.",
+        )?;
+        registry.register(Box::new(feed_errors.clone()))?;
+        let pubsub_up = if pubsub {
+            let up = IntGauge::new(
+                "portcullis_revocation_pubsub_up",
+                "1 while subscribed to the Redis channel of revocation announcements.",
+            )?;
+            registry.register(Box::new(up.clone()))?;
+            Some(up)
+        } else {
+            None
+        };
+        Ok(Self {
+            feed_errors,
+            pubsub_up,
+        })
+    }
+}
+
+/// Why a poll of the feed failed.
+#[derive(Debug, Error)]
+enum FeedError {
+    #[error("{0}")]
+    Http(#[from] reqwest::Error),
+    #[error("status {0}")]
+    Status(reqwest::StatusCode),
+}
+
+/// Why a subscription to the channel ended.
+#[derive(Debug, Error)]
+enum PubSubError {
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    #[error("{0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("connection closed")]
+    Closed,
 }
 
 /// Polls the feed until the process exits.
@@ -93,7 +146,7 @@ pub struct FeedPoller {
 }
 
 impl FeedPoller {
-    async fn poll_once(&self, client: &reqwest::Client) -> Result<usize, String> {
+    async fn poll_once(&self, client: &reqwest::Client) -> Result<usize, FeedError> {
         loop {
             let after = self.revocations.after.load(Ordering::Acquire);
             let url = format!("{}?after={after}", self.url);
@@ -102,7 +155,7 @@ impl FeedPoller {
                 .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_owned()))
                 .unwrap_or_else(|| "/".to_owned());
             let identity = Identity {
-                sub: "@proxy".into(),
+                sub: SERVICE_SUBJECT.into(),
                 session_id: None,
                 auth_method: None,
                 decision_id: None,
@@ -114,12 +167,11 @@ impl FeedPoller {
                 .header(IDENTITY_HEADER, id)
                 .header(SIGNATURE_HEADER, sig)
                 .send()
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             if !resp.status().is_success() {
-                return Err(format!("status {}", resp.status()));
+                return Err(FeedError::Status(resp.status()));
             }
-            let feed: Feed = resp.json().await.map_err(|e| e.to_string())?;
+            let feed: Feed = resp.json().await?;
             let n = feed.session_ids.len();
             let now = Instant::now();
             self.revocations.add(feed.session_ids, feed.after, now);
@@ -129,7 +181,7 @@ impl FeedPoller {
                 .map_or(DEFAULT_RETAIN, |s| Duration::from_secs(s.max(60)));
             self.revocations.prune(retain, now);
             // A full page means there may be more.
-            if n < 1000 {
+            if n < FEED_PAGE {
                 return Ok(n);
             }
         }
@@ -200,16 +252,14 @@ impl std::fmt::Debug for PubSubListener {
 
 impl PubSubListener {
     /// One subscription, until it fails.
-    async fn subscribe_once(&self) -> Result<(), String> {
+    async fn subscribe_once(&self) -> Result<(), PubSubError> {
         let pubsub = tokio::time::timeout(PUBSUB_TIMEOUT, self.client.get_async_pubsub())
             .await
-            .map_err(|_| "connecting timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| PubSubError::Timeout("connecting"))??;
         let (mut sink, mut stream) = pubsub.split();
         tokio::time::timeout(PUBSUB_TIMEOUT, sink.subscribe(&self.channel))
             .await
-            .map_err(|_| "subscribing timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| PubSubError::Timeout("subscribing"))??;
         self.up.set(1);
         tracing::info!(channel = %self.channel, "subscribed to session revocations");
         // Revocations published while no subscription existed were missed.
@@ -220,13 +270,12 @@ impl PubSubListener {
             tokio::select! {
                 msg = stream.next() => match msg {
                     Some(_) => self.wake.notify_one(),
-                    None => return Err("connection closed".to_owned()),
+                    None => return Err(PubSubError::Closed),
                 },
                 _ = ping.tick() => {
                     tokio::time::timeout(PUBSUB_TIMEOUT, sink.ping::<redis::Value>())
                         .await
-                        .map_err(|_| "PING timed out".to_owned())?
-                        .map_err(|e| e.to_string())?;
+                        .map_err(|_| PubSubError::Timeout("PING"))??;
                 }
             }
         }

@@ -1,9 +1,19 @@
 //! The route table: which upstream and which CSP a normalised path gets.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::config::Upstream;
 use crate::headers::CspHeader;
+
+/// One upstream, parsed.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub address: SocketAddr,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
 
 /// One route, validated.
 #[derive(Debug, Clone)]

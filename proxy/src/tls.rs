@@ -7,19 +7,17 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use notify::{RecursiveMode, Watcher};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use thiserror::Error;
 
-use crate::config::TlsSource;
 use crate::metrics::Metrics;
+use crate::settings::TlsSource;
 
 /// Why a certificate could not be loaded.
 #[derive(Debug, Error)]
@@ -231,18 +229,16 @@ impl CertStore {
     }
 
     /// Re-reads the files; swaps on success, keeps the old certificate on
-    /// failure. Counted in `portcullis_tls_certificate_reloads_total`.
+    /// failure (counted by the reload service in `portcullis_reloads_total`).
     pub fn reload(&self, metrics: &Metrics) -> Result<(), TlsError> {
         match load(&self.certificate, &self.key) {
             Ok(loaded) => {
                 self.current.store(loaded.key);
                 metrics.tls_not_after.set(loaded.not_after);
-                metrics.tls_reloads.with_label_values(&["success"]).inc();
                 tracing::info!(certificate = %self.certificate.display(), "certificate reloaded");
                 Ok(())
             }
             Err(e) => {
-                metrics.tls_reloads.with_label_values(&["failure"]).inc();
                 tracing::error!(error = %e, "certificate reload rejected; the previous certificate keeps serving");
                 Err(e)
             }
@@ -255,70 +251,27 @@ impl CertStore {
         Some((c.modified().ok()?, c.len(), k.modified().ok()?, k.len()))
     }
 
-    /// Watches the certificate and key for changes (inotify on their folders,
-    /// plus a periodic check for filesystems where events are missed, such as
-    /// symlink swaps of mounted secrets) and reloads after a short debounce.
-    /// Runs on its own thread for the life of the process.
-    pub fn watch(&self, metrics: Metrics, poll: Duration) -> Result<(), TlsError> {
-        let (tx, rx) = mpsc::channel::<()>();
-        let files = [self.certificate.clone(), self.key.clone()];
-        let names: Vec<_> = files
-            .iter()
-            .filter_map(|f| f.file_name().map(|n| n.to_owned()))
-            .collect();
-        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if let Ok(ev) = res
-                && ev
-                    .paths
-                    .iter()
-                    .any(|p| p.file_name().is_some_and(|n| names.iter().any(|m| m == n)))
-            {
-                let _ = tx.send(());
-            }
-        })
-        .map_err(|e| TlsError::Watch {
-            path: self.certificate.clone(),
-            reason: e.to_string(),
-        })?;
-        for f in &files {
-            let dir = f
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            watcher
-                .watch(dir, RecursiveMode::NonRecursive)
-                .map_err(|e| TlsError::Watch {
-                    path: dir.to_owned(),
-                    reason: e.to_string(),
-                })?;
-        }
+    /// The reload target of this certificate: the folders of certificate and key are
+    /// watched, and the periodic check catches symlink swaps of mounted secrets that
+    /// raise no file event. A file event or poll reloads only when the files' size or
+    /// time changed; `SIGHUP` always re-reads them.
+    pub fn reload_target(&self, metrics: Metrics) -> portcullis_reload::Target {
         let store = self.clone();
-        std::thread::Builder::new()
-            .name("cert-watch".to_owned())
-            .spawn(move || {
-                let _watcher = watcher;
-                let mut seen = store.fingerprint();
-                loop {
-                    let changed = match rx.recv_timeout(poll) {
-                        Ok(()) => {
-                            // Debounce: writers replace cert and key in several steps.
-                            while rx.recv_timeout(Duration::from_millis(300)).is_ok() {}
-                            true
-                        }
-                        Err(mpsc::RecvTimeoutError::Timeout) => store.fingerprint() != seen,
-                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                    };
-                    let now = store.fingerprint();
-                    if changed && now != seen {
-                        seen = now;
-                        let _ = store.reload(&metrics);
-                    }
-                }
-            })
-            .map_err(|e| TlsError::Watch {
-                path: self.certificate.clone(),
-                reason: e.to_string(),
-            })?;
-        Ok(())
+        let mut seen = store.fingerprint();
+        portcullis_reload::Target::new("certificate", move |trigger| {
+            let now = store.fingerprint();
+            if now == seen && trigger != portcullis_reload::Trigger::Signal {
+                return Ok(portcullis_reload::Outcome::Unchanged);
+            }
+            seen = now;
+            store
+                .reload(&metrics)
+                .map(|()| portcullis_reload::Outcome::Reloaded {
+                    digest: store.certificate.display().to_string(),
+                })
+                .map_err(|e| portcullis_reload::Rejected(e.to_string()))
+        })
+        .watch_files(&[self.certificate.clone(), self.key.clone()])
+        .polled()
     }
 }

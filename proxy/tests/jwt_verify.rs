@@ -290,8 +290,7 @@ fn config(url: &str) -> IssuerConfig {
 
 async fn harness(config: IssuerConfig, load: bool) -> Harness {
     let registry = Registry::new();
-    let metrics = JwtMetrics::try_new().unwrap();
-    metrics.register(&registry).unwrap();
+    let metrics = JwtMetrics::try_new(&registry).unwrap();
     let changes = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&changes);
     let observer: KeySetObserver = Arc::new(move |c: &KeySetChange| {
@@ -853,7 +852,7 @@ async fn background_refresh_loads_keys_once_the_endpoint_recovers() {
 
 #[test]
 fn background_refresh_needs_a_runtime() {
-    let metrics = JwtMetrics::try_new().unwrap();
+    let metrics = JwtMetrics::try_new(&Registry::new()).unwrap();
     let settings = IssuerSettings::try_new(&config("http://127.0.0.1:1/jwks.json")).unwrap();
     let verifier = JwtVerifier::new(vec![settings], metrics, None).unwrap();
     assert!(verifier.start_background_refresh().is_err());
@@ -866,7 +865,7 @@ fn duplicate_issuers_are_refused() {
     other.issuer = format!("{ISSUER}/");
     other.label = "other".into();
     let near = IssuerSettings::try_new(&other).unwrap();
-    let metrics = JwtMetrics::try_new().unwrap();
+    let metrics = JwtMetrics::try_new(&Registry::new()).unwrap();
     assert!(JwtVerifier::new(vec![s.clone(), s.clone()], metrics.clone(), None).is_err());
     assert!(JwtVerifier::new(vec![s, near], metrics, None).is_err());
 }

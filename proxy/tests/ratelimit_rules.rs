@@ -41,8 +41,7 @@ fn rule(
 
 fn rules(list: Vec<Rule>) -> (Rules, Registry) {
     let registry = Registry::new();
-    let metrics = RateLimitMetrics::try_new().unwrap();
-    metrics.register(&registry).unwrap();
+    let metrics = RateLimitMetrics::try_new(&registry).unwrap();
     (
         Rules::new(list, Arc::new(LocalStore::new(10_000)), metrics),
         registry,
@@ -285,7 +284,11 @@ async fn default_configuration_builds_and_limits() {
         .unwrap();
     let store = settings.store.build().unwrap();
     assert_eq!(store.kind(), "local");
-    let rules = Rules::new(settings.rules, store, RateLimitMetrics::try_new().unwrap());
+    let rules = Rules::new(
+        settings.rules,
+        store,
+        RateLimitMetrics::try_new(&Registry::new()).unwrap(),
+    );
     let c = ctx("auth", "192.0.2.1", None, Some("admin"));
     let allowed = {
         let mut n = 0;

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 
 use crate::delivery::{Sink, SinkError};
-use crate::spool::{Seq, SpooledEvent, sync_parent};
+use crate::fsutil::sync_parent;
+use crate::spool::spooled::{Seq, SpooledEvent};
 
 /// How far back from the end of a file to look for its last line.
 const TAIL_WINDOW: u64 = 1 << 20;

@@ -14,10 +14,11 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::chain::write_json_string;
+use crate::canonical::write_json_string;
 use crate::delivery::{Sink, SinkError};
 use crate::settings::HttpFormat;
-use crate::spool::SpooledEvent;
+use crate::sinks::host::hostname;
+use crate::spool::spooled::SpooledEvent;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -92,7 +93,7 @@ impl HttpSink {
             format,
             authorization,
             batch_max_events,
-            hostname: super::hostname(),
+            hostname: hostname(),
             source: format!("portcullis:{emitter}"),
         })
     }

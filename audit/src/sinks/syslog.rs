@@ -27,7 +27,8 @@ use tokio_rustls::TlsConnector;
 
 use crate::delivery::{Sink, SinkError};
 use crate::settings::{SyslogTls, split_host_port};
-use crate::spool::SpooledEvent;
+use crate::sinks::host::hostname;
+use crate::spool::spooled::SpooledEvent;
 
 /// Facility 13: log audit.
 const FACILITY: u8 = 13;
@@ -72,7 +73,7 @@ impl SyslogSink {
             addr: addr.to_owned(),
             tls,
             conn: None,
-            hostname: super::hostname(),
+            hostname: hostname(),
             procid: std::process::id().to_string(),
         })
     }

@@ -3,9 +3,8 @@
 
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
-/// The verifier's Prometheus metrics. Create with [`JwtMetrics::try_new`],
-/// add them to the proxy's registry with [`JwtMetrics::register`]; clones
-/// share the same counters.
+/// The verifier's Prometheus metrics. Create them in the proxy's registry
+/// with [`JwtMetrics::try_new`]; clones share the same counters.
 #[derive(Clone, Debug)]
 pub struct JwtMetrics {
     /// `portcullis_jwt_rejections_total{reason}`: `reason` is [`super::JwtError::reason`].
@@ -22,9 +21,10 @@ pub struct JwtMetrics {
 }
 
 impl JwtMetrics {
-    /// Creates the metrics (unregistered). Fails only on a programming error.
-    pub fn try_new() -> prometheus::Result<Self> {
-        Ok(Self {
+    /// Creates the metrics and registers them in `registry`. Fails only on a
+    /// programming error (or a second set in the same registry).
+    pub fn try_new(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = Self {
             rejections: IntCounterVec::new(
                 Opts::new(
                     "portcullis_jwt_rejections_total",
@@ -60,11 +60,12 @@ impl JwtMetrics {
                 ),
                 &["issuer"],
             )?,
-        })
+        };
+        metrics.register(registry)?;
+        Ok(metrics)
     }
 
-    /// Registers every metric in `registry`.
-    pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
+    fn register(&self, registry: &Registry) -> prometheus::Result<()> {
         let Self {
             rejections,
             accepted,

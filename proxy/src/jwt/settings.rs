@@ -6,7 +6,8 @@ use std::time::Duration;
 use reqwest::Url;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use thiserror::Error;
+
+use crate::problems::Problems;
 
 /// Largest accepted clock-skew allowance.
 pub const MAX_LEEWAY_SECONDS: u64 = 120;
@@ -180,15 +181,6 @@ impl IssuerConfig {
     }
 }
 
-/// A configuration mistake in one field of an [`IssuerConfig`]. `field` is
-/// relative to the issuer (`algorithms[1]`), so the caller prefixes its path.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("{field}: {message}")]
-pub struct JwtConfigError {
-    pub field: String,
-    pub message: String,
-}
-
 /// Where an issuer's keys come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum KeySource {
@@ -212,8 +204,9 @@ pub struct IssuerSettings {
 }
 
 impl IssuerSettings {
-    /// Validates `config`, returning every problem found.
-    pub fn try_new(config: &IssuerConfig) -> Result<Self, Vec<JwtConfigError>> {
+    /// Validates `config`, returning every problem found. Paths are relative
+    /// to the issuer (`algorithms[1]`), so the caller prefixes its own.
+    pub fn try_new(config: &IssuerConfig) -> Result<Self, Problems> {
         let IssuerConfig {
             issuer,
             label,
@@ -227,13 +220,8 @@ impl IssuerSettings {
             fetch_timeout_seconds,
             roles_claim,
         } = config;
-        let mut errors = Vec::new();
-        let mut problem = |field: &str, message: &str| {
-            errors.push(JwtConfigError {
-                field: field.to_owned(),
-                message: message.to_owned(),
-            });
-        };
+        let mut errors = Problems::default();
+        let mut problem = |field: &str, message: &str| errors.push(field, message);
 
         if issuer.trim().is_empty() || issuer.trim() != issuer {
             problem(
@@ -397,7 +385,7 @@ mod tests {
             .err()
             .unwrap_or_default()
             .into_iter()
-            .map(|e| e.field)
+            .map(|e| e.path)
             .collect()
     }
 

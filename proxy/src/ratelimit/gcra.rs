@@ -8,7 +8,9 @@
 //! most `burst + ⌊t / T⌋` requests are allowed. The Redis Lua script mirrors
 //! this function line by line.
 
-use super::RateLimit;
+use std::time::Duration;
+
+use super::{RateLimit, Verdict};
 
 /// The outcome of one GCRA step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +48,19 @@ pub(crate) fn step(tat: Option<u64>, now: u64, limit: &RateLimit) -> Step {
             remaining: u32::try_from((capacity - diff) / interval).unwrap_or(u32::MAX),
             reset_after_us: diff,
             retry_after_us: 0,
+        }
+    }
+}
+
+impl Verdict {
+    /// The verdict for one GCRA step against `limit`.
+    pub(crate) fn from_step(limit: &RateLimit, step: Step) -> Self {
+        Self {
+            allowed: step.allowed,
+            limit: limit.burst,
+            remaining: step.remaining,
+            reset_after: Duration::from_micros(step.reset_after_us),
+            retry_after: (!step.allowed).then(|| Duration::from_micros(step.retry_after_us)),
         }
     }
 }

@@ -3,9 +3,8 @@
 
 use prometheus::{IntCounterVec, Opts, Registry};
 
-/// The rate limiter's Prometheus metrics. Create with
-/// [`RateLimitMetrics::try_new`], add to the proxy's registry with
-/// [`RateLimitMetrics::register`]; clones share the counters.
+/// The rate limiter's Prometheus metrics. Create them in the proxy's
+/// registry with [`RateLimitMetrics::try_new`]; clones share the counters.
 #[derive(Clone, Debug)]
 pub struct RateLimitMetrics {
     /// `portcullis_ratelimit_rejections_total{rule,mode}`: requests over a
@@ -16,9 +15,10 @@ pub struct RateLimitMetrics {
 }
 
 impl RateLimitMetrics {
-    /// Creates the metrics (unregistered). Fails only on a programming error.
-    pub fn try_new() -> prometheus::Result<Self> {
-        Ok(Self {
+    /// Creates the metrics and registers them in `registry`. Fails only on a
+    /// programming error (or a second set in the same registry).
+    pub fn try_new(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = Self {
             rejections: IntCounterVec::new(
                 Opts::new(
                     "portcullis_ratelimit_rejections_total",
@@ -33,11 +33,12 @@ impl RateLimitMetrics {
                 ),
                 &["store"],
             )?,
-        })
+        };
+        metrics.register(registry)?;
+        Ok(metrics)
     }
 
-    /// Registers every metric in `registry`.
-    pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
+    fn register(&self, registry: &Registry) -> prometheus::Result<()> {
         let Self {
             rejections,
             store_errors,

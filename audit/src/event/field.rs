@@ -1,0 +1,29 @@
+//! The serialised field names: flat, dotted ECS names, and `portcullis.*` for the rest.
+
+pub const TIMESTAMP: &str = "@timestamp";
+pub const ECS_VERSION: &str = "ecs.version";
+pub const EVENT_ID: &str = "event.id";
+pub const CATEGORY: &str = "event.category";
+pub const ACTION: &str = "event.action";
+pub const OUTCOME: &str = "event.outcome";
+pub const LEVEL: &str = "log.level";
+pub const USER_ID: &str = "user.id";
+pub const ROLES: &str = "user.roles";
+pub const SESSION_ID: &str = "portcullis.session.id";
+pub const AUTH_METHOD: &str = "portcullis.auth.method";
+pub const SOURCE_IP: &str = "source.ip";
+pub const USER_AGENT: &str = "user_agent.original";
+pub const REQUEST_ID: &str = "http.request.id";
+pub const DECISION_ID: &str = "portcullis.decision.id";
+pub const POLICY_DIGEST: &str = "portcullis.policy.digest";
+pub const ROUTE: &str = "portcullis.route";
+pub const DETAILS: &str = "portcullis.details";
+pub const EMITTER: &str = "portcullis.emitter";
+pub const CHAIN_PREFIX: &str = "portcullis.chain.";
+pub const CHAIN_HASH: &str = "portcullis.chain.hash";
+pub const CHAIN_PREV_HASH: &str = "portcullis.chain.prev_hash";
+pub const CHAIN_SEQ: &str = "portcullis.chain.seq";
+pub const CHECKPOINT_SEQ: &str = "portcullis.checkpoint.seq";
+pub const CHECKPOINT_HASH: &str = "portcullis.checkpoint.hash";
+pub const CHECKPOINT_SIGNATURE: &str = "portcullis.checkpoint.signature";
+pub const CHECKPOINT_PUBLIC_KEY: &str = "portcullis.checkpoint.public_key";

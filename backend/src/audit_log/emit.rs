@@ -1,0 +1,151 @@
+//! Recording the backend's events: the process's [`Audit`] log, [`event`] and the
+//! [`EventExt`] setters for what the backend knows about an actor, and
+//! [`AppState::audit`], which returns once the event is fsync'd in the spool. When it
+//! cannot (the spool is full with the `reject` policy, or stayed full for the `block`
+//! timeout), the action is refused with a 503 problem (`audit-unavailable`): sign-ins
+//! are not granted, and a change that was already stored is reported as failed to its
+//! caller and logged as an error.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use portcullis_audit::{AuditEvent, AuditLog, Category, Level, Outcome, SpoolLock};
+
+use crate::AppState;
+use crate::http::meta::{REQUEST_ID, REQUEST_META};
+use crate::http::policy::require;
+use crate::http::{ApiError, Caller};
+
+/// How long a starting process waits for another one to release the spool.
+pub const SPOOL_LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// The audit log of this process, shared by every handler.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    log: AuditLog,
+    _lock: Arc<SpoolLock>,
+}
+
+impl Audit {
+    /// Wraps a started log and the lock on its spool.
+    pub fn new(log: AuditLog, lock: SpoolLock) -> Self {
+        Self {
+            log,
+            _lock: Arc::new(lock),
+        }
+    }
+
+    /// The underlying log.
+    pub fn log(&self) -> &AuditLog {
+        &self.log
+    }
+
+    /// Writes a final checkpoint and gives the sinks (the database among them) up to
+    /// `drain` to take what is left; the rest is delivered after the next start.
+    pub async fn shutdown(&self, drain: Duration) {
+        self.log.clone().shutdown(drain).await;
+    }
+}
+
+/// A new event (level `info`).
+pub fn event(category: Category, action: &str, outcome: Outcome) -> AuditEvent {
+    AuditEvent::new(category, action, outcome)
+}
+
+/// Setters for what the backend knows about an actor.
+pub trait EventExt: Sized {
+    /// The authenticated caller: `user.id`, roles, session, method, the proxy's decision.
+    #[must_use]
+    fn by(self, caller: &Caller) -> Self;
+    /// The employee an action is about (`portcullis.details.target_user_id`).
+    #[must_use]
+    fn target(self, employee_id: i64) -> Self;
+}
+
+impl EventExt for AuditEvent {
+    fn by(self, c: &Caller) -> Self {
+        let mut e = self
+            .user_id(c.employee.id.to_string())
+            .roles(c.employee.roles.iter().map(|r| r.as_str()))
+            .detail("username", c.employee.username.clone());
+        if let Some(sid) = &c.identity.session_id {
+            e = e.session_id(sid.clone());
+        }
+        if let Some(m) = &c.identity.auth_method {
+            e = e.auth_method(m.clone());
+        }
+        if let Some(d) = &c.identity.decision_id {
+            e = e.decision_id(d.clone());
+        }
+        e
+    }
+
+    fn target(self, employee_id: i64) -> Self {
+        self.detail("target_user_id", employee_id.to_string())
+    }
+}
+
+/// The problem returned when an event cannot be recorded.
+pub fn unavailable() -> ApiError {
+    ApiError::Custom {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        kind: "audit-unavailable",
+        detail: "The audit log cannot record this action right now, so it was not carried out; try again later".into(),
+    }
+}
+
+impl AppState {
+    /// Records `event` with the request's id, client address and user agent; returns once
+    /// it is fsync'd in the spool. An error is the 503 problem the caller must return.
+    pub async fn audit(&self, event: AuditEvent) -> Result<(), ApiError> {
+        let mut event = event;
+        if let Ok(id) = REQUEST_ID.try_with(Clone::clone)
+            && !id.is_empty()
+        {
+            event = event.request_id(id);
+        }
+        if let Ok(meta) = REQUEST_META.try_with(Clone::clone) {
+            if let Some(ip) = meta.source_ip {
+                event = event.source_ip(ip);
+            }
+            if let Some(ua) = meta.user_agent {
+                event = event.user_agent(ua);
+            }
+        }
+        let action = event.action().to_owned();
+        let outcome = event.outcome();
+        match self.audit.log().emit(event).await {
+            Ok(seq) => {
+                tracing::info!(target: "portcullis::audit", action = %action, outcome = %outcome, seq, "audit event");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(target: "portcullis::audit", action = %action, outcome = %outcome, error = %e, "audit event not recorded; the action is refused");
+                Err(unavailable())
+            }
+        }
+    }
+
+    /// [`AppState::audit`] where the action already happened and nothing can be refused
+    /// any more (background tasks): a failure is logged only.
+    pub async fn audit_logged(&self, event: AuditEvent) {
+        let _ = self.audit(event).await;
+    }
+
+    /// [`crate::http::policy::require`] for a change: a refusal is recorded as the
+    /// `denied` event (outcome failure, level warning, reason `policy`) before the 403.
+    pub async fn require_change(
+        &self,
+        allowed: bool,
+        what: &str,
+        denied: impl FnOnce() -> AuditEvent,
+    ) -> Result<(), ApiError> {
+        if allowed {
+            return Ok(());
+        }
+        self.audit(denied().level(Level::Warning).detail("reason", "policy"))
+            .await?;
+        require(false, what)
+    }
+}

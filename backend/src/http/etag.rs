@@ -1,0 +1,35 @@
+//! Optimistic concurrency: a version as a strong `ETag`, and the version a change
+//! names in `If-Match` (required).
+
+use axum::Json;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::error::ApiError;
+
+/// `"<version>"`.
+pub fn etag(version: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+/// The version named by `If-Match`, required on every change of a versioned resource.
+pub fn if_match(headers: &HeaderMap) -> Result<i64, ApiError> {
+    let raw = headers
+        .get(header::IF_MATCH)
+        .ok_or(ApiError::PreconditionRequired)?
+        .to_str()
+        .map_err(|_| ApiError::PreconditionFailed { current_version: 0 })?
+        .trim();
+    raw.strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .and_then(|v| v.parse::<i64>().ok())
+        .ok_or(ApiError::PreconditionFailed { current_version: 0 })
+}
+
+/// `body` as JSON with `status` and the `ETag` of `version`.
+pub fn with_etag(status: StatusCode, version: i64, body: impl Serialize) -> Response {
+    let mut resp = (status, Json(body)).into_response();
+    resp.headers_mut().insert(header::ETAG, etag(version));
+    resp
+}

@@ -1,0 +1,94 @@
+//! The identity service state every handler shares ([`IdentityService`]): settings,
+//! password hashing, the signing keyring, OIDC providers, the revocation announcer,
+//! the TOTP sealer, the hashing slots and the sign-in metrics; and the rule that
+//! withholds roles needing a second factor.
+
+use std::sync::{Arc, RwLock};
+
+use super::keys::Keyring;
+use super::metrics::counter;
+use super::password::{PasswordError, Passwords};
+use super::{announce, mfa, oidc};
+use crate::model::Role;
+use crate::settings::IdentitySettings;
+
+/// Identity state shared by handlers.
+pub struct IdentityService {
+    pub settings: IdentitySettings,
+    pub passwords: Passwords,
+    pub keyring: RwLock<Keyring>,
+    /// OIDC providers, loaded by `crate::open` (empty until then).
+    pub oidc: oidc::Providers,
+    /// Announces revocations when Redis is configured.
+    pub(super) announcer: Option<Arc<announce::Announcer>>,
+    /// Seals TOTP secrets at rest.
+    pub totp_sealer: mfa::SecretSealer,
+    /// Slots for password hashing, one per core (see `AppState::hashing` in `credentials`).
+    pub(super) hashing: tokio::sync::Semaphore,
+    pub(super) lockouts: prometheus::IntCounterVec,
+    pub(super) logins: prometheus::IntCounterVec,
+}
+
+impl std::fmt::Debug for IdentityService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityService")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IdentityService {
+    /// Narrows an employee's roles to those a session holds: a role listed
+    /// in `mfa_required_roles` needs a session that used a second factor.
+    /// Returns the roles taken out (none, without allocating, in the usual
+    /// case of a second factor or an empty list).
+    pub fn withhold_roles(&self, roles: &mut Vec<Role>, mfa: bool) -> Vec<Role> {
+        let required = &self.settings.mfa_required_roles;
+        if mfa || required.is_empty() {
+            return Vec::new();
+        }
+        let withheld = roles
+            .iter()
+            .copied()
+            .filter(|r| required.contains(r))
+            .collect();
+        roles.retain(|r| !required.contains(r));
+        withheld
+    }
+
+    pub fn new(
+        settings: IdentitySettings,
+        keyring: Keyring,
+        totp_sealer: mfa::SecretSealer,
+    ) -> Result<Self, PasswordError> {
+        let announcer = settings.revocation_pubsub.clone().map(|target| {
+            let errors = counter(
+                "portcullis_revocation_announce_errors_total",
+                "Revocations that could not be announced on Redis (proxies learn of them at their next poll).",
+                &[],
+            )
+            .with_label_values(&[] as &[&str]);
+            Arc::new(announce::Announcer::new(target, errors))
+        });
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        Ok(Self {
+            settings,
+            totp_sealer,
+            hashing: tokio::sync::Semaphore::new(cores),
+            announcer,
+            passwords: Passwords::try_new()?,
+            keyring: RwLock::new(keyring),
+            oidc: oidc::Providers::default(),
+            lockouts: counter(
+                "portcullis_auth_lockouts_total",
+                "Sign-in lockouts, by key kind.",
+                &["kind"],
+            ),
+            logins: counter(
+                "portcullis_auth_logins_total",
+                "Sign-in attempts, by result and method.",
+                &["result", "method"],
+            ),
+        })
+    }
+}

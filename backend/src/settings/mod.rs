@@ -1,0 +1,197 @@
+//! The `backend:` section of the configuration file ([`BackendConfig`], with its
+//! `identity` part in [`identity`] and the OIDC providers in [`oidc`]) and the
+//! validated [`BackendSettings`] the backend starts from.
+
+pub mod identity;
+pub mod oidc;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+pub use self::identity::{IdentityConfig, IdentitySettings, LockoutConfig, ThrottleSettings};
+
+/// The `backend:` section of the configuration file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendConfig {
+    /// Listening address. Default `127.0.0.1:8081`: keep it on loopback, the
+    /// proxy is the only client.
+    pub listen: String,
+    /// `sqlite://FILE` or `postgres://…`. Default: `sqlite://<state_dir>/portcullis.db`.
+    /// A password in the URL is refused: use `database_password_file`.
+    pub database_url: Option<String>,
+    /// File holding the database password (PostgreSQL), read at start.
+    pub database_password_file: Option<PathBuf>,
+    /// Folder of the Rego policy bundle. Default `policies`.
+    pub policy_dir: PathBuf,
+    /// Shared proxy↔backend identity key (32 bytes, created 0600 if
+    /// missing). Default `<state_dir>/keys/identity.key`.
+    pub identity_key_file: Option<PathBuf>,
+    /// Sign-in, sessions and tokens.
+    pub identity: IdentityConfig,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8081".to_owned(),
+            database_url: None,
+            database_password_file: None,
+            policy_dir: PathBuf::from("policies"),
+            identity_key_file: None,
+            identity: IdentityConfig::default(),
+        }
+    }
+}
+
+/// Validated backend settings.
+#[derive(Debug, Clone)]
+pub struct BackendSettings {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub database_password_file: Option<PathBuf>,
+    pub policy_dir: PathBuf,
+    pub identity_key_file: PathBuf,
+    /// Token signing keys (`keys/jwt/`).
+    pub keyring_dir: PathBuf,
+    /// Where the first administrator's one-time password is written.
+    pub initial_admin_file: PathBuf,
+    /// Key sealing TOTP secrets at rest (32 bytes, created 0600 if missing).
+    pub mfa_key_file: PathBuf,
+    pub identity: IdentitySettings,
+    /// The audit log: emitter `backend` for the service, `cli` for administrative
+    /// commands (see `portcullis_audit::AuditTemplate`).
+    pub audit: portcullis_audit::AuditSettings,
+}
+
+impl BackendConfig {
+    /// Validates the section; every problem comes back as `path: message`.
+    /// Relative paths are resolved against `base`.
+    pub fn validate(
+        &self,
+        prefix: &str,
+        base: &Path,
+        state_dir: &Path,
+    ) -> Result<BackendSettings, Vec<String>> {
+        let Self {
+            listen,
+            database_url,
+            database_password_file,
+            policy_dir,
+            identity_key_file,
+            identity,
+        } = self;
+        let mut problems = Vec::new();
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base.join(p)
+            }
+        };
+        let listen = listen
+            .parse::<SocketAddr>()
+            .map_err(|_| {
+                problems.push(format!(
+                    "{prefix}.listen: `{listen}` is not an IP:port address"
+                ))
+            })
+            .ok();
+        let url = database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                state_dir.join("portcullis.db").display()
+            )
+        });
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            problems.push(format!(
+                "{prefix}.database_url: use sqlite://FILE or postgres://HOST/DB"
+            ));
+        }
+        // Secrets never in the configuration file: a password belongs in a file.
+        if let Some(rest) = url.split_once("://").map(|(_, r)| r)
+            && let Some((userinfo, _)) = rest.split_once('@')
+            && userinfo.contains(':')
+        {
+            problems.push(format!(
+                "{prefix}.database_url: contains a password; put it in database_password_file instead"
+            ));
+        }
+        // Whether it exists is checked by the composition, which puts the built-in
+        // bundle in place of a missing default folder.
+        let policy_dir = resolve(policy_dir);
+        let identity = identity.validate(&format!("{prefix}.identity"), base, &mut problems);
+        // The `audit:` section replaces these defaults (see the binary's config).
+        let audit = portcullis_audit::AuditConfig::default()
+            .validate("audit", base, state_dir)
+            .map(|t| t.settings("backend"))
+            .map_err(|e| problems.extend(e))
+            .ok();
+        match (listen, audit, problems.is_empty()) {
+            (Some(listen), Some(audit), true) => Ok(BackendSettings {
+                listen,
+                database_url: url,
+                database_password_file: database_password_file.as_deref().map(resolve),
+                policy_dir,
+                identity_key_file: identity_key_file
+                    .as_deref()
+                    .map_or_else(|| state_dir.join("keys/identity.key"), resolve),
+                keyring_dir: state_dir.join("keys/jwt"),
+                initial_admin_file: state_dir.join("initial-admin.txt"),
+                mfa_key_file: state_dir.join("keys/mfa.key"),
+                identity,
+                audit,
+            }),
+            _ => Err(problems),
+        }
+    }
+}
+
+/// The database password file could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("database password file {path}: {reason}")]
+pub struct PasswordFileError {
+    pub path: String,
+    pub reason: String,
+}
+
+/// The database URL with the password from `database_password_file`, if any.
+pub fn connect_url(settings: &BackendSettings) -> Result<String, PasswordFileError> {
+    Ok(match &settings.database_password_file {
+        Some(file) => {
+            let pw = std::fs::read_to_string(file).map_err(|e| PasswordFileError {
+                path: file.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            with_password(&settings.database_url, pw.trim())
+        }
+        None => settings.database_url.clone(),
+    })
+}
+
+/// Inserts a percent-encoded password into a `postgres://user@host/db` URL.
+fn with_password(url: &str, password: &str) -> String {
+    let encoded: String = password
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    match url.split_once("://").and_then(|(scheme, rest)| {
+        rest.split_once('@')
+            .map(|(user, host)| (scheme, user, host))
+    }) {
+        Some((scheme, user, host)) => format!("{scheme}://{user}:{encoded}@{host}"),
+        None => url.to_owned(),
+    }
+}

@@ -1,0 +1,41 @@
+//! Header names between proxy and backend, and the request-id rule both apply.
+
+/// Base64url JSON of the verified [`crate::identity::Identity`].
+pub const IDENTITY_HEADER: &str = "x-portcullis-identity";
+/// `v1=<hex HMAC>` binding the identity to one request.
+pub const SIGNATURE_HEADER: &str = "x-portcullis-signature";
+/// The client address the proxy determined (trusted-proxy list applied).
+pub const CLIENT_IP_HEADER: &str = "x-portcullis-client-ip";
+/// The request id, set by the proxy on every forwarded request.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Every header whose name starts with this is the proxy's to set: a client's copy is dropped.
+pub const RESERVED_PREFIX: &str = "x-portcullis-";
+
+/// Longest request id accepted from a trusted peer.
+pub const MAX_REQUEST_ID_CHARS: usize = 128;
+
+/// Whether `id` may be used as a request id: 1–128 characters of `[A-Za-z0-9._:-]`, so
+/// it can go into logs, headers and audit events without escaping.
+#[must_use]
+pub fn valid_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_CHARS
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_short_and_plain() {
+        assert!(valid_request_id("0192f3a4-7b2c-7e55-9a10-3c1d2e4f5a6b"));
+        assert!(valid_request_id("trace:abc_1.2"));
+        assert!(!valid_request_id(""));
+        assert!(!valid_request_id("a b"));
+        assert!(!valid_request_id("x\r\ny"));
+        assert!(!valid_request_id(&"a".repeat(129)));
+    }
+}

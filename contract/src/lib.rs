@@ -1,0 +1,21 @@
+//! The contract between the Portcullis proxy and the ticket backend.
+//!
+//! Both services depend on this crate and on nothing of each other, so every name,
+//! shape and rule they must agree on is written once, here:
+//!
+//! - [`identity`]: the verified identity the proxy forwards, signed per request with the
+//!   shared key, and the service subject the proxy uses for its own calls;
+//! - [`headers`]: the header names between the two and the request-id rule;
+//! - [`cookies`]: the browser cookie names and the one cookie reader;
+//! - [`amr`]: how `amr` values are read (authentication method, second factor);
+//! - [`problem`]: the problem `type` URN of every error answer;
+//! - [`revocation`]: the revocation feed's wire shape and its Redis pub/sub channel;
+//! - [`audit_ingest`]: where and how the proxy ships its audit events to the backend.
+
+pub mod amr;
+pub mod audit_ingest;
+pub mod cookies;
+pub mod headers;
+pub mod identity;
+pub mod problem;
+pub mod revocation;

@@ -1,0 +1,213 @@
+//! `request_filter` and `request_body_filter`: the request path up to the
+//! upstream. In order: request id and client address (trusted-proxy list
+//! only) → strip inbound identity and hop headers → normalise the path → the
+//! CSP report collector → route match → the guards ([`crate::guards`]) → for
+//! a sign-in, the account's rate limit once its body is read.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderName;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorType, Result};
+use portcullis_contract::headers::{REQUEST_ID_HEADER, RESERVED_PREFIX, valid_request_id};
+
+use super::service::{Gateway, peer_ip};
+use crate::context::{RequestCtx, RequestFacts};
+use crate::forwarded::HOP_HEADERS;
+use crate::guards::Verdict;
+use crate::headers::CSP_REPORT_PATH;
+use crate::path::{NormalisedPath, normalise_bytes};
+use crate::problem::{Problem, Refusal};
+use crate::routes::Route;
+
+/// Route label of the CSP report collector.
+const CSP_ROUTE: &str = "csp-report";
+/// The sign-in endpoint whose body names the account for its rate limit.
+const LOGIN_PATH: &str = "/auth/login";
+/// Largest sign-in body the proxy reads to find the account name.
+const MAX_LOGIN_BODY_BYTES: usize = 16 * 1024;
+
+/// Drops every `X-Portcullis-*` header, and the hop headers unless the peer
+/// is a trusted proxy, before anything reads the request further.
+fn strip_inbound_headers(session: &mut Session, peer_trusted: bool) {
+    let strip: Vec<HeaderName> = session
+        .req_header()
+        .headers
+        .keys()
+        .filter(|name| {
+            let n = name.as_str();
+            n.starts_with(RESERVED_PREFIX) || (!peer_trusted && HOP_HEADERS.contains(&n))
+        })
+        .cloned()
+        .collect();
+    for name in &strip {
+        session.req_header_mut().remove_header(name);
+    }
+}
+
+impl Gateway {
+    pub(super) async fn filter_request(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        self.metrics.in_flight.inc();
+        if self.drain.is_draining() {
+            // Finish this request, then let the client reconnect elsewhere.
+            session.set_keepalive(None);
+        }
+        self.identify_client(session, ctx);
+        strip_inbound_headers(session, ctx.peer_trusted);
+
+        let raw = session.req_header().raw_path();
+        let raw_path = raw.split(|b| *b == b'?').next().unwrap_or_default();
+        let path = match normalise_bytes(raw_path) {
+            Ok(p) => p,
+            Err(e) => {
+                self.metrics.rejections.with_label_values(&[e.code()]).inc();
+                let p = Problem::new(400, "invalid-path", "Invalid request path", e.to_string());
+                self.respond_problem(session, ctx, p, &[]).await?;
+                return Ok(true);
+            }
+        };
+
+        if path.as_str() == CSP_REPORT_PATH {
+            ctx.label = CSP_ROUTE;
+            ctx.path = Some(path);
+            self.collect_csp_report(session, ctx).await?;
+            return Ok(true);
+        }
+
+        let Some(route) = self.routes.find(path.as_str()) else {
+            self.metrics
+                .rejections
+                .with_label_values(&["no_route"])
+                .inc();
+            let p = Problem::new(404, "not-found", "Not found", "No route serves this path");
+            self.respond_problem(session, ctx, p, &[]).await?;
+            return Ok(true);
+        };
+        let route: Arc<Route> = Arc::clone(route);
+        ctx.route = Some(route);
+
+        let outcome = self.run_guards(session, &path, ctx).await;
+        let is_login =
+            session.req_header().method == http::Method::POST && path.as_str() == LOGIN_PATH;
+        ctx.path = Some(path);
+        match outcome {
+            Ok(()) => {
+                if is_login {
+                    ctx.login_body = Some(BytesMut::new());
+                }
+                Ok(false)
+            }
+            Err(refusal) => {
+                self.respond_problem(session, ctx, refusal.problem, &refusal.headers)
+                    .await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// The request id (a trusted peer's, if valid, else a new UUIDv7) and the
+    /// client address (from `X-Forwarded-For` only through trusted proxies).
+    fn identify_client(&self, session: &Session, ctx: &mut RequestCtx) {
+        let peer = peer_ip(session);
+        ctx.peer_trusted = peer.is_some_and(|ip| self.trusted.contains(ip));
+        let req = session.req_header();
+        ctx.request_id = req
+            .headers
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| ctx.peer_trusted && valid_request_id(id))
+            .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+        ctx.client_ip = peer.map(|ip| {
+            let xff = req
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok());
+            self.trusted.client_ip(ip, xff)
+        });
+    }
+
+    /// Runs the guards on the routed request.
+    async fn run_guards(
+        &self,
+        session: &Session,
+        path: &NormalisedPath,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), Refusal> {
+        let req = session.req_header();
+        let raw = req.raw_path();
+        let query = raw
+            .iter()
+            .position(|b| *b == b'?')
+            .and_then(|i| std::str::from_utf8(&raw[i + 1..]).ok());
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri.authority().map(|a| a.as_str()));
+        let facts = RequestFacts {
+            method: &req.method,
+            path: path.as_str(),
+            query,
+            headers: &req.headers,
+            host,
+        };
+        self.guards.check(&facts, ctx).await
+    }
+
+    /// Holds a sign-in body back until the account's limit is checked.
+    pub(super) async fn filter_request_body(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(buf) = ctx.login_body.as_mut() else {
+            return Ok(());
+        };
+        if let Some(chunk) = body.take() {
+            if buf.len() + chunk.len() > MAX_LOGIN_BODY_BYTES {
+                ctx.late_refusal = Some(Refusal::new(Problem::new(
+                    413,
+                    "body-too-large",
+                    "Body too large",
+                    "Sign-in requests are small",
+                )));
+                return Error::e_explain(ErrorType::HTTPStatus(413), "sign-in body too large");
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        if !end_of_stream {
+            return Ok(());
+        }
+        let whole = ctx.login_body.take().unwrap_or_default().freeze();
+        let account = serde_json::from_slice::<serde_json::Value>(&whole)
+            .ok()
+            .and_then(|v| {
+                v.get("username")
+                    .and_then(|u| u.as_str())
+                    .map(str::to_owned)
+            });
+        if let Some(account) = account {
+            let user_agent = session
+                .req_header()
+                .headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok());
+            if let Verdict::Refuse(refusal) =
+                self.login_limit.check(ctx, user_agent, &account).await
+            {
+                ctx.late_refusal = Some(refusal);
+                return Error::e_explain(ErrorType::HTTPStatus(429), "sign-in rate limit");
+            }
+        }
+        *body = Some(whole);
+        Ok(())
+    }
+}

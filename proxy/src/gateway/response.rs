@@ -1,0 +1,167 @@
+//! `response_filter`, `fail_to_proxy` and `logging`: upstream responses get
+//! the security headers, the request id, the rate-limit headers and the
+//! policy's obligations; failures become problem documents (with the same
+//! headers, through [`Gateway::respond`]); every request ends in metrics, the
+//! access log line and its audit events.
+
+use pingora::http::ResponseHeader;
+use pingora::proxy::{FailToProxy, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+use portcullis_contract::headers::REQUEST_ID_HEADER;
+
+use super::service::Gateway;
+use crate::context::RequestCtx;
+use crate::metrics::{method_label, status_class};
+use crate::problem::Problem;
+
+/// The problem for a failure's status code.
+fn failure_problem(code: u16) -> Problem {
+    match code {
+        502 => Problem::new(
+            502,
+            "bad-gateway",
+            "Bad gateway",
+            "The upstream service is unavailable",
+        ),
+        504 => Problem::new(
+            504,
+            "gateway-timeout",
+            "Gateway timeout",
+            "The upstream service did not answer in time",
+        ),
+        400 => Problem::new(
+            400,
+            "bad-request",
+            "Bad request",
+            "The request could not be read",
+        ),
+        c if (400..500).contains(&c) => Problem::new(
+            c,
+            "client-error",
+            "Request refused",
+            "The request was refused",
+        ),
+        c => Problem::new(
+            c.max(500),
+            "internal-error",
+            "Internal error",
+            "The proxy could not complete the request",
+        ),
+    }
+}
+
+/// The status a failure is answered with; 0 when the client is gone.
+fn failure_status(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    }
+}
+
+impl Gateway {
+    pub(super) fn decorate_response(
+        &self,
+        upstream_response: &mut ResponseHeader,
+        ctx: &RequestCtx,
+    ) -> Result<()> {
+        self.headers.apply(upstream_response, self.csp_for(ctx));
+        upstream_response.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        if ctx.passed {
+            if let Some(h) = &ctx.rate_headers {
+                upstream_response.insert_header("ratelimit-policy", h.policy.as_str())?;
+                upstream_response.insert_header("ratelimit", h.rate_limit.as_str())?;
+            }
+            for (k, v) in &ctx.obligations {
+                upstream_response.insert_header(k.clone(), v.clone())?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn answer_failure(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = failure_status(e);
+        if let Some(refusal) = ctx.late_refusal.take()
+            && session.response_written().is_none()
+        {
+            let status = refusal.problem.status;
+            if let Err(write_err) = self
+                .respond_problem(session, ctx, refusal.problem, &refusal.headers)
+                .await
+            {
+                tracing::debug!(error = %write_err, "could not send refusal");
+            }
+            return FailToProxy {
+                error_code: status,
+                can_reuse_downstream: false,
+            };
+        }
+        if code > 0 && session.response_written().is_none() {
+            let problem = failure_problem(code);
+            // Internal causes go to the log, never to the client.
+            tracing::warn!(request_id = %ctx.request_id, error = %e, status = code, "request failed");
+            if let Err(write_err) = self.respond_problem(session, ctx, problem, &[]).await {
+                tracing::debug!(error = %write_err, "could not send error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    pub(super) async fn record(
+        &self,
+        session: &mut Session,
+        e: Option<&Error>,
+        ctx: &mut RequestCtx,
+    ) {
+        if !ctx.request_id.is_empty() {
+            self.metrics.in_flight.dec();
+        }
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.local_status)
+            .unwrap_or(0);
+        let method = method_label(&session.req_header().method);
+        let route = ctx.route_label();
+        let class = status_class(status);
+        let elapsed = ctx.start.elapsed();
+        self.metrics
+            .requests
+            .with_label_values(&[route, method, class])
+            .inc();
+        self.metrics
+            .request_duration
+            .with_label_values(&[route, method, class])
+            .observe(elapsed.as_secs_f64());
+        tracing::info!(
+            target: "portcullis::access",
+            request_id = %ctx.request_id,
+            source_ip = ?ctx.client_ip,
+            method = %session.req_header().method,
+            route = route,
+            path = ctx.path.as_ref().map_or("", |p| p.as_str()),
+            status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            error = e.map(|e| e.etype().as_str()),
+            "request"
+        );
+        // After the response: auditing never delays it.
+        if !ctx.audit.is_empty() {
+            crate::audit::emit_all(&self.audit, std::mem::take(&mut ctx.audit)).await;
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! What the gateway needs, shared by all requests, and [`Gateway::respond`],
+//! the one helper every locally written response goes through: responses the
+//! proxy writes itself skip `response_filter` (pingora issues #381, #498,
+//! #766), so it applies the same security headers and ends the stream.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use pingora::Result;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use portcullis_audit::AuditLog;
+use portcullis_contract::headers::REQUEST_ID_HEADER;
+use portcullis_contract::identity::IdentityKey;
+
+use crate::context::RequestCtx;
+use crate::drain::Drain;
+use crate::forwarded::TrustedProxies;
+use crate::guards::Guards;
+use crate::guards::rate_limit::LoginAccountLimit;
+use crate::headers::{CspHeader, SecurityHeaders};
+use crate::metrics::Metrics;
+use crate::problem::{PROBLEM_JSON, Problem};
+use crate::routes::RouteTable;
+
+/// What the gateway needs, shared by all requests.
+pub struct Gateway {
+    pub(crate) routes: RouteTable,
+    pub(crate) headers: SecurityHeaders,
+    pub(crate) trusted: TrustedProxies,
+    pub(crate) metrics: Metrics,
+    pub(crate) drain: Arc<Drain>,
+    pub(crate) csp_report_max_body_bytes: usize,
+    /// The controls of `request_filter`, in request order.
+    pub(crate) guards: Guards,
+    /// The sign-in account's limit, checked in `request_body_filter`.
+    pub(crate) login_limit: LoginAccountLimit,
+    /// Signs the verified identity forwarded upstream.
+    pub(crate) identity_key: IdentityKey,
+    /// The proxy's audit log; events are emitted in `logging`.
+    pub(crate) audit: AuditLog,
+}
+
+pub(super) fn peer_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+impl Gateway {
+    pub(super) fn csp_for<'a>(&'a self, ctx: &'a RequestCtx) -> &'a CspHeader {
+        ctx.route
+            .as_ref()
+            .map_or(self.headers.default_csp(), |r| &r.csp)
+    }
+
+    /// Writes a complete local response with the security headers.
+    pub(super) async fn respond(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        status: u16,
+        content_type: Option<&'static str>,
+        body: Bytes,
+        extra: &[(HeaderName, HeaderValue)],
+    ) -> Result<()> {
+        let mut resp = ResponseHeader::build(status, Some(8))?;
+        if let Some(ct) = content_type {
+            resp.insert_header(http::header::CONTENT_TYPE, ct)?;
+        }
+        resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+        resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+        resp.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        for (name, value) in extra {
+            resp.insert_header(name.clone(), value.clone())?;
+        }
+        self.headers.apply(&mut resp, self.csp_for(ctx));
+        ctx.local_status = Some(status);
+        let head_only = body.is_empty() || session.req_header().method == http::Method::HEAD;
+        session
+            .write_response_header(Box::new(resp), head_only)
+            .await?;
+        if !head_only {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(())
+    }
+
+    /// [`Gateway::respond`] with a problem document.
+    pub(super) async fn respond_problem(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        problem: Problem,
+        extra: &[(HeaderName, HeaderValue)],
+    ) -> Result<()> {
+        let body = problem.to_body(&ctx.request_id);
+        self.respond(
+            session,
+            ctx,
+            problem.status,
+            Some(PROBLEM_JSON),
+            body,
+            extra,
+        )
+        .await
+    }
+}

@@ -1,0 +1,127 @@
+//! `upstream_peer` and `upstream_request_filter`: the route's upstream, and
+//! the forwarded request: the canonical path, `X-Forwarded-*`, the request
+//! id, the client address, and for a request the guards passed, the decision
+//! id and the verified identity signed for this exact request line.
+
+use http::HeaderValue;
+use pingora::http::RequestHeader;
+use pingora::prelude::HttpPeer;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorType, Result};
+use portcullis_contract::headers::{CLIENT_IP_HEADER, REQUEST_ID_HEADER};
+use portcullis_contract::identity::{IDENTITY_HEADER, Identity, SIGNATURE_HEADER};
+
+use super::service::{Gateway, peer_ip};
+use crate::context::RequestCtx;
+
+/// The policy decision's id, for the backend's logs.
+const DECISION_ID_HEADER: &str = "x-portcullis-decision-id";
+
+impl Gateway {
+    pub(super) fn peer_for(&self, ctx: &RequestCtx) -> Result<Box<HttpPeer>> {
+        let Some(route) = ctx.route.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "no route chosen");
+        };
+        let up = &route.upstream;
+        let mut peer = HttpPeer::new(up.address, false, String::new());
+        peer.options.connection_timeout = Some(up.connect_timeout);
+        peer.options.total_connection_timeout = Some(up.connect_timeout);
+        peer.options.read_timeout = Some(up.read_timeout);
+        peer.options.write_timeout = Some(up.read_timeout);
+        Ok(Box::new(peer))
+    }
+
+    pub(super) fn filter_upstream_request(
+        &self,
+        session: &Session,
+        upstream: &mut RequestHeader,
+        ctx: &RequestCtx,
+    ) -> Result<()> {
+        let Some(path) = ctx.path.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "no normalised path");
+        };
+        // Forward exactly the spelling that was routed on.
+        let raw = session.req_header().raw_path();
+        let query = raw.iter().position(|b| *b == b'?').map(|i| &raw[i..]);
+        let mut target = Vec::with_capacity(path.encoded().len() + query.map_or(0, <[u8]>::len));
+        target.extend_from_slice(path.encoded().as_bytes());
+        if let Some(q) = query {
+            target.extend_from_slice(q);
+        }
+        upstream.set_raw_path(&target)?;
+        forwarded_headers(session, upstream, ctx)?;
+        upstream.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        // The client address as the trusted-proxy logic established it, for
+        // the backend's sign-in throttling (inbound copies were stripped).
+        if let Some(ip) = ctx.client_ip {
+            upstream.insert_header(CLIENT_IP_HEADER, ip.to_string())?;
+        }
+        if ctx.passed {
+            let decision_id = ctx.decision_id.as_deref().unwrap_or_default();
+            upstream.insert_header(DECISION_ID_HEADER, decision_id)?;
+            if let Some(p) = &ctx.principal {
+                // The verified identity, bound to this exact request line.
+                let identity = Identity {
+                    sub: p.token.sub.clone(),
+                    session_id: p.token.sid.clone(),
+                    auth_method: Some(p.auth_method().to_owned()),
+                    decision_id: Some(decision_id.to_owned()),
+                    iat: time::OffsetDateTime::now_utc().unix_timestamp(),
+                };
+                let target = String::from_utf8_lossy(&target).into_owned();
+                let method = upstream.method.as_str().to_owned();
+                let (id, sig) = self.identity_key.sign(&method, &target, &identity);
+                upstream.insert_header(IDENTITY_HEADER, id)?;
+                upstream.insert_header(SIGNATURE_HEADER, sig)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `X-Forwarded-For` (a trusted peer's chain extended, else the client),
+/// `X-Forwarded-Proto`, `Host` and `X-Forwarded-Host`; `Forwarded` dropped.
+fn forwarded_headers(
+    session: &Session,
+    upstream: &mut RequestHeader,
+    ctx: &RequestCtx,
+) -> Result<()> {
+    let client = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+    let xff = match upstream
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(prior) if ctx.peer_trusted => {
+            let peer = peer_ip(session)
+                .map(|ip| ip.to_string())
+                .unwrap_or_default();
+            format!("{prior}, {peer}")
+        }
+        _ => client,
+    };
+    upstream.insert_header("x-forwarded-for", xff)?;
+    upstream.insert_header("x-forwarded-proto", "https")?;
+    let host = session
+        .req_header()
+        .headers
+        .get(http::header::HOST)
+        .cloned()
+        .or_else(|| {
+            session
+                .req_header()
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+    if let Some(host) = host {
+        if upstream.headers.get(http::header::HOST).is_none() {
+            upstream.insert_header(http::header::HOST, host.clone())?;
+        }
+        if !ctx.peer_trusted || upstream.headers.get("x-forwarded-host").is_none() {
+            upstream.insert_header("x-forwarded-host", host)?;
+        }
+    }
+    upstream.remove_header("forwarded");
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! The policy guard: builds the policy input (documented in
+//! `policies/README.md`), asks the current bundle for
+//! `data.portcullis.http.decision`, logs and counts the decision, and
+//! refuses with 401/403 (carrying the decision id) unless the route's policy
+//! mode is `report_only`. An allowed request gets the decision id and the
+//! obligations' headers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use http::{HeaderName, HeaderValue};
+use percent_encoding::percent_decode_str;
+use portcullis_audit::{Category, Level};
+use portcullis_authz::{Authorizer, Decision};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+use serde_json::{Map, Value, json};
+
+use super::{RequestGuard, Verdict};
+use crate::context::{Principal, RequestCtx, RequestFacts, outcome, with_principal};
+use crate::problem::{Problem, Refusal};
+
+/// Policy metrics.
+#[derive(Clone)]
+pub struct PolicyMetrics {
+    /// `portcullis_policy_decisions_total{decision,mode}`.
+    pub decisions: IntCounterVec,
+    /// `portcullis_policy_evaluation_duration_seconds`.
+    pub evaluation: Histogram,
+}
+
+impl PolicyMetrics {
+    pub fn try_new(registry: &Registry) -> prometheus::Result<Self> {
+        let decisions = IntCounterVec::new(
+            Opts::new(
+                "portcullis_policy_decisions_total",
+                "Policy decisions, by decision and mode.",
+            ),
+            &["decision", "mode"],
+        )?;
+        let evaluation = Histogram::with_opts(
+            HistogramOpts::new(
+                "portcullis_policy_evaluation_duration_seconds",
+                "Time to evaluate the route policy.",
+            )
+            .buckets(vec![
+                0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.1,
+            ]),
+        )?;
+        registry.register(Box::new(decisions.clone()))?;
+        registry.register(Box::new(evaluation.clone()))?;
+        Ok(Self {
+            decisions,
+            evaluation,
+        })
+    }
+}
+
+/// The policy guard.
+pub struct PolicyGuard {
+    pub authorizer: Arc<Authorizer>,
+    pub metrics: PolicyMetrics,
+}
+
+/// Parses a query string into `name → [values]` (at most 64 pairs).
+fn query_map(raw: Option<&str>) -> Value {
+    let mut map = Map::new();
+    for pair in raw
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .take(64)
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let dec = |s: &str| {
+            percent_decode_str(&s.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        if let Value::Array(a) = map
+            .entry(dec(k))
+            .or_insert_with(|| Value::Array(Vec::new()))
+        {
+            a.push(Value::String(dec(v)));
+        }
+    }
+    Value::Object(map)
+}
+
+/// The policy input: request, subject, source, route, time.
+fn policy_input(req: &RequestFacts<'_>, ctx: &RequestCtx) -> Value {
+    let segments: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
+    let mut headers = Map::new();
+    for name in [
+        "user-agent",
+        "origin",
+        "sec-fetch-site",
+        "sec-fetch-mode",
+        "content-type",
+        "accept",
+    ] {
+        if let Some(v) = req.headers.get(name).and_then(|v| v.to_str().ok()) {
+            headers.insert(name.to_owned(), Value::String(v.to_owned()));
+        }
+    }
+    json!({
+        "request": {
+            "method": req.method.as_str(),
+            "path": req.path,
+            "segments": segments,
+            "query": query_map(req.query),
+            "headers": headers,
+        },
+        "subject": subject(ctx.principal.as_ref()),
+        "source": { "ip": ctx.client_ip.map(|ip| ip.to_string()) },
+        "route": ctx.route_label(),
+        "time": { "unix_seconds": time::OffsetDateTime::now_utc().unix_timestamp() },
+    })
+}
+
+fn subject(principal: Option<&Principal>) -> Value {
+    match principal {
+        Some(p) => json!({
+            "authenticated": true,
+            "sub": p.token.sub,
+            "username": p.token.claims.get("preferred_username").cloned().unwrap_or(Value::Null),
+            "roles": p.token.roles,
+            "auth_method": p.auth_method(),
+            "session_id": p.token.sid,
+            "mfa": p.used_second_factor(),
+            "issuer": p.token.issuer,
+        }),
+        None => json!({ "authenticated": false }),
+    }
+}
+
+/// The 401/403 for an enforced deny.
+fn refused(decision: &Decision, decision_id: String) -> Refusal {
+    let (status, kind, title) = if decision.reason == "unauthenticated" {
+        (401, "unauthenticated", "Authentication required")
+    } else {
+        (403, "forbidden", "Forbidden")
+    };
+    let detail = if decision.public_reason {
+        format!("Refused by policy: {}", decision.reason)
+    } else {
+        "Refused by policy".to_owned()
+    };
+    let mut problem = Problem::new(status, kind, title, detail);
+    problem.decision_id = Some(decision_id);
+    let headers = if status == 401 {
+        vec![(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer"),
+        )]
+    } else {
+        Vec::new()
+    };
+    Refusal { problem, headers }
+}
+
+#[async_trait]
+impl RequestGuard for PolicyGuard {
+    async fn check(&self, req: &RequestFacts<'_>, ctx: &mut RequestCtx) -> Verdict {
+        let mode = ctx.modes.policy;
+        let input = policy_input(req, ctx);
+        let bundle = self.authorizer.current();
+        let started = Instant::now();
+        let decision: Decision = bundle.decide("data.portcullis.http.decision", &input);
+        self.metrics
+            .evaluation
+            .observe(started.elapsed().as_secs_f64());
+        let decision_id = uuid::Uuid::now_v7().to_string();
+        let subject = ctx.principal.as_ref().map(|p| p.token.sub.as_str());
+        tracing::info!(
+            target: "portcullis::decision",
+            decision_id = %decision_id,
+            request_id = ctx.request_id.as_str(),
+            bundle_digest = bundle.digest(),
+            allow = decision.allow,
+            rule = %decision.rule,
+            reason = %decision.reason,
+            route = ctx.route_label(),
+            subject,
+            mode = mode.label(),
+            "policy decision"
+        );
+        let label = if decision.allow { "allow" } else { "deny" };
+        self.metrics
+            .decisions
+            .with_label_values(&[label, mode.label()])
+            .inc();
+        if !decision.allow {
+            let event = with_principal(
+                ctx.info(req.user_agent())
+                    .event(Category::Security, "policy.deny", outcome(mode.enforced()))
+                    .level(Level::Warning)
+                    .decision_id(decision_id.clone())
+                    .policy_digest(bundle.digest())
+                    .detail("rule", decision.rule.clone())
+                    .detail("reason", decision.reason.clone())
+                    .detail("mode", mode.label())
+                    .detail("method", req.method.as_str())
+                    .detail("path", req.path),
+                ctx.principal.as_ref(),
+            );
+            ctx.audit.push(event);
+            if mode.enforced() {
+                return Verdict::Refuse(refused(&decision, decision_id));
+            }
+        }
+        for (k, v) in &decision.obligations.headers {
+            if let (Ok(k), Ok(v)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
+                ctx.obligations.push((k, v));
+            }
+        }
+        ctx.decision_id = Some(decision_id);
+        Verdict::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_become_arrays() {
+        let q = query_map(Some("a=1&a=2&b=x%20y&c&d=e+f"));
+        assert_eq!(
+            q,
+            json!({"a": ["1", "2"], "b": ["x y"], "c": [""], "d": ["e f"]})
+        );
+        assert_eq!(query_map(None), json!({}));
+    }
+}
