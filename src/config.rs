@@ -61,7 +61,7 @@ pub enum LogFormat {
 #[derive(Debug)]
 pub struct Settings {
     pub state_dir: PathBuf,
-    /// Set when no policy folder was configured and `policies/` does not exist: the
+    /// Set when both policy folders are the default `policies` and it does not exist: the
     /// built-in bundle is written here on first start ([`Settings::prepare_policy`]).
     pub builtin_policy_dir: Option<PathBuf>,
     pub log_format: LogFormat,
@@ -271,8 +271,8 @@ pub fn validate(mut config: PortcullisConfig, base: &Path) -> Result<Settings, C
     }
     // The default bundle folder, `policies` next to the file, may be absent (a fresh
     // installation, or a process started from another folder): then the built-in
-    // bundle serves, written to the state folder on first start. A folder that was
-    // configured must exist.
+    // bundle serves, written to the state folder on first start. Any other folder must
+    // exist. (A file that spells out the default is treated as the default.)
     let default_policy = Path::new(DEFAULT_POLICY_DIR);
     let configured =
         config.proxy.policy.dir != default_policy || config.backend.policy_dir != default_policy;

@@ -367,16 +367,27 @@ fn start_backend(
 /// and keeps serving while the proxy drains, so requests in flight through
 /// the proxy can complete; it stops when the proxy has exited.
 ///
-/// Both layers enforce one policy bundle: it is loaded (and its tests run) once, and
-/// the proxy's reload target swaps it for both, so the route decisions and the
-/// backend's object-level decisions never come from different bundles.
+/// When both parts name one policy folder (the default), both layers enforce one
+/// bundle: it is loaded (and its tests run) once, and the proxy's reload target swaps
+/// it for both, so the route decisions and the backend's object-level decisions never
+/// come from different versions. Two folders give two bundles, each reloaded on its own.
 fn up(settings: Settings) -> anyhow::Result<()> {
     let authorizer = Arc::new(Authorizer::load_tested(
         &settings.proxy.policy_dir,
         settings.proxy.policy_time_limit,
     )?);
+    let shared = settings.proxy.policy_dir == settings.backend.policy_dir;
+    let mut reload = reload_service()?;
     let rt = backend_runtime()?;
-    let (listener, state) = start_backend(&rt, &settings, Some(Arc::clone(&authorizer)))?;
+    let (listener, state) = start_backend(&rt, &settings, shared.then(|| Arc::clone(&authorizer)))?;
+    if !shared {
+        tracing::warn!(proxy = %settings.proxy.policy_dir.display(), backend = %settings.backend.policy_dir.display(),
+            "proxy and backend enforce policy bundles from different folders");
+        reload.add(portcullis_backend::policy_target(
+            &state,
+            settings.backend.policy_dir.clone(),
+        ));
+    }
     let state_for_audit = state.clone();
     rt.spawn(async move {
         if let Err(e) = portcullis_backend::serve(listener, state, std::future::pending()).await {
@@ -385,7 +396,7 @@ fn up(settings: Settings) -> anyhow::Result<()> {
     });
     print_urls(&settings, true);
     let audit = state_for_audit.audit;
-    let ran = portcullis_proxy::run(settings.proxy, reload_service()?, Some(authorizer));
+    let ran = portcullis_proxy::run(settings.proxy, reload, Some(authorizer));
     rt.block_on(audit.shutdown(AUDIT_DRAIN));
     rt.shutdown_timeout(Duration::from_secs(1));
     ran?;

@@ -227,3 +227,73 @@ fn keys_rotate_adds_a_published_key() {
         .collect();
     assert_eq!(states, ["current", "next"]);
 }
+
+#[test]
+fn from_another_folder_the_built_in_bundle_serves_and_offline_commands_need_no_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let in_dir = |args: &[&str]| {
+        let out = Command::new(support::binary())
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    // No configuration and no policies/ here: offline commands do not need one.
+    let (ok, out) = in_dir(&["check-config", "/dev/null"]);
+    assert!(ok, "{out}");
+    std::fs::write(dir.path().join("empty.jsonl"), "").unwrap();
+    let (ok, out) = in_dir(&["audit", "verify", "empty.jsonl"]);
+    assert!(ok, "{out}");
+    assert!(
+        !dir.path().join("var/policies").exists(),
+        "an offline command wrote the bundle"
+    );
+    // A command that enforces policy writes the built-in bundle once and says so.
+    let (ok, out) = in_dir(&[
+        "user",
+        "create",
+        "bob",
+        "--email",
+        "bob@example.org",
+        "--display-name",
+        "Bob",
+        "--role",
+        "employee",
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("wrote the built-in bundle"), "{out}");
+    for (name, text) in portcullis_authz::embedded::DEFAULT_BUNDLE {
+        let shipped = std::fs::read_to_string(Path::new(support::policy_dir()).join(name)).unwrap();
+        assert_eq!(*text, shipped, "{name}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("var/policies").join(name)).unwrap(),
+            shipped,
+            "{name}"
+        );
+    }
+    // The security team's edits are theirs: a second run leaves the folder alone.
+    std::fs::write(dir.path().join("var/policies/README.md"), "edited").unwrap();
+    let (ok, out) = in_dir(&[
+        "user",
+        "create",
+        "carol",
+        "--email",
+        "carol@example.org",
+        "--display-name",
+        "Carol",
+        "--role",
+        "employee",
+    ]);
+    assert!(ok, "{out}");
+    assert!(!out.contains("wrote the built-in bundle"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("var/policies/README.md")).unwrap(),
+        "edited"
+    );
+}

@@ -10,6 +10,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -762,11 +763,7 @@ async fn two_proxies_sharing_redis_enforce_one_limit() {
 
 #[tokio::test]
 async fn a_broken_policy_edit_is_rejected_while_traffic_flows() {
-    let policies = tempfile::tempdir().unwrap();
-    for e in std::fs::read_dir(support::policy_dir()).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), policies.path().join(e.file_name())).unwrap();
-    }
+    let policies = copy_of_shipped_policies();
     let p = portcullis()
         .policy(policies.path().to_str().unwrap())
         .proxy_yaml("  rate_limits: {rules: [{name: per_ip, key: client_ip, requests_per_period: 100000, burst_requests: 100000}]}\n")
@@ -877,6 +874,31 @@ async fn a_broken_policy_edit_is_rejected_while_traffic_flows() {
     );
 }
 
+/// A folder holding a copy of the shipped bundle, for tests that edit it.
+fn copy_of_shipped_policies() -> tempfile::TempDir {
+    let policies = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(support::policy_dir()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), policies.path().join(e.file_name())).unwrap();
+    }
+    policies
+}
+
+/// Appends `rule` to the bundle's `tickets.rego` (as first shipped) and waits until
+/// the proxy's metrics show `expected`.
+async fn edit_tickets_rego(p: &Portcullis, policies: &Path, rule: &str, expected: &str) {
+    let tickets = policies.join("tickets.rego");
+    let original =
+        std::fs::read_to_string(Path::new(support::policy_dir()).join("tickets.rego")).unwrap();
+    std::fs::write(&tickets, format!("{original}\n{rule}\n")).unwrap();
+    assert_eventually!(
+        p.metrics().await.contains(expected),
+        Duration::from_secs(20),
+        "no {expected} after adding {rule}:\n{}",
+        p.log()
+    );
+}
+
 /// The digests of the bundle the backend enforces (`/monitoring/health`) and the one the
 /// proxy enforces (`/health/ready`).
 async fn enforced_digests(p: &Portcullis) -> (String, String) {
@@ -906,11 +928,7 @@ async fn enforced_digests(p: &Portcullis) -> (String, String) {
 
 #[tokio::test]
 async fn an_edit_of_tickets_rego_changes_the_backends_decisions_without_a_restart() {
-    let policies = tempfile::tempdir().unwrap();
-    for e in std::fs::read_dir(support::policy_dir()).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), policies.path().join(e.file_name())).unwrap();
-    }
+    let policies = copy_of_shipped_policies();
     let p = portcullis()
         .policy(policies.path().to_str().unwrap())
         .start()
@@ -957,25 +975,15 @@ async fn an_edit_of_tickets_rego_changes_the_backends_decisions_without_a_restar
     let (backend, proxy) = enforced_digests(&p).await;
     assert_eq!(backend, proxy, "both layers enforce one bundle");
 
-    let tickets = policies.path().join("tickets.rego");
-    let original = std::fs::read_to_string(&tickets).unwrap();
     // Every employee reads every ticket of their department: the bundle's own matrix
     // test fails, so the edit is refused and both layers keep the old bundle.
-    std::fs::write(
-        &tickets,
-        format!(
-            "{original}\ngrants contains \"department_read\" if {{\n\taction == \"read\"\n\thas_role(\"employee\")\n\tin_department\n}}\n"
-        ),
+    edit_tickets_rego(
+        &p,
+        policies.path(),
+        "grants contains \"department_read\" if {\n\taction == \"read\"\n\thas_role(\"employee\")\n\tin_department\n}",
+        r#"portcullis_reloads_total{kind="policy",result="failure"} 1"#,
     )
-    .unwrap();
-    assert_eventually!(
-        p.metrics()
-            .await
-            .contains(r#"portcullis_reloads_total{kind="policy",result="failure"} 1"#),
-        Duration::from_secs(20),
-        "edit failing the bundle's tests not refused:\n{}",
-        p.log()
-    );
+    .await;
     assert_eq!(
         read_as_bob().await,
         StatusCode::NOT_FOUND,
@@ -988,21 +996,15 @@ async fn an_edit_of_tickets_rego_changes_the_backends_decisions_without_a_restar
 
     // A rule for this department only: no test of the bundle covers it, so it is taken,
     // and the backend's object-level decision changes at once.
-    std::fs::write(
-        &tickets,
-        format!(
-            "{original}\ngrants contains \"facilities_read\" if {{\n\taction == \"read\"\n\thas_role(\"employee\")\n\tticket.department_id == \"{department}\"\n}}\n"
+    edit_tickets_rego(
+        &p,
+        policies.path(),
+        &format!(
+            "grants contains \"facilities_read\" if {{\n\taction == \"read\"\n\thas_role(\"employee\")\n\tticket.department_id == \"{department}\"\n}}"
         ),
+        r#"portcullis_reloads_total{kind="policy",result="success"} 1"#,
     )
-    .unwrap();
-    assert_eventually!(
-        p.metrics()
-            .await
-            .contains(r#"portcullis_reloads_total{kind="policy",result="success"} 1"#),
-        Duration::from_secs(20),
-        "valid edit not reloaded:\n{}",
-        p.log()
-    );
+    .await;
     assert_eq!(
         read_as_bob().await,
         StatusCode::OK,

@@ -85,7 +85,7 @@ impl Authorizer {
         }
         check_tests(&bundle)?;
         let old = self.replace(bundle);
-        tracing::info!(old = old.digest(), new = %digest, "policy bundle reloaded");
+        tracing::debug!(old = old.digest(), new = %digest, "policy bundle swapped");
         Ok(digest)
     }
 }

@@ -76,7 +76,8 @@ type MatchFn = Box<dyn Fn(&Path) -> bool + Send>;
 pub struct Target {
     kind: &'static str,
     watch: Vec<PathBuf>,
-    matches: MatchFn,
+    /// A file event concerns this target when any of these accepts its path.
+    matches: Vec<MatchFn>,
     reload: ReloadFn,
     polled: bool,
 }
@@ -99,7 +100,7 @@ impl Target {
         Self {
             kind,
             watch: Vec::new(),
-            matches: Box::new(|_| true),
+            matches: Vec::new(),
             reload: Box::new(reload),
             polled: false,
         }
@@ -122,7 +123,7 @@ impl Target {
         matches: impl Fn(&Path) -> bool + Send + 'static,
     ) -> Self {
         self.watch.push(dir.into());
-        self.matches = Box::new(matches);
+        self.matches.push(Box::new(matches));
         self
     }
 
@@ -143,14 +144,22 @@ impl Target {
                 self.watch.push(dir.to_owned());
             }
         }
-        self.matches = Box::new(move |p| p.file_name().is_some_and(|n| names.contains(n)));
+        self.matches.push(Box::new(move |p| {
+            p.file_name().is_some_and(|n| names.contains(n))
+        }));
         self
+    }
+
+    fn concerns(&self, path: &Path) -> bool {
+        self.matches.iter().any(|m| m(path))
     }
 }
 
 /// Why the service could not start.
 #[derive(Debug, Error)]
 pub enum StartError {
+    #[error("cannot create a file watcher: {0}")]
+    Watcher(#[source] notify::Error),
     #[error("cannot watch {path}: {source}")]
     Watch {
         path: PathBuf,
@@ -262,10 +271,7 @@ impl ReloadService {
                 }
             }
         })
-        .map_err(|source| StartError::Watch {
-            path: PathBuf::new(),
-            source,
-        })?;
+        .map_err(StartError::Watcher)?;
         let mut watched = BTreeSet::new();
         for dir in targets.iter().flat_map(|t| t.watch.iter()) {
             if watched.insert(dir.clone()) {
@@ -321,6 +327,11 @@ fn serve(
 ) {
     let mut next_poll = poll.map(|p| Instant::now() + p);
     loop {
+        // A steady stream of events must not postpone the periodic check.
+        if next_poll.is_some_and(|at| Instant::now() >= at) {
+            next_poll = poll.map(|p| Instant::now() + p);
+            run(targets, metrics, Trigger::Poll, |t| t.polled);
+        }
         let first = match next_poll {
             Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
                 Ok(ev) => Some(ev),
@@ -342,7 +353,7 @@ fn serve(
         // reload forever). Events for files no target depends on (a log next to the
         // certificate) neither start nor extend it.
         let relevant = |ev: &Event| match ev {
-            Event::Path(p) => targets.iter().any(|t| (t.matches)(p)),
+            Event::Path(p) => targets.iter().any(|t| t.concerns(p)),
             Event::Signal => true,
         };
         if !relevant(&first) {
@@ -370,7 +381,7 @@ fn serve(
             run(targets, metrics, Trigger::Signal, |_| true);
         } else {
             run(targets, metrics, Trigger::File, |t| {
-                paths.iter().any(|p| (t.matches)(p))
+                paths.iter().any(|p| t.concerns(p))
             });
         }
     }
@@ -387,14 +398,15 @@ fn run(
             Ok(Outcome::Unchanged) => {
                 tracing::debug!(kind = target.kind, trigger = trigger.label(), "unchanged");
             }
+            // Each target logs its own outcome, with what only it knows (the file and
+            // line of a refused policy, the certificate's path); the service counts.
             Ok(Outcome::Reloaded { digest }) => {
                 metrics.record(target.kind, true);
-                tracing::info!(kind = target.kind, trigger = trigger.label(), %digest, "reloaded");
+                tracing::debug!(kind = target.kind, trigger = trigger.label(), %digest, "reloaded");
             }
             Err(e) => {
                 metrics.record(target.kind, false);
-                tracing::error!(kind = target.kind, trigger = trigger.label(), error = %e,
-                    "reload refused; the version in force keeps serving");
+                tracing::debug!(kind = target.kind, trigger = trigger.label(), error = %e, "refused");
             }
         }
     }

@@ -128,7 +128,7 @@ impl Builder {
             .get_or_insert_with(|| allow_all_policy_dir().to_owned());
         self
     }
-    /// Use this policy bundle folder.
+    /// Use this policy bundle folder, for the proxy and the backend alike.
     pub fn policy(mut self, dir: &str) -> Self {
         self.policy_dir = Some(dir.to_owned());
         self
@@ -214,7 +214,7 @@ impl Builder {
             cert = pki.cert_path.display(),
             key = pki.key_path.display(),
             grace = self.grace_seconds,
-            policies = policy_dir(),
+            policies = self.policy_dir.as_deref().unwrap_or(policy_dir()),
             audit = self.extra_audit_yaml,
             backend_extra = self.extra_backend_yaml,
         );
