@@ -74,9 +74,10 @@ pub enum StartError {
 /// the identity key.
 ///
 /// `authorizer` is the bundle to enforce when the process already loaded it (under
-/// `portcullis up`, the proxy's, so one reload changes both layers); with `None` the
-/// backend loads `policy_dir` itself, and it must pass its own tests. Either way
-/// [`policy_target`] keeps it current.
+/// `portcullis up`, the proxy's, so one reload changes both layers): with `Some`, the
+/// owner of that [`Authorizer`] reloads it. With `None` the backend loads `policy_dir`
+/// itself, and it must pass its own tests; the caller then registers
+/// [`policy_target`] to keep it current.
 pub async fn open(
     settings: &BackendSettings,
     authorizer: Option<Arc<Authorizer>>,
@@ -122,43 +123,12 @@ pub async fn open(
 /// object-level decisions follow every edit of the bundle that passes its tests, and
 /// each reload or refusal is logged and audited.
 pub fn policy_target(state: &AppState, dir: std::path::PathBuf) -> portcullis_reload::Target {
-    let audit = state.audit.clone();
     portcullis_authz::reload::reload_target(
         Arc::clone(&state.authz),
         dir,
-        move |trigger, outcome| {
-            use portcullis_authz::reload::PolicyReload;
-            let trigger = trigger.label();
-            let event = match outcome {
-                PolicyReload::Reloaded { previous, digest } => {
-                    tracing::warn!(event = "policy.reloaded", layer = "backend", trigger, previous_digest = %previous, digest = %digest, "policy bundle reloaded");
-                    audit_log::event(
-                        audit_log::Category::System,
-                        "policy.reload",
-                        audit_log::Outcome::Success,
-                    )
-                    .level(audit_log::Level::Warning)
-                    .policy_digest(digest)
-                    .detail("trigger", trigger)
-                    .detail("previous_digest", previous)
-                }
-                PolicyReload::Refused { previous, error } => {
-                    tracing::error!(event = "policy.reload_rejected", layer = "backend", trigger, digest = %previous, error = %error, "policy bundle rejected; the previous bundle keeps serving");
-                    audit_log::event(
-                        audit_log::Category::System,
-                        "policy.reload",
-                        audit_log::Outcome::Failure,
-                    )
-                    .level(audit_log::Level::Error)
-                    .policy_digest(previous)
-                    .detail("trigger", trigger)
-                    .detail("error", error)
-                }
-            };
-            if let Err(e) = audit.log().emit_blocking(event) {
-                tracing::error!(target: "portcullis::audit", action = "policy.reload", error = %e, "audit event not recorded");
-            }
-        },
+        "backend",
+        state.audit.log().clone(),
+        || {},
     )
 }
 

@@ -122,26 +122,6 @@ impl Sink for IngestSink {
     }
 }
 
-/// A policy reload (`policy.reload`, category `system`).
-pub fn reload_event(
-    trigger: &str,
-    previous_digest: &str,
-    result: Result<&str, &str>,
-) -> AuditEvent {
-    match result {
-        Ok(digest) => AuditEvent::new(Category::System, "policy.reload", Outcome::Success)
-            .level(Level::Warning)
-            .policy_digest(digest)
-            .detail("trigger", trigger)
-            .detail("previous_digest", previous_digest),
-        Err(error) => AuditEvent::new(Category::System, "policy.reload", Outcome::Failure)
-            .level(Level::Error)
-            .policy_digest(previous_digest)
-            .detail("trigger", trigger)
-            .detail("error", error),
-    }
-}
-
 /// A change of an issuer's signing keys (`jwks.change`, category `security`).
 pub fn key_set_event(c: &crate::jwt::KeySetChange) -> AuditEvent {
     AuditEvent::new(Category::Security, "jwks.change", Outcome::Success)
