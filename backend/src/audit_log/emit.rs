@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use portcullis_audit::{AuditEvent, AuditLog, Category, Level, Outcome, SpoolLock};
 
 use crate::AppState;
-use crate::http::meta::{REQUEST_ID, REQUEST_META};
+use crate::http::meta::{REQUEST_META, current_request_id};
 use crate::http::policy::require;
 use crate::http::{ApiError, Caller};
 
@@ -100,9 +100,8 @@ impl AppState {
     /// it is fsync'd in the spool. An error is the 503 problem the caller must return.
     pub async fn audit(&self, event: AuditEvent) -> Result<(), ApiError> {
         let mut event = event;
-        if let Ok(id) = REQUEST_ID.try_with(Clone::clone)
-            && !id.is_empty()
-        {
+        let id = current_request_id();
+        if !id.is_empty() {
             event = event.request_id(id);
         }
         if let Ok(meta) = REQUEST_META.try_with(Clone::clone) {

@@ -10,14 +10,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use portcullis_contract::audit_ingest::{EMITTER, MAX_BODY_BYTES, PATH};
-use portcullis_contract::identity::{IDENTITY_HEADER, SERVICE_SUBJECT, SIGNATURE_HEADER};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::store::{self, AuditStoreError};
 use crate::AppState;
-use crate::http::{ApiError, ApiQuery};
+use crate::http::{ApiError, ApiQuery, ServiceRefusal, verify_service};
 
 /// Query of the ingest: the body's digest, so the signature (over method, path and
 /// query) covers the body too.
@@ -40,27 +39,18 @@ async fn ingest(
     ApiQuery(q): ApiQuery<IngestQuery>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    verify_service(&s.identity_key, "POST", &uri, &headers).map_err(|refusal| {
+        match &refusal {
+            ServiceRefusal::Unverified(e) => {
+                tracing::warn!(reason = %e, "audit ingest without a valid proxy signature refused");
+            }
+            ServiceRefusal::User(id) => {
+                tracing::warn!(sub = %id.sub, "audit ingest signed for a user refused");
+            }
+        }
+        refusal.into_api_error("the audit ingest is for the proxy")
+    })?;
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    let target = uri.path_and_query().map_or("/", |p| p.as_str());
-    let id = s
-        .identity_key
-        .verify(
-            "POST",
-            target,
-            header(IDENTITY_HEADER),
-            header(SIGNATURE_HEADER),
-            time::OffsetDateTime::now_utc().unix_timestamp(),
-        )
-        .map_err(|e| {
-            tracing::warn!(reason = %e, "audit ingest without a valid proxy signature refused");
-            ApiError::Unauthenticated
-        })?;
-    if id.sub != SERVICE_SUBJECT {
-        tracing::warn!(sub = %id.sub, "audit ingest signed for a user refused");
-        return Err(ApiError::Forbidden(
-            "the audit ingest is for the proxy".into(),
-        ));
-    }
     let ndjson = header(header::CONTENT_TYPE.as_str())
         .is_some_and(|ct| ct.split(';').next().map(str::trim) == Some("application/x-ndjson"));
     if !ndjson {
@@ -97,7 +87,6 @@ pub fn router() -> Router<AppState> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use portcullis_contract::audit_ingest::DIGEST_PARAM;
 

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::error::ApiError;
 
 /// `"<version>"`.
-pub fn etag(version: i64) -> HeaderValue {
+fn etag(version: i64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
 }
 

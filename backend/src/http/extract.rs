@@ -1,15 +1,18 @@
 //! Extractors every resource uses: [`ApiJson`] and [`ApiQuery`] (rejections become
 //! problem documents) and [`Caller`], the verified proxy identity of an active
-//! employee. How an identity becomes an employee (the session check, roles withheld
-//! without a second factor) is the identity module's: it implements [`CallerSource`].
-
-use std::future::Future;
+//! employee; and the verification of the proxy-signed identity headers
+//! ([`verify_identity`], and [`verify_service`] for the proxy's own calls). How an
+//! identity becomes an employee (the session check, roles withheld without a second
+//! factor) is the identity module's: it implements the extraction of [`Caller`].
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use portcullis_contract::identity::{IDENTITY_HEADER, Identity, IdentityKey, SIGNATURE_HEADER};
+use axum::http::{HeaderMap, Uri};
+use portcullis_contract::identity::{
+    IDENTITY_HEADER, Identity, IdentityError, IdentityKey, SERVICE_SUBJECT, SIGNATURE_HEADER,
+};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
@@ -51,41 +54,56 @@ pub struct Caller {
     pub identity: Identity,
 }
 
-/// What [`Caller`] needs from the application state.
-pub trait CallerSource: Send + Sync {
-    /// The proxy↔backend key the identity headers are verified with.
-    fn identity_key(&self) -> &IdentityKey;
-
-    /// The employee a verified identity names, with the roles its session holds;
-    /// [`ApiError::Unauthenticated`] when there is none (unknown, inactive, no
-    /// live session).
-    fn caller_employee(
-        &self,
-        identity: &Identity,
-    ) -> impl Future<Output = Result<Employee, ApiError>> + Send;
+/// The identity the proxy signed for a request to `method` `uri` (the path and query
+/// are signed), verified with `key` against the clock.
+pub fn verify_identity(
+    key: &IdentityKey,
+    method: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Identity, IdentityError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    key.verify(
+        method,
+        target,
+        header(IDENTITY_HEADER),
+        header(SIGNATURE_HEADER),
+        now,
+    )
 }
 
-impl<S: CallerSource> FromRequestParts<S> for Caller {
-    type Rejection = ApiError;
+/// Why [`verify_service`] refused a request.
+#[derive(Debug)]
+pub enum ServiceRefusal {
+    /// No valid proxy-signed identity (a 401).
+    Unverified(IdentityError),
+    /// A valid identity, but a user's rather than [`SERVICE_SUBJECT`] (a 403).
+    User(Identity),
+}
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let identity = state
-            .identity_key()
-            .verify(
-                parts.method.as_str(),
-                target,
-                header(IDENTITY_HEADER),
-                header(SIGNATURE_HEADER),
-                now,
-            )
-            .map_err(|e| {
-                tracing::warn!(reason = %e, "request without a valid proxy identity refused");
-                ApiError::Unauthenticated
-            })?;
-        let employee = state.caller_employee(&identity).await?;
-        Ok(Self { employee, identity })
+impl ServiceRefusal {
+    /// The problem answering the refusal; `forbidden` is the detail of the 403.
+    pub fn into_api_error(self, forbidden: &str) -> ApiError {
+        match self {
+            Self::Unverified(_) => ApiError::Unauthenticated,
+            Self::User(_) => ApiError::Forbidden(forbidden.into()),
+        }
     }
+}
+
+/// The proxy's own call to an internal endpoint: a verified identity (see
+/// [`verify_identity`]) for the proxy's service subject, [`SERVICE_SUBJECT`].
+pub fn verify_service(
+    key: &IdentityKey,
+    method: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Identity, ServiceRefusal> {
+    let id = verify_identity(key, method, uri, headers).map_err(ServiceRefusal::Unverified)?;
+    if id.sub != SERVICE_SUBJECT {
+        return Err(ServiceRefusal::User(id));
+    }
+    Ok(id)
 }

@@ -11,7 +11,7 @@ pub mod policy;
 pub mod validate;
 
 pub use error::{ApiError, Problem};
-pub use extract::{ApiJson, ApiQuery, Caller, CallerSource};
+pub use extract::{ApiJson, ApiQuery, Caller, ServiceRefusal, verify_identity, verify_service};
 
 /// Largest accepted JSON body.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;

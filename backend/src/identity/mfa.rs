@@ -166,7 +166,6 @@ pub fn normalise_backup_code(code: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
 

@@ -7,7 +7,7 @@
 //! Builds on the directory (employees) and the audit log; the settings it runs on
 //! are read in [`crate::settings::identity`].
 
-pub mod announce;
+mod announce;
 mod bootstrap;
 mod caller;
 mod cookies;
@@ -32,11 +32,8 @@ use axum::routing::{delete, get, post};
 use portcullis_contract::revocation::FEED_PATH;
 
 pub use self::bootstrap::bootstrap_admin;
-pub use self::credentials::check_new_password;
 pub use self::jwks::keyring_maintenance;
-pub use self::login::LoginRequest;
 pub use self::service::IdentityService;
-pub use self::tokens::{AccessClaims, Issued};
 use crate::AppState;
 pub use crate::settings::{IdentitySettings, ThrottleSettings};
 
@@ -53,7 +50,7 @@ pub fn router() -> Router<AppState> {
     };
     use self::tokens::refresh;
     Router::new()
-        .route("/auth/login", post(login))
+        .route(portcullis_contract::paths::LOGIN, post(login))
         .route("/auth/logout", post(logout))
         .route("/auth/refresh", post(refresh))
         .route("/auth/jwks.json", get(jwks))

@@ -34,9 +34,7 @@ mod account;
 mod provider;
 mod store;
 
-pub use crate::settings::oidc::{
-    OidcProviderConfig, ProviderSettings, default_role_mapping, validate_providers,
-};
+pub use crate::settings::oidc::{OidcProviderConfig, validate_providers};
 pub use provider::{BACKCHANNEL_LOGOUT_EVENT, Claims, LogoutClaims, OidcError, Providers};
 
 use axum::Router;

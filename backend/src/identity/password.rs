@@ -223,7 +223,6 @@ fn bcrypt_with_setting(password: &str, setting: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
 

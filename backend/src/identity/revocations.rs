@@ -6,14 +6,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
-use portcullis_contract::identity::{IDENTITY_HEADER, SERVICE_SUBJECT, SIGNATURE_HEADER};
 use portcullis_contract::revocation::{FEED_PAGE, Feed};
 use serde::Deserialize;
 
 use super::store;
 use super::tokens::{at, now_unix};
 use crate::AppState;
-use crate::http::{ApiError, ApiQuery};
+use crate::http::{ApiError, ApiQuery, verify_service};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -34,23 +33,8 @@ pub(super) async fn revocations(
     uri: Uri,
     ApiQuery(q): ApiQuery<FeedQuery>,
 ) -> Result<Response, ApiError> {
-    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    let target = uri.path_and_query().map_or("/", |p| p.as_str());
-    let id = s
-        .identity_key
-        .verify(
-            "GET",
-            target,
-            header(IDENTITY_HEADER),
-            header(SIGNATURE_HEADER),
-            now_unix(),
-        )
-        .map_err(|_| ApiError::Unauthenticated)?;
-    if id.sub != SERVICE_SUBJECT {
-        return Err(ApiError::Forbidden(
-            "the revocation feed is for the proxy".into(),
-        ));
-    }
+    verify_service(&s.identity_key, "GET", &uri, &headers)
+        .map_err(|r| r.into_api_error("the revocation feed is for the proxy"))?;
     let after = q.after.unwrap_or(0).max(0);
     // A revoked session matters only while a token naming it can still be
     // valid: tokens are issued before the revocation and live at most one

@@ -10,13 +10,13 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::credentials::{hash_secrets, reauthenticate};
-use super::sessions::employee_id;
 use super::tokens::now_unix;
 use super::{mfa, store};
 use crate::AppState;
 use crate::audit_log::{Category, EventExt, Level, Outcome, event};
 use crate::directory::repo;
 use crate::http::policy::require_admin;
+use crate::http::validate::parse_id;
 use crate::http::{ApiError, ApiJson, Caller};
 
 impl AppState {
@@ -149,7 +149,7 @@ pub(super) async fn admin_reset_mfa(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     require_admin(&c)?;
-    let id = employee_id(&id)?;
+    let id = parse_id(&id, "employee")?;
     repo::get_employee(&s.db, id)
         .await
         .map_err(|_| ApiError::NotFound("employee"))?;

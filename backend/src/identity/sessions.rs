@@ -17,6 +17,7 @@ use crate::audit_log::{Category, EventExt, Outcome, event};
 use crate::db::RepoError;
 use crate::directory::EndSessions;
 use crate::http::policy::require_admin;
+use crate::http::validate::parse_id;
 use crate::http::{ApiError, Caller};
 
 impl AppState {
@@ -179,13 +180,6 @@ pub(super) async fn admin_revoke_session(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub(super) fn employee_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|v| *v > 0)
-        .ok_or(ApiError::NotFound("employee"))
-}
-
 pub(super) async fn admin_user_sessions(
     State(s): State<AppState>,
     c: Caller,
@@ -193,7 +187,7 @@ pub(super) async fn admin_user_sessions(
 ) -> Result<Json<Vec<store::Session>>, ApiError> {
     require_admin(&c)?;
     Ok(Json(
-        store::active_sessions(&s.db, Some(employee_id(&id)?)).await?,
+        store::active_sessions(&s.db, Some(parse_id(&id, "employee")?)).await?,
     ))
 }
 
@@ -203,7 +197,7 @@ pub(super) async fn admin_revoke_user_sessions(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_admin(&c)?;
-    let ended = s.revoke_all(employee_id(&id)?, "admin").await?;
+    let ended = s.revoke_all(parse_id(&id, "employee")?, "admin").await?;
     for sid in &ended {
         s.session_revoked(sid, "admin", Some(&c)).await?;
     }

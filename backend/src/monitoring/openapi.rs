@@ -60,7 +60,7 @@ impl utoipa::Modify for ErrorResponses {
                 ResponseBuilder::new()
                     .description(desc)
                     .content(
-                        "application/problem+json",
+                        portcullis_contract::problem::CONTENT_TYPE,
                         utoipa::openapi::ContentBuilder::new()
                             .schema(Some(utoipa::openapi::Ref::from_schema_name("Problem")))
                             .build(),

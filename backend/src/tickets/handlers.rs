@@ -10,9 +10,10 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa::IntoParams;
 
-use super::repo::{self, RepoError, TicketFilter};
+use super::repo::{self, TicketFilter};
 use crate::AppState;
 use crate::audit_log::{Category, EventExt, Outcome, event};
+use crate::db::RepoError;
 use crate::directory::repo as directory;
 use crate::http::etag::{if_match, with_etag};
 use crate::http::validate::check_text;

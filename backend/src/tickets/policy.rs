@@ -4,9 +4,10 @@
 
 use serde_json::json;
 
-use super::repo::{self, ListScope, RepoError};
+use super::repo::{self, ListScope};
 use crate::AppState;
 use crate::http::policy::subject;
+use crate::http::validate::not_found;
 use crate::http::{ApiError, Caller};
 use crate::model::Ticket;
 
@@ -61,10 +62,9 @@ impl AppState {
         id: &str,
     ) -> Result<Ticket, ApiError> {
         check_ticket_id(id)?;
-        let t = repo::get_ticket(&self.db, id).await.map_err(|e| match e {
-            RepoError::NotFound => ApiError::NotFound("ticket"),
-            e => e.into(),
-        })?;
+        let t = repo::get_ticket(&self.db, id)
+            .await
+            .map_err(not_found("ticket"))?;
         if !self.ticket_allowed(caller, "read", &t, None) {
             return Err(ApiError::NotFound("ticket"));
         }

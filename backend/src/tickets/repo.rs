@@ -4,8 +4,7 @@ use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-pub use crate::db::RepoError;
-use crate::db::{Db, Params, classify, dynamic_sql, now_text};
+use crate::db::{Db, Params, RepoError, classify, dynamic_sql, now_text};
 use crate::model::{Comment, Employee, HistoryEntry, NewTicket, Priority, Ticket, TicketStatus};
 
 /// Hash that starts every ticket's history chain.
