@@ -4,6 +4,9 @@
 pub const IDENTITY_HEADER: &str = "x-portcullis-identity";
 /// `v1=<hex HMAC>` binding the identity to one request.
 pub const SIGNATURE_HEADER: &str = "x-portcullis-signature";
+/// The id of the proxy's policy decision for a forwarded request (also inside the
+/// signed identity); the backend's logs and audit events join on it.
+pub const DECISION_ID_HEADER: &str = "x-portcullis-decision-id";
 /// The client address the proxy determined (trusted-proxy list applied).
 pub const CLIENT_IP_HEADER: &str = "x-portcullis-client-ip";
 /// The request id, set by the proxy on every forwarded request.

@@ -189,7 +189,6 @@ fn unreachable_key() -> Hmac<Sha256> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
 

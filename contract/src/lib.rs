@@ -10,12 +10,14 @@
 //! - [`amr`]: how `amr` values are read (authentication method, second factor);
 //! - [`problem`]: the problem `type` URN of every error answer;
 //! - [`revocation`]: the revocation feed's wire shape and its Redis pub/sub channel;
-//! - [`audit_ingest`]: where and how the proxy ships its audit events to the backend.
+//! - [`audit_ingest`]: where and how the proxy ships its audit events to the backend;
+//! - [`paths`]: backend endpoints the proxy treats specially.
 
 pub mod amr;
 pub mod audit_ingest;
 pub mod cookies;
 pub mod headers;
 pub mod identity;
+pub mod paths;
 pub mod problem;
 pub mod revocation;

@@ -44,7 +44,7 @@ impl Principal {
 
     /// How the credential came: `cookie` or `bearer`.
     pub fn credential(&self) -> &'static str {
-        if self.via_cookie { "cookie" } else { "bearer" }
+        credential(self.via_cookie)
     }
 
     /// Sets the verified caller's fields on an audit event.
@@ -117,10 +117,20 @@ pub struct RequestFacts<'a> {
 
 impl RequestFacts<'_> {
     pub fn user_agent(&self) -> Option<&str> {
-        self.headers
-            .get(http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
+        user_agent(self.headers)
     }
+}
+
+/// The request's `User-Agent`, when it is text (for audit events).
+pub fn user_agent(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// How a credential came: `cookie` or `bearer` (the audit event's `auth_method`).
+pub fn credential(via_cookie: bool) -> &'static str {
+    if via_cookie { "cookie" } else { "bearer" }
 }
 
 /// State shared by the phases of one request.

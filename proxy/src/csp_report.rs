@@ -214,7 +214,6 @@ pub fn parse(content_type: &str, body: &[u8]) -> Result<Vec<Violation>, ReportEr
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
 

@@ -129,7 +129,6 @@ impl CsrfSettings {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
 

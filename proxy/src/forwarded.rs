@@ -75,7 +75,6 @@ impl TrustedProxies {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
     use portcullis_contract::headers::valid_request_id;

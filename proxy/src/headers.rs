@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::mode::{CspModeSchema, Mode};
+use crate::mode::Mode;
 use crate::problems::Problems;
 
 /// Path of the CSP violation report collector.
@@ -73,7 +73,6 @@ pub struct CspConfig {
     /// The policy, without `report-uri`/`report-to` (the proxy adds them).
     pub policy: String,
     /// `enforce` (default) or `report_only`.
-    #[schemars(with = "CspModeSchema")]
     pub mode: Mode,
 }
 
@@ -351,7 +350,6 @@ impl HeaderSink for http::HeaderMap {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
 

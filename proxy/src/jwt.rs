@@ -177,12 +177,6 @@ pub struct RefreshError {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "tests"
-)]
 mod tests {
     use super::*;
     use std::collections::BTreeSet;

@@ -75,8 +75,6 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error("listener: {0}")]
     Listener(#[source] Box<pingora::Error>),
-    #[error("policy bundle: {0}")]
-    Policy(#[from] portcullis_authz::BundleError),
     #[error("policy bundle {dir}: {source}; run `portcullis policy test {dir}`")]
     PolicyStart {
         dir: String,
@@ -269,7 +267,7 @@ fn build_enforcement(
     );
     Ok(Enforcement {
         guards,
-        login_limit: rate_limit::LoginAccountLimit { rules, modes },
+        login_limit: rate_limit::LoginAccountLimit { rules },
         authorizer,
         background: background::Background {
             verifier: verifier.clone(),

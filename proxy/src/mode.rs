@@ -3,33 +3,24 @@
 //! CSRF guards), and the per-route modes read from the policy bundle's data,
 //! so they hot-reload with the bundle.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 use portcullis_authz::PolicyBundle;
-use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
 /// Whether a control refuses what it finds (`enforce`, the default) or only
 /// counts, logs and audits it and lets the request through (`report_only`),
-/// for trying a control on real traffic first. Spelled `enforce` and
-/// `report_only` wherever it is configured.
-// The schema texts are pinned to the published `docs/portcullis.schema.json`,
-// where this type first appeared for rate-limit rules.
+/// for trying a control on real traffic first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-#[schemars(description = "Whether a rule denies or only reports.")]
 pub enum Mode {
     /// Refuse: 429, 403 or 401, or an enforced Content-Security-Policy.
     #[default]
-    #[schemars(description = "Requests over the limit are denied (429).")]
     Enforce,
     /// Count, log and audit, and let the request through (for a CSP:
     /// `Content-Security-Policy-Report-Only`).
-    #[schemars(
-        description = "Requests over the limit are counted and logged, and let through:\nfor trying a limit on real traffic first."
-    )]
     ReportOnly,
 }
 
@@ -44,24 +35,6 @@ impl Mode {
 
     pub fn enforced(self) -> bool {
         self == Self::Enforce
-    }
-}
-
-/// The JSON Schema of a CSP `mode` field. The published schema names it
-/// `CspMode` (from before CSP shared [`Mode`]); the file spelling is the same.
-pub(crate) struct CspModeSchema;
-
-impl JsonSchema for CspModeSchema {
-    fn schema_name() -> Cow<'static, str> {
-        "CspMode".into()
-    }
-
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "description": "Whether a CSP is enforced or only reported.",
-            "enum": ["enforce", "report_only"],
-            "type": "string"
-        })
     }
 }
 

@@ -197,7 +197,6 @@ pub fn normalise_bytes(raw: &[u8]) -> Result<NormalisedPath, PathError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -64,10 +64,6 @@ impl Problems {
         self.0.len()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &ConfigProblem> {
-        self.0.iter()
-    }
-
     /// `Ok(value)` when nothing was found, else every problem.
     pub fn into_result<T>(self, value: impl FnOnce() -> T) -> Result<T, Problems> {
         if self.is_empty() {

@@ -234,12 +234,6 @@ impl RateLimitHeaders {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "tests"
-)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

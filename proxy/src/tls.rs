@@ -43,8 +43,6 @@ pub enum TlsError {
     Expired { path: PathBuf },
     #[error("cannot generate a self-signed certificate: {0}")]
     Generate(String),
-    #[error("cannot watch {path}: {reason}")]
-    Watch { path: PathBuf, reason: String },
 }
 
 /// The process-wide rustls provider: ring, restricted to forward-secret AEAD
@@ -267,7 +265,7 @@ impl CertStore {
             store
                 .reload(&metrics)
                 .map(|()| portcullis_reload::Outcome::Reloaded {
-                    digest: store.certificate.display().to_string(),
+                    version: store.certificate.display().to_string(),
                 })
                 .map_err(|e| portcullis_reload::Rejected(e.to_string()))
         })

@@ -110,11 +110,7 @@ impl Gateway {
             request_id: &ctx.request_id,
             client_ip: ctx.client_ip,
             route: &route,
-            user_agent: session
-                .req_header()
-                .headers
-                .get(http::header::USER_AGENT)
-                .and_then(|v| v.to_str().ok()),
+            user_agent: crate::context::user_agent(&session.req_header().headers),
         };
         let event = info
             .event(Category::Security, "csp.violation", Outcome::Unknown)

@@ -24,7 +24,6 @@ use crate::routes::Route;
 /// Route label of the CSP report collector.
 const CSP_ROUTE: &str = "csp-report";
 /// The sign-in endpoint whose body names the account for its rate limit.
-const LOGIN_PATH: &str = "/auth/login";
 /// Largest sign-in body the proxy reads to find the account name.
 const MAX_LOGIN_BODY_BYTES: usize = 16 * 1024;
 
@@ -92,8 +91,8 @@ impl Gateway {
         ctx.route = Some(route);
 
         let outcome = self.run_guards(session, &path, ctx).await;
-        let is_login =
-            session.req_header().method == http::Method::POST && path.as_str() == LOGIN_PATH;
+        let is_login = session.req_header().method == http::Method::POST
+            && path.as_str() == portcullis_contract::paths::LOGIN;
         ctx.path = Some(path);
         match outcome {
             Ok(()) => {
@@ -195,11 +194,7 @@ impl Gateway {
                     .map(str::to_owned)
             });
         if let Some(account) = account {
-            let user_agent = session
-                .req_header()
-                .headers
-                .get(http::header::USER_AGENT)
-                .and_then(|v| v.to_str().ok());
+            let user_agent = crate::context::user_agent(&session.req_header().headers);
             if let Verdict::Refuse(refusal) =
                 self.login_limit.check(ctx, user_agent, &account).await
             {

@@ -8,14 +8,11 @@ use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
-use portcullis_contract::headers::{CLIENT_IP_HEADER, REQUEST_ID_HEADER};
+use portcullis_contract::headers::{CLIENT_IP_HEADER, DECISION_ID_HEADER, REQUEST_ID_HEADER};
 use portcullis_contract::identity::{IDENTITY_HEADER, Identity, SIGNATURE_HEADER};
 
 use super::service::{Gateway, peer_ip};
 use crate::context::RequestCtx;
-
-/// The policy decision's id, for the backend's logs.
-const DECISION_ID_HEADER: &str = "x-portcullis-decision-id";
 
 impl Gateway {
     pub(super) fn peer_for(&self, ctx: &RequestCtx) -> Result<Box<HttpPeer>> {
@@ -57,15 +54,16 @@ impl Gateway {
             upstream.insert_header(CLIENT_IP_HEADER, ip.to_string())?;
         }
         if ctx.passed {
-            let decision_id = ctx.decision_id.as_deref().unwrap_or_default();
-            upstream.insert_header(DECISION_ID_HEADER, decision_id)?;
+            if let Some(decision_id) = ctx.decision_id.as_deref() {
+                upstream.insert_header(DECISION_ID_HEADER, decision_id)?;
+            }
             if let Some(p) = &ctx.principal {
                 // The verified identity, bound to this exact request line.
                 let identity = Identity {
                     sub: p.token.sub.clone(),
                     session_id: p.token.sid.clone(),
                     auth_method: Some(p.auth_method().to_owned()),
-                    decision_id: Some(decision_id.to_owned()),
+                    decision_id: ctx.decision_id.clone(),
                     iat: time::OffsetDateTime::now_utc().unix_timestamp(),
                 };
                 let target = String::from_utf8_lossy(&target).into_owned();

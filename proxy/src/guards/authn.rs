@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use http::HeaderValue;
 use portcullis_audit::{AuditEvent, Category, Level, Outcome};
 use portcullis_contract::cookies::cookie;
@@ -67,7 +66,7 @@ fn unauthenticated(reason: &str) -> Refusal {
 fn token_event(info: &RequestInfo<'_>, reason: &str, via_cookie: bool) -> AuditEvent {
     info.event(Category::Auth, "token.reject", Outcome::Failure)
         .level(Level::Warning)
-        .auth_method(if via_cookie { "cookie" } else { "bearer" })
+        .auth_method(crate::context::credential(via_cookie))
         .detail("reason", reason)
 }
 
@@ -144,7 +143,6 @@ impl Authenticate {
     }
 }
 
-#[async_trait]
 impl RequestGuard for Authenticate {
     async fn check(&self, req: &RequestFacts<'_>, ctx: &mut RequestCtx) -> Verdict {
         match self.authenticate(req, ctx).await {

@@ -7,13 +7,17 @@ use arc_swap::ArcSwap;
 
 use super::{RequestGuard, Verdict, authn, csrf, policy, rate_limit};
 use crate::context::{RequestCtx, RequestFacts};
-use crate::mode::{Modes, RouteModes};
+use crate::mode::RouteModes;
 use crate::problem::Refusal;
 
 /// The guards, in request order, and the modes they run in.
 pub struct Guards {
     modes: Arc<ArcSwap<RouteModes>>,
-    chain: Vec<Box<dyn RequestGuard>>,
+    client_limit: rate_limit::ClientLimit,
+    authenticate: authn::Authenticate,
+    csrf: csrf::CsrfGuard,
+    subject_limit: rate_limit::SubjectLimit,
+    policy: policy::PolicyGuard,
 }
 
 impl Guards {
@@ -29,30 +33,43 @@ impl Guards {
     ) -> Self {
         Self {
             modes,
-            chain: vec![
-                Box::new(client_limit),
-                Box::new(authenticate),
-                Box::new(csrf),
-                Box::new(subject_limit),
-                Box::new(policy),
-            ],
+            client_limit,
+            authenticate,
+            csrf,
+            subject_limit,
+            policy,
         }
     }
 
-    /// The current modes of `route`.
-    pub fn modes_for(&self, route: &str) -> Modes {
-        self.modes.load().get(route)
-    }
-
-    /// Runs every guard; `Ok` means the request goes upstream (`ctx.passed`).
+    /// Runs every guard in order, with this request's view of the route's modes;
+    /// `Ok` means the request goes upstream (`ctx.passed`).
     pub async fn check(&self, req: &RequestFacts<'_>, ctx: &mut RequestCtx) -> Result<(), Refusal> {
-        ctx.modes = self.modes_for(ctx.route_label());
-        for guard in &self.chain {
-            if let Verdict::Refuse(refusal) = guard.check(req, ctx).await {
-                return Err(refusal);
-            }
-        }
+        let Self {
+            modes,
+            client_limit,
+            authenticate,
+            csrf,
+            subject_limit,
+            policy,
+        } = self;
+        ctx.modes = modes.load().get(ctx.route_label());
+        run(client_limit, req, ctx).await?;
+        run(authenticate, req, ctx).await?;
+        run(csrf, req, ctx).await?;
+        run(subject_limit, req, ctx).await?;
+        run(policy, req, ctx).await?;
         ctx.passed = true;
         Ok(())
+    }
+}
+
+async fn run(
+    guard: &impl RequestGuard,
+    req: &RequestFacts<'_>,
+    ctx: &mut RequestCtx,
+) -> Result<(), Refusal> {
+    match guard.check(req, ctx).await {
+        Verdict::Continue => Ok(()),
+        Verdict::Refuse(refusal) => Err(refusal),
     }
 }

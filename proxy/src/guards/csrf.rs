@@ -2,7 +2,6 @@
 //! unsafe requests, counts failures by reason and mode, and refuses with 403
 //! unless the route's CSRF mode is `report_only`.
 
-use async_trait::async_trait;
 use portcullis_audit::{Category, Level};
 use prometheus::{IntCounterVec, Opts, Registry};
 
@@ -38,7 +37,6 @@ pub struct CsrfGuard {
     pub metrics: CsrfMetrics,
 }
 
-#[async_trait]
 impl RequestGuard for CsrfGuard {
     async fn check(&self, req: &RequestFacts<'_>, ctx: &mut RequestCtx) -> Verdict {
         let Some(p) = &ctx.principal else {

@@ -19,8 +19,6 @@ pub mod csrf;
 pub mod policy;
 pub mod rate_limit;
 
-use async_trait::async_trait;
-
 pub use chain::Guards;
 
 use crate::context::{RequestCtx, RequestFacts};
@@ -37,7 +35,13 @@ pub enum Verdict {
 /// One control of `request_filter`. It reads the request, may record what it
 /// established in `ctx` (the principal, rate-limit headers, the decision) and
 /// its audit events in `ctx.audit`.
-#[async_trait]
+///
+/// [`Guards`] calls each guard through its concrete type (no `dyn`, no boxed future):
+/// the chain runs on every request.
 pub trait RequestGuard: Send + Sync {
-    async fn check(&self, req: &RequestFacts<'_>, ctx: &mut RequestCtx) -> Verdict;
+    fn check(
+        &self,
+        req: &RequestFacts<'_>,
+        ctx: &mut RequestCtx,
+    ) -> impl Future<Output = Verdict> + Send;
 }

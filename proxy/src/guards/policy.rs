@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_trait::async_trait;
 use http::{HeaderName, HeaderValue};
 use percent_encoding::percent_decode_str;
 use portcullis_audit::{Category, Level};
@@ -159,7 +158,6 @@ fn refused(decision: &Decision, decision_id: String) -> Refusal {
     Refusal { problem, headers }
 }
 
-#[async_trait]
 impl RequestGuard for PolicyGuard {
     async fn check(&self, req: &RequestFacts<'_>, ctx: &mut RequestCtx) -> Verdict {
         let mode = ctx.modes.policy;

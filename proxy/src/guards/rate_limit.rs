@@ -7,14 +7,12 @@
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use http::{HeaderName, HeaderValue};
 use portcullis_audit::{AuditEvent, Category, Level};
 
 use super::{RequestGuard, Verdict};
 use crate::context::{RequestCtx, RequestFacts, RequestInfo, outcome};
-use crate::mode::{Mode, RouteModes};
+use crate::mode::Mode;
 use crate::problem::{Problem, Refusal};
 use crate::ratelimit::{KeyContext, KeyKind, RateLimitHeaders, RuleHit, Rules};
 
@@ -65,7 +63,6 @@ pub struct ClientLimit {
     pub rules: Arc<Rules>,
 }
 
-#[async_trait]
 impl RequestGuard for ClientLimit {
     async fn check(&self, req: &RequestFacts<'_>, ctx: &mut RequestCtx) -> Verdict {
         let pre = self
@@ -99,7 +96,6 @@ pub struct SubjectLimit {
     pub rules: Arc<Rules>,
 }
 
-#[async_trait]
 impl RequestGuard for SubjectLimit {
     async fn check(&self, req: &RequestFacts<'_>, ctx: &mut RequestCtx) -> Verdict {
         let Some(p) = &ctx.principal else {
@@ -142,7 +138,6 @@ impl RequestGuard for SubjectLimit {
 /// (in `request_body_filter`, so not a [`RequestGuard`]).
 pub struct LoginAccountLimit {
     pub rules: Arc<Rules>,
-    pub modes: Arc<ArcSwap<RouteModes>>,
 }
 
 impl LoginAccountLimit {
@@ -168,7 +163,8 @@ impl LoginAccountLimit {
         let Some(hit) = d.denied else {
             return Verdict::Continue;
         };
-        let mode = self.modes.load().get(ctx.route_label()).rate_limit;
+        // The modes this request started with (set by `Guards::check`).
+        let mode = ctx.modes.rate_limit;
         let event = rate_event(&ctx.info(user_agent), &hit, mode, "login_account").user_id(account);
         ctx.audit.push(event);
         if mode.enforced() {

@@ -36,12 +36,6 @@ pub(super) fn check_claims(
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "tests"
-)]
 mod tests {
     use super::super::IssuerConfig;
     use super::*;

@@ -204,12 +204,6 @@ fn parse_jwk(jwk: &Map<String, Value>) -> Option<(String, StoredKey)> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "tests"
-)]
 mod tests {
     use super::*;
 

@@ -176,12 +176,6 @@ pub(crate) fn string_list(claims: &Map<String, Value>, name: &str) -> Vec<String
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "tests"
-)]
 mod tests {
     use super::*;
 

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::listen::parse_addr;
 use crate::headers::{CspConfig, SecurityHeaders};
-use crate::mode::{CspModeSchema, Mode};
+use crate::mode::Mode;
 use crate::problems::Problems;
 use crate::routes::{Route, RouteTable, Upstream};
 
@@ -61,7 +61,6 @@ pub struct RouteCspConfig {
     /// The policy, without `report-uri`/`report-to` (the proxy adds them).
     pub policy: Option<String>,
     /// `enforce` or `report_only`.
-    #[schemars(with = "Option<CspModeSchema>")]
     pub mode: Option<Mode>,
 }
 
