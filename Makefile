@@ -22,6 +22,7 @@ lint: layout
 
 ## Imports point one way: no module cycle inside any crate (docs/architecture.md).
 layout:
+	python3 scripts/check-module-cycles.py --self-test
 	python3 scripts/check-module-cycles.py
 
 unit:

@@ -15,6 +15,7 @@ the real arrow. The layout rule is that arrows
 only point down (docs/architecture.md).
 
 Usage: scripts/check-module-cycles.py [CRATE_DIR ...]   (default: every workspace crate)
+       scripts/check-module-cycles.py --self-test        (the check finds planted circles)
 Exit 1 with each cycle and the imports that make it.
 """
 import re
@@ -94,7 +95,7 @@ def targets(text: str):
     yield from expand_groups(text)
 
 
-def resolve(path: str, here: tuple, mods: dict, is_dir_module: bool):
+def resolve(path: str, here: tuple, mods: dict):
     parts = path.split("::")
     if parts[0] == "crate":
         base, rest = (), parts[1:]
@@ -116,14 +117,23 @@ def resolve(path: str, here: tuple, mods: dict, is_dir_module: bool):
     return best
 
 
+CHILD_RE = re.compile(r"^\s*(?:pub(?:\([a-z]+\))?\s+)?mod\s+([a-z_][a-z0-9_]*)\s*;", re.M)
+
+
 def arrows(mods: dict):
     edges = {}
     for here, f in mods.items():
         text = strip_tests(strip_comments(f.read_text()))
+        # A parent that uses its child (`child::x`, `use child::…`) points down to it; a
+        # `pub use child::…` re-export is the folder's facade, not a use.
+        body = re.sub(r"^\s*pub(?:\([a-z]+\))?\s+use\s+[^;]*;", "", text, flags=re.M)
+        for child in CHILD_RE.findall(text):
+            if here + (child,) in mods and re.search(rf"(?<![A-Za-z0-9_:]){child}::", body):
+                edges.setdefault((here, here + (child,)), set()).add((f, f"{child}::"))
         for t in targets(text):
-            there = resolve(t, here, mods, f.name == "mod.rs")
+            there = resolve(t, here, mods)
             if there == here or there[: len(here)] == here:
-                continue  # itself or its own children: downward
+                continue  # itself or its own children (counted above)
             # Compare at the level of the closest common parent.
             n = 0
             while n < min(len(here), len(there)) and here[n] == there[n]:
@@ -134,6 +144,19 @@ def arrows(mods: dict):
                 continue
             edges.setdefault((a, b), set()).add((f, t))
     return edges
+
+
+def without_root_items(edges, reexports):
+    """Drops arrows to the crate root for items the root defines itself (composition
+    state such as the backend's `AppState`): the documented exception to the rule."""
+    kept = {}
+    for (a, b), why in edges.items():
+        if b == () and a != ():
+            why = {(f, t) for f, t in why if t.split("::")[-1] in reexports}
+            if not why:
+                continue
+        kept[(a, b)] = why
+    return kept
 
 
 def root_reexports(root):
@@ -190,7 +213,46 @@ def name(m):
     return "crate" if not m else "::".join(m)
 
 
+def self_test():
+    """Plants each kind of violation in a throwaway crate; the check must report it."""
+    import tempfile
+
+    cases = {
+        "siblings": {"lib.rs": "mod a; mod b;", "a.rs": "use crate::b::B; pub struct A;",
+                     "b.rs": "use crate::a::A; pub struct B;"},
+        "parent and child": {"lib.rs": "mod a;", "a/mod.rs": "mod c; pub fn f() { c::g() }",
+                             "a/c.rs": "use super::f; pub fn g() {}"},
+        "root re-export": {"lib.rs": "mod a; mod b; pub use b::B;", "a.rs": "use crate::B;",
+                           "b.rs": "pub struct B;"},
+        "grouped import": {"lib.rs": "mod a; mod b;", "a.rs": "use crate::{b::{B}, x};",
+                           "b.rs": "use crate::a::A;"},
+    }
+    clean = {"lib.rs": "mod a; mod b; pub struct State; fn f() { a::g() }",
+             "a.rs": "use crate::b::B; use crate::State; pub fn g() {}",
+             "b.rs": "pub struct B;\n#[cfg(test)]\nmod tests { use crate::a; }"}
+    failures = []
+    for name, files in [*cases.items(), ("clean", clean)]:
+        with tempfile.TemporaryDirectory() as d:
+            for rel, text in files.items():
+                f = Path(d) / "src" / rel
+                f.parent.mkdir(parents=True, exist_ok=True)
+                f.write_text(text)
+            # The parent/child case: a/mod.rs declares c, whose `super::f` points up to a.
+            mods = modules(Path(d) / "src")
+            edges = without_root_items(arrows(mods), root_reexports(mods.get(())))
+            found = bool(cycles(edges)) or any(b == () and a != () for a, b in edges)
+            if found != (name != "clean"):
+                failures.append(name)
+    if failures:
+        print(f"module-cycle check self-test failed for: {', '.join(failures)}")
+        return 1
+    print(f"module-cycle check self-test: {len(cases)} planted violations found, clean crate passes")
+    return 0
+
+
 def main(argv):
+    if argv == ["--self-test"]:
+        return self_test()
     crates = [Path(a).resolve() for a in argv] or sorted(
         p.parent for p in ROOT.glob("*/Cargo.toml") if (p.parent / "src").is_dir()
     ) + ([ROOT] if (ROOT / "src").is_dir() else [])
@@ -202,6 +264,7 @@ def main(argv):
         checked += len(mods)
         label = crate.relative_to(ROOT) if crate != ROOT else Path(".")
         reexports = root_reexports(mods.get(()))
+        edges = without_root_items(edges, reexports)
         for (a, b), why in sorted(edges.items()):
             hidden = [(f, t) for f, t in why if t.split("::")[-1] in reexports and t.startswith("crate::")]
             if b == () and a != () and hidden:

@@ -132,7 +132,9 @@ fn parse_collecting(text: &str) -> Result<(PortcullisConfig, Vec<String>), Confi
                 // serde_path_to_error's path of an unknown field ends with the field;
                 // a structural error's path is the key that holds the bad value.
                 let path = match unknown_field(&inner) {
-                    Some(key) if !path.ends_with(key) => join(&path, key),
+                    Some(key) if path != key && !path.ends_with(&format!(".{key}")) => {
+                        join(&path, key)
+                    }
                     _ => path,
                 };
                 problems.push(structural_problem(&path, &inner));
@@ -372,7 +374,6 @@ pub fn schema() -> serde_json::Value {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
 mod tests {
     use super::*;
 

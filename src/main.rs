@@ -6,9 +6,8 @@ mod config;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use portcullis_authz::Authorizer;
@@ -327,13 +326,13 @@ fn print_urls(settings: &Settings, with_backend: bool) {
     println!("  state   {}/", settings.state_dir.display());
 }
 
-/// A runtime for the backend, apart from pingora's own runtimes.
 /// The process's one reload service; each part adds what it can reload.
 fn reload_service() -> anyhow::Result<ReloadService> {
     let metrics = ReloadMetrics::try_new(prometheus::default_registry())?;
     Ok(ReloadService::new(metrics).poll_every(RELOAD_POLL_INTERVAL))
 }
 
+/// A runtime for the backend, apart from pingora's own runtimes.
 fn backend_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))

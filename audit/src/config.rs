@@ -531,7 +531,6 @@ pub fn metrics_registry(emitter: &str) -> prometheus::Registry {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
 mod tests {
     use super::*;
 

@@ -59,8 +59,9 @@ pub enum Outcome {
     Unchanged,
     /// A new version is in force.
     Reloaded {
-        /// The new version's digest or fingerprint.
-        digest: String,
+        /// What names the version now in force, for the log: a bundle's digest, a
+        /// certificate's file.
+        version: String,
     },
 }
 
@@ -400,9 +401,9 @@ fn run(
             }
             // Each target logs its own outcome, with what only it knows (the file and
             // line of a refused policy, the certificate's path); the service counts.
-            Ok(Outcome::Reloaded { digest }) => {
+            Ok(Outcome::Reloaded { version }) => {
                 metrics.record(target.kind, true);
-                tracing::debug!(kind = target.kind, trigger = trigger.label(), %digest, "reloaded");
+                tracing::debug!(kind = target.kind, trigger = trigger.label(), %version, "reloaded");
             }
             Err(e) => {
                 metrics.record(target.kind, false);
@@ -413,7 +414,6 @@ fn run(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use std::sync::{Arc, Mutex};
 
@@ -438,7 +438,9 @@ mod tests {
         service.add(
             Target::new("policy", move |_| {
                 *r.lock().unwrap() += 1;
-                Ok(Outcome::Reloaded { digest: "d".into() })
+                Ok(Outcome::Reloaded {
+                    version: "d".into(),
+                })
             })
             .watch_dir(dir.path(), |p| p.extension().is_some_and(|e| e == "rego")),
         );

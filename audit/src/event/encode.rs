@@ -181,19 +181,13 @@ pub(crate) fn format_timestamp(at: OffsetDateTime) -> String {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "tests"
-)]
 mod tests {
     use super::*;
     use crate::event::redact::REDACTED;
     use crate::event::schema::{MAX_FIELD_BYTES, Outcome};
 
-    /// Any 64 hex digits do as the previous hash (this is the chain's genesis hash).
-    const PREV_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+    // Any 64 hex digits do as the previous hash; the genesis hash is one.
+    use crate::chain::hash::GENESIS_HASH as PREV_HASH;
 
     #[test]
     fn encode_splices_chain_fields_in_canonical_order() {

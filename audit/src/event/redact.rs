@@ -110,12 +110,6 @@ pub(super) fn redact_value(key: &str, value: Value, redact: &dyn Fn(&str) -> boo
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "tests"
-)]
 mod tests {
     use super::*;
 

@@ -328,12 +328,6 @@ fn clip(mut s: String) -> String {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "tests"
-)]
 mod tests {
     use super::*;
     use crate::event::redact::REDACTED;

@@ -242,12 +242,6 @@ fn client_config(tls: &SyslogTls) -> Result<rustls::ClientConfig, SinkError> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "tests"
-)]
 mod tests {
     use super::*;
 
