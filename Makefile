@@ -3,7 +3,7 @@ CARGO ?= cargo
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 BIN_DEBUG := $(TARGET_DIR)/debug/portcullis
 
-.PHONY: run test deps build lint layout unit check-configs policy regopy schemathesis jwt-hack tls-audit siem browser schema fmt bench
+.PHONY: run test deps build lint layout unit check-configs policy regopy schemathesis jwt-hack tls-audit siem browser schema fmt bench bench-proxy
 
 ## Build and start proxy + backend on the embedded defaults (Ctrl-C stops).
 run:
@@ -70,6 +70,14 @@ schema: build
 ## Criterion micro-benchmarks (policy evaluation, JWT verification, audit spool).
 bench:
 	$(CARGO) bench -p portcullis-authz -p portcullis-proxy -p portcullis-audit
+
+## Portcullis against nginx and the bare upstream, side by side on loopback (bench/proxy/);
+## prints the table and adds it to BENCHMARKS.md. BENCH_SECONDS=N per row (10), more knobs
+## in bench/proxy/run.py; PORTCULLIS_BIN=PATH measures another build.
+bench-proxy:
+	@bench/proxy/install-deps.sh
+	$(CARGO) build --release --bin portcullis
+	PORTCULLIS_BIN=$${PORTCULLIS_BIN:-$(TARGET_DIR)/release/portcullis} python3 bench/proxy/run.py
 
 fmt:
 	$(CARGO) fmt --all

@@ -19,13 +19,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use portcullis_testkit::free_port;
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
@@ -47,7 +41,7 @@ fn main() {
     std::fs::write(
         &config,
         format!(
-            "state_dir: {state}\nlog: {{format: text, level: warn}}\nproxy:\n  listen: {{https: '127.0.0.1:{https}', http: null, admin: '127.0.0.1:{admin}'}}\n  upstreams: {{backend: {{address: '127.0.0.1:{backend}'}}}}\n  policy: {{dir: '{root}/policies'}}\n  auth:\n    issuers: [{{issuer: portcullis, label: backend, audiences: [portcullis], jwks_url: 'http://127.0.0.1:{backend}/auth/jwks.json', algorithms: [EdDSA]}}]\n    revocation_feed_url: 'http://127.0.0.1:{backend}/auth/revocations'\n  rate_limits: {{rules: [{{name: per_ip, key: client_ip, requests_per_period: 100000, burst_requests: 100000}}]}}\nbackend:\n  listen: '127.0.0.1:{backend}'\n  policy_dir: '{root}/policies'\n  identity: {{max_sessions_per_user: 1000}}\n",
+            "state_dir: {state}\nlog: {{format: text, level: warn}}\nproxy:\n  listen: {{https: '127.0.0.1:{https}', http: null, admin: '127.0.0.1:{admin}'}}\n  rate_limits: {{rules: [{{name: per_ip, key: client_ip, requests_per_period: 100000, burst_requests: 100000}}]}}\nshared:\n  policy_dir: '{root}/policies'\nbackend:\n  listen: '127.0.0.1:{backend}'\n  identity: {{max_sessions_per_user: 1000}}\n",
             state = dir.path().join("var").display()
         ),
     )

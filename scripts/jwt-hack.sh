@@ -20,15 +20,11 @@ state_dir: var
 log: {format: text, level: warn}
 proxy:
   listen: {https: "127.0.0.1:$https", http: null, admin: "127.0.0.1:$admin"}
-  upstreams: {backend: {address: "127.0.0.1:$backend"}}
-  policy: {dir: "$root/policies"}
-  auth:
-    issuers: [{issuer: portcullis, label: backend, audiences: [portcullis], jwks_url: "http://127.0.0.1:$backend/auth/jwks.json", algorithms: [EdDSA]}]
-    revocation_feed_url: "http://127.0.0.1:$backend/auth/revocations"
   rate_limits: {rules: [{name: per_ip, key: client_ip, requests_per_period: 100000, burst_requests: 100000}]}
+shared:
+  policy_dir: "$root/policies"
 backend:
   listen: "127.0.0.1:$backend"
-  policy_dir: "$root/policies"
 YAML
 password="jwt-hack-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
 printf 'username,email,display_name,department,roles,password_format,password\nvictim,victim@example.org,Victim,Facilities,employee,plaintext,%s\n' "$password" > users.csv

@@ -37,12 +37,8 @@ log: {format: text, level: warn}
 proxy:
   listen: {https: "127.0.0.1:$https", http: null, admin: "127.0.0.1:$admin"}
   tls: {certificate_file: server.pem, private_key_file: server.key}
-  upstreams: {backend: {address: "127.0.0.1:$backend"}}
-  policy: {dir: "$root/policies"}
-  auth:
-    issuers: [{issuer: portcullis, label: backend, audiences: [portcullis], jwks_url: "http://127.0.0.1:$backend/auth/jwks.json", algorithms: [EdDSA]}]
-    revocation_feed_url: "http://127.0.0.1:$backend/auth/revocations"
-backend: {listen: "127.0.0.1:$backend", policy_dir: "$root/policies"}
+shared: {policy_dir: "$root/policies"}
+backend: {listen: "127.0.0.1:$backend"}
 YAML
 "$bin" --config portcullis.yaml up > portcullis.log 2>&1 &
 pid=$!

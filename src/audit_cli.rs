@@ -220,7 +220,13 @@ async fn record(settings: &Settings, db: Option<&Db>, findings: &[(String, bool,
     } else {
         Duration::from_millis(500)
     };
-    let audit = match portcullis_backend::start_audit(&settings.audit.settings("cli"), sink).await {
+    let audit = match portcullis_backend::start_audit(
+        &settings.audit.settings("cli"),
+        sink,
+        &prometheus::Registry::new(),
+    )
+    .await
+    {
         Ok(a) => a,
         Err(e) => {
             eprintln!("warning: the verification is not recorded in the audit trail: {e}");

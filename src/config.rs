@@ -4,8 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
 use portcullis_audit::{AuditConfig, AuditTemplate};
 use portcullis_backend::{BackendConfig, BackendSettings};
+use portcullis_contract::problems::Problems;
+use portcullis_contract::revocation::FEED_PATH;
+use portcullis_contract::shared::{DEFAULT_POLICY_DIR, SharedConfig, resolve_path};
 use portcullis_proxy::{ProxyConfig, ProxySettings};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -21,6 +26,9 @@ pub struct PortcullisConfig {
     pub state_dir: Option<PathBuf>,
     /// Log output.
     pub log: LogConfig,
+    /// What proxy and backend share: the policy bundle, the identity key, the
+    /// revocation channel. Configured once here, handed to both.
+    pub shared: SharedConfig,
     /// The gateway.
     pub proxy: ProxyConfig,
     /// The ticket backend.
@@ -77,10 +85,10 @@ pub struct Settings {
 pub enum ConfigError {
     /// The file could not be read.
     Read(PathBuf, std::io::Error),
-    /// The file is not a configuration of the expected shape.
+    /// The file is not YAML.
     Syntax(String),
-    /// The values are wrong; one line each, `path: message`.
-    Invalid(Vec<String>),
+    /// Keys or values are wrong: every problem found, each with its path.
+    Invalid(Problems),
 }
 
 impl ConfigError {
@@ -89,10 +97,24 @@ impl ConfigError {
         match self {
             Self::Read(path, e) => vec![format!("cannot read {}: {e}", path.display())],
             Self::Syntax(msg) => vec![msg.clone()],
-            Self::Invalid(lines) => lines.clone(),
+            Self::Invalid(problems) => problems.clone().into_lines(),
         }
     }
 }
+
+/// Keys that moved: each is refused with a message naming its new place, so an old
+/// file fails loudly instead of configuring one side only.
+const MOVED: &[(&str, &str)] = &[
+    ("proxy.policy.dir", "shared.policy_dir"),
+    ("backend.policy_dir", "shared.policy_dir"),
+    ("proxy.auth.identity_key_file", "shared.identity_key_file"),
+    ("backend.identity_key_file", "shared.identity_key_file"),
+    ("proxy.auth.revocation_pubsub", "shared.revocation_pubsub"),
+    (
+        "backend.identity.revocation_pubsub",
+        "shared.revocation_pubsub",
+    ),
+];
 
 /// Most structural mistakes reported from one file; past this the rest is not read.
 const MAX_STRUCTURAL_PROBLEMS: usize = 50;
@@ -107,25 +129,32 @@ const MAX_STRUCTURAL_PROBLEMS: usize = 50;
 /// what remains (with defaults where keys were taken out), and [`load`] reports both.
 pub fn parse(text: &str) -> Result<PortcullisConfig, ConfigError> {
     let (config, problems) = parse_collecting(text)?;
-    if problems.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigError::Invalid(problems))
-    }
+    problems
+        .into_result(|| config)
+        .map_err(ConfigError::Invalid)
 }
 
 /// What [`parse`] does, returning the structural problems beside the configuration
 /// parsed without them.
-fn parse_collecting(text: &str) -> Result<(PortcullisConfig, Vec<String>), ConfigError> {
+fn parse_collecting(text: &str) -> Result<(PortcullisConfig, Problems), ConfigError> {
     let mut value: yaml_serde::Value = yaml_serde::from_str(text)
         .map_err(|e| ConfigError::Syntax(format!("not valid YAML: {e}")))?;
     if value.is_null() {
-        return Ok((PortcullisConfig::default(), Vec::new()));
+        return Ok((PortcullisConfig::default(), Problems::default()));
     }
-    let mut problems = Vec::new();
+    let mut problems = Problems::default();
+    for (old, new) in MOVED {
+        if remove_at(&mut value, old) {
+            problems.push(*old, format!("moved to `{new}`"));
+        }
+    }
+    let follows = FollowsBackend::absent_in(&value);
     loop {
         match serde_path_to_error::deserialize::<_, PortcullisConfig>(value.clone()) {
-            Ok(config) => return Ok((config, problems)),
+            Ok(mut config) => {
+                follows.apply(&mut config);
+                return Ok((config, problems));
+            }
             Err(e) => {
                 let path = e.path().to_string();
                 let inner = e.into_inner().to_string();
@@ -137,7 +166,7 @@ fn parse_collecting(text: &str) -> Result<(PortcullisConfig, Vec<String>), Confi
                     }
                     _ => path,
                 };
-                problems.push(structural_problem(&path, &inner));
+                problems.push(structural_path(&path), inner);
                 let removed = remove_at(&mut value, &path);
                 if !removed || problems.len() >= MAX_STRUCTURAL_PROBLEMS {
                     return Err(ConfigError::Invalid(problems));
@@ -163,12 +192,78 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-fn structural_problem(path: &str, message: &str) -> String {
-    if path == "." {
-        message.to_owned()
-    } else {
-        format!("{path}: {message}")
+fn structural_path(path: &str) -> &str {
+    if path == "." { "" } else { path }
+}
+
+/// The proxy's ways to the backend (upstream, JWKS, revocation feed, audit ingest)
+/// default to the backend's own address: under `portcullis up`, moving `backend.listen`
+/// moves them too. Only keys the file leaves out follow it.
+#[derive(Default)]
+struct FollowsBackend {
+    upstream: bool,
+    jwks: bool,
+    feed: bool,
+    ingest: bool,
+}
+
+impl FollowsBackend {
+    fn absent_in(doc: &yaml_serde::Value) -> Self {
+        let absent = |path: &str| lookup(doc, path).is_none();
+        Self {
+            upstream: absent("proxy.upstreams"),
+            jwks: absent("proxy.auth.issuers"),
+            feed: absent("proxy.auth.revocation_feed_url"),
+            ingest: absent("audit.ingest_url"),
+        }
     }
+
+    fn apply(&self, config: &mut PortcullisConfig) {
+        // A wrong address is reported by the backend's own validation.
+        let Ok(listen) = config.backend.listen.parse::<SocketAddr>() else {
+            return;
+        };
+        let addr = reachable(listen);
+        let origin = format!("http://{addr}");
+        if self.upstream
+            && let Some(backend) = config.proxy.upstreams.get_mut("backend")
+        {
+            backend.address = addr.to_string();
+        }
+        if self.jwks {
+            for issuer in &mut config.proxy.auth.issuers {
+                issuer.jwks_url = Some(format!("{origin}/auth/jwks.json"));
+            }
+        }
+        if self.feed {
+            config.proxy.auth.revocation_feed_url = Some(format!("{origin}{FEED_PATH}"));
+        }
+        if self.ingest && config.audit.ingest_url.is_some() {
+            config.audit.ingest_url = Some(format!(
+                "{origin}{}",
+                portcullis_contract::audit_ingest::PATH
+            ));
+        }
+    }
+}
+
+/// Where a client reaches a listener: an unspecified address (`0.0.0.0`, `::`) is
+/// reached on loopback.
+fn reachable(listen: SocketAddr) -> SocketAddr {
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port())
+}
+
+/// The node at a dotted key path (`a.b.c`), if the document has one.
+fn lookup<'a>(doc: &'a yaml_serde::Value, path: &str) -> Option<&'a yaml_serde::Value> {
+    path.split('.').try_fold(doc, |node, key| match node {
+        yaml_serde::Value::Mapping(m) => m.get(key),
+        _ => None,
+    })
 }
 
 /// Removes the entry at a serde path (`a.b[2].c`) from `value`; returns whether it
@@ -236,7 +331,7 @@ pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
                 // Value problems of what could be read, reported together.
                 let mut all = structural;
                 if let Err(ConfigError::Invalid(more)) = validate(config, &base) {
-                    all.extend(more);
+                    all.append(more);
                 }
                 return Err(ConfigError::Invalid(all));
             }
@@ -247,18 +342,10 @@ pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
     validate(config, &base)
 }
 
-fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() || base.as_os_str().is_empty() {
-        p.to_owned()
-    } else {
-        base.join(p)
-    }
-}
-
 /// Validates a parsed configuration, collecting every problem.
 pub fn validate(mut config: PortcullisConfig, base: &Path) -> Result<Settings, ConfigError> {
-    let mut problems = Vec::new();
-    let state_dir = resolve(
+    let mut problems = Problems::default();
+    let state_dir = resolve_path(
         base,
         config.state_dir.as_deref().unwrap_or(Path::new("var")),
     );
@@ -269,53 +356,53 @@ pub fn validate(mut config: PortcullisConfig, base: &Path) -> Result<Settings, C
     .into_iter()
     .flatten()
     {
-        *file = resolve(base, file);
+        *file = resolve_path(base, file);
     }
     // The default bundle folder, `policies` next to the file, may be absent (a fresh
     // installation, or a process started from another folder): then the built-in
     // bundle serves, written to the state folder on first start. Any other folder must
     // exist. (A file that spells out the default is treated as the default.)
     let default_policy = Path::new(DEFAULT_POLICY_DIR);
-    let configured =
-        config.proxy.policy.dir != default_policy || config.backend.policy_dir != default_policy;
-    let builtin_policy_dir = if !configured && !resolve(base, default_policy).is_dir() {
+    let builtin_policy_dir = if config.shared.policy_dir == default_policy
+        && !resolve_path(base, default_policy).is_dir()
+    {
         let dir = state_dir.join(DEFAULT_POLICY_DIR);
-        config.proxy.policy.dir.clone_from(&dir);
-        config.backend.policy_dir.clone_from(&dir);
+        config.shared.policy_dir.clone_from(&dir);
         (!dir.is_dir()).then_some(dir)
     } else {
-        for (path, dir) in [
-            ("proxy.policy.dir", &config.proxy.policy.dir),
-            ("backend.policy_dir", &config.backend.policy_dir),
-        ] {
-            let dir = resolve(base, dir);
-            if !dir.is_dir() {
-                problems.push(format!("{path}: {} is not a folder", dir.display()));
-            }
+        let dir = resolve_path(base, &config.shared.policy_dir);
+        if !dir.is_dir() {
+            problems.push(
+                "shared.policy_dir",
+                format!("{} is not a folder", dir.display()),
+            );
         }
         None
     };
+    let shared = config
+        .shared
+        .validate("shared", base, &state_dir, &mut problems);
     let log_filter = match tracing_subscriber::EnvFilter::try_new(&config.log.level) {
         Ok(f) => Some(f),
         Err(e) => {
-            problems.push(format!("log.level: {e}"));
+            problems.push("log.level", e);
             None
         }
     };
     let proxy = config
         .proxy
-        .validate("proxy", base, &state_dir)
-        .map_err(|e| problems.extend(e))
+        .validate("proxy", base, &state_dir, &shared)
+        .map_err(|e| problems.append(e))
         .ok();
     let backend = config
         .backend
-        .validate("backend", base, &state_dir)
-        .map_err(|e| problems.extend(e))
+        .validate("backend", base, &state_dir, &shared)
+        .map_err(|e| problems.append(e))
         .ok();
     let audit = config
         .audit
         .validate("audit", base, &state_dir)
-        .map_err(|e| problems.extend(e))
+        .map_err(|e| problems.append(e))
         .ok();
     if let (Some(p), Some(b)) = (&proxy, &backend) {
         for (name, addr) in [
@@ -324,9 +411,10 @@ pub fn validate(mut config: PortcullisConfig, base: &Path) -> Result<Settings, C
             ("admin", Some(p.admin_addr)),
         ] {
             if addr == Some(b.listen) {
-                problems.push(format!(
-                    "backend.listen: same address as proxy.listen.{name}"
-                ));
+                problems.push(
+                    "backend.listen",
+                    format!("same address as proxy.listen.{name}"),
+                );
             }
         }
     }
@@ -350,9 +438,6 @@ pub fn validate(mut config: PortcullisConfig, base: &Path) -> Result<Settings, C
         _ => Err(ConfigError::Invalid(problems)),
     }
 }
-
-/// The policy folder used when none is configured.
-const DEFAULT_POLICY_DIR: &str = "policies";
 
 impl Settings {
     /// Writes the built-in policy bundle when the configuration relies on it and it
@@ -390,27 +475,21 @@ mod tests {
         let Err(ConfigError::Invalid(lines)) = parse("proxy:\n  listen:\n    htps: x\n") else {
             panic!("unknown field accepted")
         };
-        let msg = lines.join("\n");
+        let msg = lines.to_string();
         assert!(msg.starts_with("proxy.listen"), "{msg}");
         assert!(msg.contains("htps"), "{msg}");
     }
 
     #[test]
-    fn revocation_channels_are_validated_on_both_sides() {
-        let c = parse(
-            "proxy:\n  auth: {revocation_feed_url: null, revocation_pubsub: {url: 'not a url', channel: ''}}\nbackend:\n  identity: {revocation_pubsub: {url: 'http://x', channel: ''}}\n",
-        )
-        .unwrap();
+    fn the_revocation_channel_is_validated_once_and_reaches_both_sides() {
+        let c = parse("shared:\n  revocation_pubsub: {url: 'not a url', channel: ''}\n").unwrap();
         let Err(ConfigError::Invalid(lines)) = validate(c, Path::new("")) else {
-            panic!("invalid revocation channels accepted")
+            panic!("invalid revocation channel accepted")
         };
-        let joined = lines.join("\n");
+        let joined = lines.to_string();
         for path in [
-            "proxy.auth.revocation_pubsub.url:",
-            "proxy.auth.revocation_pubsub.channel:",
-            "proxy.auth.revocation_pubsub:",
-            "backend.identity.revocation_pubsub.url:",
-            "backend.identity.revocation_pubsub.channel:",
+            "shared.revocation_pubsub.url:",
+            "shared.revocation_pubsub.channel:",
         ] {
             assert!(joined.contains(path), "{path} missing from:\n{joined}");
         }
@@ -418,11 +497,20 @@ mod tests {
             !joined.contains("not a url"),
             "the URL may hold a password: {joined}"
         );
-        // The channel defaults to the same name on both sides.
+        // Announcements only make proxies poll: without a feed they are refused.
         let c = parse(
-            "proxy:\n  auth: {revocation_pubsub: {url: 'redis://127.0.0.1:6379'}}\nbackend:\n  identity: {revocation_pubsub: {url: 'redis://127.0.0.1:6379'}}\n",
+            "proxy:\n  auth: {revocation_feed_url: null}\nshared:\n  revocation_pubsub: {url: 'redis://127.0.0.1:6379'}\n",
         )
         .unwrap();
+        let Err(ConfigError::Invalid(lines)) = validate(c, Path::new("")) else {
+            panic!("a channel without a feed accepted")
+        };
+        assert!(
+            lines.to_string().contains("proxy.auth.revocation_feed_url:"),
+            "{lines}"
+        );
+        // One channel, the same for both sides.
+        let c = parse("shared:\n  revocation_pubsub: {url: 'redis://127.0.0.1:6379'}\n").unwrap();
         let s = validate(c, Path::new("")).unwrap();
         assert_eq!(
             s.proxy.revocation_pubsub.unwrap().channel,
@@ -432,6 +520,68 @@ mod tests {
             s.backend.identity.revocation_pubsub.unwrap().channel,
             "portcullis:revocations"
         );
+    }
+
+    #[test]
+    fn shared_settings_are_one_value_for_both_sides() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("bundle")).unwrap();
+        let c = parse("shared: {policy_dir: bundle, identity_key_file: /etc/p/identity.key}\n")
+            .unwrap();
+        let s = validate(c, dir.path()).unwrap();
+        assert_eq!(s.proxy.policy_dir, dir.path().join("bundle"));
+        assert_eq!(s.backend.policy_dir, s.proxy.policy_dir);
+        assert_eq!(s.proxy.identity_key_file, Path::new("/etc/p/identity.key"));
+        assert_eq!(s.backend.identity_key_file, s.proxy.identity_key_file);
+        assert!(s.builtin_policy_dir.is_none());
+    }
+
+    #[test]
+    fn moved_keys_are_refused_with_their_new_place() {
+        let Err(ConfigError::Invalid(lines)) = parse(
+            "proxy:\n  policy: {dir: p, evaluation_time_limit_milliseconds: 50}\n  auth: {identity_key_file: k, revocation_pubsub: {url: 'redis://x'}}\nbackend:\n  policy_dir: p\n  identity_key_file: k\n  identity: {revocation_pubsub: {url: 'redis://x'}}\n",
+        ) else {
+            panic!("moved keys accepted")
+        };
+        let joined = lines.to_string();
+        for (old, new) in MOVED {
+            assert!(
+                joined.contains(&format!("{old}: moved to `{new}`")),
+                "{old} missing from:\n{joined}"
+            );
+        }
+        assert_eq!(lines.len(), MOVED.len(), "{joined}");
+    }
+
+    #[test]
+    fn the_ways_to_the_backend_follow_its_listen_address() {
+        let c = parse("backend: {listen: '0.0.0.0:9181'}\n").unwrap();
+        assert_eq!(
+            c.proxy.auth.issuers[0].jwks_url.as_deref(),
+            Some("http://127.0.0.1:9181/auth/jwks.json")
+        );
+        let s = validate(c, Path::new("")).unwrap();
+        let upstream = s.proxy.routes.iter().map(|r| r.upstream.address).next();
+        assert_eq!(upstream, Some("127.0.0.1:9181".parse().unwrap()));
+        assert_eq!(
+            s.proxy.revocation_feed_url.as_deref(),
+            Some("http://127.0.0.1:9181/auth/revocations")
+        );
+        assert_eq!(
+            s.audit.ingest_url.as_deref(),
+            Some("http://127.0.0.1:9181/internal/audit/ingest")
+        );
+        // What the file spells out stays as written.
+        let c = parse(
+            "backend: {listen: '127.0.0.1:9181'}\nproxy:\n  auth: {revocation_feed_url: 'http://10.0.0.5:8081/auth/revocations'}\naudit: {ingest_url: null}\n",
+        )
+        .unwrap();
+        let s = validate(c, Path::new("")).unwrap();
+        assert_eq!(
+            s.proxy.revocation_feed_url.as_deref(),
+            Some("http://10.0.0.5:8081/auth/revocations")
+        );
+        assert_eq!(s.audit.ingest_url, None);
     }
 
     #[test]
@@ -446,7 +596,7 @@ mod tests {
         let Err(ConfigError::Invalid(lines)) = load(Some(&file)) else {
             panic!("invalid config accepted")
         };
-        let joined = lines.join("\n");
+        let joined = lines.to_string();
         for path in [
             "proxy.listen.htps:",
             "proxy.routez:",
@@ -468,7 +618,7 @@ mod tests {
         let Err(ConfigError::Invalid(lines)) = validate(c, Path::new("")) else {
             panic!("invalid config accepted")
         };
-        let joined = lines.join("\n");
+        let joined = lines.to_string();
         for path in [
             "proxy.listen.https:",
             "proxy.trusted_proxies[0]:",

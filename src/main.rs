@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use portcullis_authz::Authorizer;
 use portcullis_reload::{ReloadMetrics, ReloadService};
+use prometheus::Registry;
 
 use crate::config::{ConfigError, LogFormat, Settings};
 
@@ -327,8 +328,8 @@ fn print_urls(settings: &Settings, with_backend: bool) {
 }
 
 /// The process's one reload service; each part adds what it can reload.
-fn reload_service() -> anyhow::Result<ReloadService> {
-    let metrics = ReloadMetrics::try_new(prometheus::default_registry())?;
+fn reload_service(registry: &Registry) -> anyhow::Result<ReloadService> {
+    let metrics = ReloadMetrics::try_new(registry)?;
     Ok(ReloadService::new(metrics).poll_every(RELOAD_POLL_INTERVAL))
 }
 
@@ -347,9 +348,10 @@ fn start_backend(
     rt: &tokio::runtime::Runtime,
     settings: &Settings,
     authorizer: Option<Arc<Authorizer>>,
+    registry: &Registry,
 ) -> anyhow::Result<(tokio::net::TcpListener, portcullis_backend::AppState)> {
     rt.block_on(async {
-        let state = portcullis_backend::open(&settings.backend, authorizer).await?;
+        let state = portcullis_backend::open(&settings.backend, authorizer, registry).await?;
         let listener = tokio::net::TcpListener::bind(settings.backend.listen)
             .await
             .map_err(|e| {
@@ -366,27 +368,20 @@ fn start_backend(
 /// and keeps serving while the proxy drains, so requests in flight through
 /// the proxy can complete; it stops when the proxy has exited.
 ///
-/// When both parts name one policy folder (the default), both layers enforce one
-/// bundle: it is loaded (and its tests run) once, and the proxy's reload target swaps
-/// it for both, so the route decisions and the backend's object-level decisions never
-/// come from different versions. Two folders give two bundles, each reloaded on its own.
+/// Both layers enforce one bundle (`shared.policy_dir`): it is loaded (and its tests
+/// run) once, and the proxy's reload target swaps it for both, so the route decisions
+/// and the backend's object-level decisions never come from different versions.
 fn up(settings: Settings) -> anyhow::Result<()> {
     let authorizer = Arc::new(Authorizer::load_tested(
         &settings.proxy.policy_dir,
         settings.proxy.policy_time_limit,
     )?);
-    let shared = settings.proxy.policy_dir == settings.backend.policy_dir;
-    let mut reload = reload_service()?;
+    // One registry for the process: the proxy's /metrics shows both layers.
+    let registry = Registry::new();
+    let reload = reload_service(&registry)?;
     let rt = backend_runtime()?;
-    let (listener, state) = start_backend(&rt, &settings, shared.then(|| Arc::clone(&authorizer)))?;
-    if !shared {
-        tracing::warn!(proxy = %settings.proxy.policy_dir.display(), backend = %settings.backend.policy_dir.display(),
-            "proxy and backend enforce policy bundles from different folders");
-        reload.add(portcullis_backend::policy_target(
-            &state,
-            settings.backend.policy_dir.clone(),
-        ));
-    }
+    let (listener, state) =
+        start_backend(&rt, &settings, Some(Arc::clone(&authorizer)), &registry)?;
     let state_for_audit = state.clone();
     rt.spawn(async move {
         if let Err(e) = portcullis_backend::serve(listener, state, std::future::pending()).await {
@@ -395,7 +390,7 @@ fn up(settings: Settings) -> anyhow::Result<()> {
     });
     print_urls(&settings, true);
     let audit = state_for_audit.audit;
-    let ran = portcullis_proxy::run(settings.proxy, reload, Some(authorizer));
+    let ran = portcullis_proxy::run(settings.proxy, reload, Some(authorizer), registry);
     rt.block_on(audit.shutdown(AUDIT_DRAIN));
     rt.shutdown_timeout(Duration::from_secs(1));
     ran?;
@@ -404,7 +399,8 @@ fn up(settings: Settings) -> anyhow::Result<()> {
 
 fn proxy(settings: Settings) -> anyhow::Result<()> {
     print_urls(&settings, false);
-    portcullis_proxy::run(settings.proxy, reload_service()?, None)?;
+    let registry = Registry::new();
+    portcullis_proxy::run(settings.proxy, reload_service(&registry)?, None, registry)?;
     Ok(())
 }
 
@@ -412,8 +408,9 @@ fn proxy(settings: Settings) -> anyhow::Result<()> {
 /// get up to 10 seconds.
 fn backend(settings: Settings) -> anyhow::Result<()> {
     let rt = backend_runtime()?;
-    let (listener, state) = start_backend(&rt, &settings, None)?;
-    let mut reload = reload_service()?;
+    let registry = Registry::new();
+    let (listener, state) = start_backend(&rt, &settings, None, &registry)?;
+    let mut reload = reload_service(&registry)?;
     reload.add(portcullis_backend::policy_target(
         &state,
         settings.backend.policy_dir.clone(),
@@ -464,7 +461,8 @@ fn run_policy(command: PolicyCommand) -> anyhow::Result<bool> {
 async fn cli_state(settings: &Settings) -> anyhow::Result<portcullis_backend::AppState> {
     let mut backend = settings.backend.clone();
     backend.audit = settings.audit.settings("cli");
-    Ok(portcullis_backend::open(&backend, None).await?)
+    // A command serves no metrics: its registry is its own.
+    Ok(portcullis_backend::open(&backend, None, &Registry::new()).await?)
 }
 
 /// Runs `work` on the command's state, then closes its audit log (a final checkpoint;

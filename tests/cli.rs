@@ -18,7 +18,7 @@ fn config(dir: &Path) -> std::path::PathBuf {
     std::fs::write(
         &file,
         format!(
-            "state_dir: {}\nlog: {{format: text, level: info}}\nproxy: {{policy: {{dir: '{p}'}}}}\nbackend: {{policy_dir: '{p}'}}\n",
+            "state_dir: {}\nlog: {{format: text, level: info}}\nshared: {{policy_dir: '{p}'}}\n",
             dir.join("var").display(),
             p = support::policy_dir()
         ),

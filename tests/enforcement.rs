@@ -10,6 +10,8 @@
 
 mod support;
 
+use portcullis_testkit::assert_eventually;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -325,11 +327,8 @@ async fn a_revocation_announced_on_redis_reaches_the_proxy_within_one_second() {
     let channel = format!("portcullis-test-{}-{}", std::process::id(), now());
     let p = portcullis()
         .revocation_poll_milliseconds(60_000)
-        .auth_yaml(&format!(
-            "    revocation_pubsub: {{url: 'redis://127.0.0.1:6379', channel: '{channel}'}}\n"
-        ))
-        .backend_yaml(&format!(
-            "  identity: {{revocation_pubsub: {{url: 'redis://127.0.0.1:6379', channel: '{channel}'}}}}\n"
+        .shared_yaml(&format!(
+            "  revocation_pubsub: {{url: 'redis://127.0.0.1:6379', channel: '{channel}'}}\n"
         ))
         .start()
         .await;

@@ -9,6 +9,8 @@
 
 mod support;
 
+use portcullis_testkit::assert_eventually;
+
 use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderMap;
@@ -617,7 +619,7 @@ async fn self_signed_certificate_is_generated_when_none_is_configured() {
     std::fs::write(
         &config,
         format!(
-            "state_dir: {}\nproxy:\n  listen: {{https: 127.0.0.1:{https}, http: null, admin: 127.0.0.1:{admin}}}\n  upstreams: {{backend: {{address: '127.0.0.1:{backend}'}}}}\n  policy: {{dir: '{policies}'}}\n  auth: {{revocation_feed_url: 'http://127.0.0.1:{backend}/auth/revocations', issuers: [{{issuer: portcullis, label: backend, audiences: [portcullis], jwks_url: 'http://127.0.0.1:{backend}/auth/jwks.json'}}]}}\nbackend: {{listen: '127.0.0.1:{backend}', policy_dir: '{policies}'}}\n",
+            "state_dir: {}\nproxy:\n  listen: {{https: 127.0.0.1:{https}, http: null, admin: 127.0.0.1:{admin}}}\n  upstreams: {{backend: {{address: '127.0.0.1:{backend}'}}}}\n  auth: {{revocation_feed_url: 'http://127.0.0.1:{backend}/auth/revocations', issuers: [{{issuer: portcullis, label: backend, audiences: [portcullis], jwks_url: 'http://127.0.0.1:{backend}/auth/jwks.json'}}]}}\nshared: {{policy_dir: '{policies}'}}\nbackend: {{listen: '127.0.0.1:{backend}'}}\n",
             state.display(),
             policies = support::policy_dir()
         ),

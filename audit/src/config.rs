@@ -7,14 +7,14 @@
 //! `<state_dir>/audit/{emitter}/` (spool), `<state_dir>/keys/audit-checkpoint-{emitter}.key`
 //! (checkpoint key) and `<state_dir>/audit/{emitter}.jsonl` (file sink).
 
-use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use portcullis_contract::problems::Problems;
+use portcullis_contract::shared::resolve_path;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -281,14 +281,13 @@ fn has_placeholder(path: &Path) -> bool {
 
 impl AuditConfig {
     /// Validates the section. `prefix` is its path in the file (`audit`), relative paths are
-    /// taken from `base`, defaults go below `state_dir`. Returns every problem as
-    /// `path: message`.
+    /// taken from `base`, defaults go below `state_dir`. Returns every problem found.
     pub fn validate(
         &self,
         prefix: &str,
         base: &Path,
         state_dir: &Path,
-    ) -> Result<AuditTemplate, Vec<String>> {
+    ) -> Result<AuditTemplate, Problems> {
         let Self {
             spool,
             checkpoint,
@@ -296,20 +295,17 @@ impl AuditConfig {
             sinks,
             ingest_url,
         } = self;
-        let mut problems = Vec::new();
-        let resolve = |p: &Path| {
-            if p.is_absolute() || base.as_os_str().is_empty() {
-                p.to_owned()
-            } else {
-                base.join(p)
-            }
-        };
+        let mut problems = Problems::default();
+        let resolve = |p: &Path| resolve_path(base, p);
         let spool_dir = match &spool.dir {
             Some(dir) => {
                 if !has_placeholder(dir) {
-                    problems.push(format!(
-                        "{prefix}.spool.dir: must contain {EMITTER_PLACEHOLDER}: every emitter has its own spool"
-                    ));
+                    problems.push(
+                        format!("{prefix}.spool.dir"),
+                        format!(
+                            "must contain {EMITTER_PLACEHOLDER}: every emitter has its own spool"
+                        ),
+                    );
                 }
                 resolve(dir)
             }
@@ -337,10 +333,10 @@ impl AuditConfig {
             interval: Duration::from_secs(checkpoint.interval_seconds),
         });
         template.redacted_keys = redacted_keys.clone();
-        let must_exist = |path: String, file: &Path, problems: &mut Vec<String>| {
+        let must_exist = |path: String, file: &Path, problems: &mut Problems| {
             let file = resolve(file);
             if !file.is_file() {
-                problems.push(format!("{path}: {} is not a readable file", file.display()));
+                problems.push(path, format!("{} is not a readable file", file.display()));
             }
             file
         };
@@ -355,9 +351,7 @@ impl AuditConfig {
                     let path = match path {
                         Some(p) => {
                             if !has_placeholder(p) {
-                                problems.push(format!(
-                                    "{at}.path: must contain {EMITTER_PLACEHOLDER}: give each emitter its own file"
-                                ));
+                                problems.push(format!("{at}.path"), format!("must contain {EMITTER_PLACEHOLDER}: give each emitter its own file"));
                             }
                             resolve(p)
                         }
@@ -423,19 +417,20 @@ impl AuditConfig {
         for (i, sink) in template.sinks.iter().enumerate() {
             // Names the binary gives its own sinks.
             if ["database", "ingest"].contains(&sink.name.as_str()) {
-                problems.push(format!(
-                    "{prefix}.sinks[{i}].name: {:?} is reserved for a built-in sink",
-                    sink.name
-                ));
+                problems.push(
+                    format!("{prefix}.sinks[{i}].name"),
+                    format!("{:?} is reserved for a built-in sink", sink.name),
+                );
             }
         }
         if let Some(url) = ingest_url {
             match reqwest::Url::parse(url) {
                 Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.has_host() => {}
-                Ok(_) => problems.push(format!(
-                    "{prefix}.ingest_url: must be an http:// or https:// URL"
-                )),
-                Err(e) => problems.push(format!("{prefix}.ingest_url: not a URL: {e}")),
+                Ok(_) => problems.push(
+                    format!("{prefix}.ingest_url"),
+                    "must be an http:// or https:// URL",
+                ),
+                Err(e) => problems.push(format!("{prefix}.ingest_url"), format!("not a URL: {e}")),
             }
         }
         let template = AuditTemplate {
@@ -444,15 +439,11 @@ impl AuditConfig {
         };
         // The settings checks are the same for every emitter; report them once.
         if let Err(errors) = template.settings(EMITTERS[0]).validate() {
-            for e in errors.0 {
-                problems.push(format!("{}: {}", config_path(prefix, &e.path), e.message));
+            for e in errors {
+                problems.push(config_path(prefix, &e.path), e.message);
             }
         }
-        if problems.is_empty() {
-            Ok(template)
-        } else {
-            Err(problems)
-        }
+        problems.into_result(|| template)
     }
 }
 
@@ -509,24 +500,6 @@ impl SpoolLock {
                 Err(fs::TryLockError::Error(e)) => return Err(e),
             }
         }
-    }
-}
-
-/// The registry an emitter's audit metrics go to: the process-wide default registry the
-/// first time for each emitter name (so `/metrics` shows them), a private one after that
-/// (tests start several instances in one process; a second registration would fail).
-pub fn metrics_registry(emitter: &str) -> prometheus::Registry {
-    static SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
-    let first = match SEEN.lock() {
-        Ok(mut seen) => seen
-            .get_or_insert_with(HashSet::new)
-            .insert(emitter.to_owned()),
-        Err(_) => false,
-    };
-    if first {
-        prometheus::default_registry().clone()
-    } else {
-        prometheus::Registry::new()
     }
 }
 
@@ -593,7 +566,7 @@ mod tests {
         let problems = config
             .validate("audit", Path::new(""), Path::new("var"))
             .unwrap_err();
-        let joined = problems.join("\n");
+        let joined = problems.to_string();
         for path in [
             "audit.spool.dir:",
             "audit.spool.segment_bytes:",

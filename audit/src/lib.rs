@@ -47,7 +47,7 @@ pub use chain::report::{BadPosition, ChainSummary, Tamper, VerifyError, VerifyRe
 pub use chain::verify::{verify_events, verify_file};
 pub use config::{
     AuditConfig, AuditTemplate, CheckpointConfig, EMITTER_PLACEHOLDER, EMITTERS, FullPolicyConfig,
-    HttpFormatConfig, SinkConfig, SpoolConfig, SpoolLock, SyslogTlsConfig, metrics_registry,
+    HttpFormatConfig, SinkConfig, SpoolConfig, SpoolLock, SyslogTlsConfig,
 };
 pub use delivery::{Sink, SinkError};
 pub use event::record::AuditRecord;
@@ -57,8 +57,8 @@ pub use event::schema::{
     MAX_FIELD_BYTES, Outcome,
 };
 pub use settings::{
-    AuditSettings, CheckpointSettings, FullPolicy, HttpFormat, MIN_SEGMENT_BYTES, SettingsError,
-    SettingsErrors, SinkKind, SinkSettings, SpoolSettings, SyslogTls,
+    AuditSettings, CheckpointSettings, FullPolicy, HttpFormat, MIN_SEGMENT_BYTES, SinkKind,
+    SinkSettings, SpoolSettings, SyslogTls,
 };
 pub use spool::error::SpoolError;
 pub use spool::handle::Spool;
@@ -73,7 +73,7 @@ use metrics::Metrics;
 pub enum AuditError {
     /// The settings are invalid (every problem is listed).
     #[error("invalid audit settings:\n{0}")]
-    Settings(#[from] SettingsErrors),
+    Settings(#[from] portcullis_contract::problems::Problems),
     /// No sink is configured.
     #[error("no audit sink configured")]
     NoSinks,

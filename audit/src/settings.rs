@@ -1,7 +1,7 @@
 //! Validated settings. The binary maps its YAML onto these; [`AuditSettings::validate`]
 //! reports every problem with its path (`sinks[1].url: …`).
 
-use std::fmt;
+use portcullis_contract::problems::Problems;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,34 +32,31 @@ impl AuditSettings {
     }
 
     /// Checks every field; returns all problems found, each with its path.
-    pub fn validate(&self) -> Result<(), SettingsErrors> {
+    pub fn validate(&self) -> Result<(), Problems> {
         let Self {
             spool,
             redacted_keys,
             sinks,
         } = self;
-        let mut errors = Vec::new();
+        let mut errors = Problems::default();
         if let Err(e) = spool.validate() {
-            errors.extend(e.0.into_iter().map(|e| e.under("spool")));
+            errors.extend_under("spool", e);
         }
         for (i, key) in redacted_keys.iter().enumerate() {
             if key.trim().is_empty() {
-                errors.push(SettingsError::new(
-                    format!("redacted_keys[{i}]"),
-                    "must not be empty",
-                ));
+                errors.push(format!("redacted_keys[{i}]"), "must not be empty");
             }
         }
         for (i, sink) in sinks.iter().enumerate() {
             sink.validate(&format!("sinks[{i}]"), &mut errors);
             if sinks[..i].iter().any(|s| s.name == sink.name) {
-                errors.push(SettingsError::new(
+                errors.push(
                     format!("sinks[{i}].name"),
                     format!("{:?} is used by an earlier sink", sink.name),
-                ));
+                );
             }
         }
-        SettingsErrors::result(errors)
+        errors.into_result(|| ())
     }
 }
 
@@ -105,7 +102,7 @@ impl SpoolSettings {
     }
 
     /// Checks every field; paths are relative to the spool (`max_bytes`).
-    pub fn validate(&self) -> Result<(), SettingsErrors> {
+    pub fn validate(&self) -> Result<(), Problems> {
         let Self {
             emitter,
             dir,
@@ -114,32 +111,29 @@ impl SpoolSettings {
             full_policy,
             checkpoint,
         } = self;
-        let mut errors = Vec::new();
+        let mut errors = Problems::default();
         if let Err(message) = check_name(emitter) {
-            errors.push(SettingsError::new("emitter", message));
+            errors.push("emitter", message);
         }
         if dir.as_os_str().is_empty() {
-            errors.push(SettingsError::new("dir", "must not be empty"));
+            errors.push("dir", "must not be empty");
         }
         if *segment_bytes < MIN_SEGMENT_BYTES {
-            errors.push(SettingsError::new(
+            errors.push(
                 "segment_bytes",
                 format!("must be at least {MIN_SEGMENT_BYTES}"),
-            ));
+            );
         }
         if *max_bytes < segment_bytes.saturating_mul(2) {
-            errors.push(SettingsError::new(
+            errors.push(
                 "max_bytes",
                 "must be at least twice segment_bytes (the segment being written is never freed)",
-            ));
+            );
         }
         if let FullPolicy::Block { timeout } = full_policy
             && (timeout.is_zero() || *timeout > Duration::from_secs(3600))
         {
-            errors.push(SettingsError::new(
-                "full_policy.timeout",
-                "must be between 1 ms and 1 hour",
-            ));
+            errors.push("full_policy.timeout", "must be between 1 ms and 1 hour");
         }
         if let Some(CheckpointSettings {
             key_file,
@@ -148,25 +142,16 @@ impl SpoolSettings {
         }) = checkpoint
         {
             if key_file.as_os_str().is_empty() {
-                errors.push(SettingsError::new(
-                    "checkpoint.key_file",
-                    "must not be empty",
-                ));
+                errors.push("checkpoint.key_file", "must not be empty");
             }
             if *every_events == 0 {
-                errors.push(SettingsError::new(
-                    "checkpoint.every_events",
-                    "must be at least 1",
-                ));
+                errors.push("checkpoint.every_events", "must be at least 1");
             }
             if *interval < Duration::from_secs(1) {
-                errors.push(SettingsError::new(
-                    "checkpoint.interval",
-                    "must be at least 1 s",
-                ));
+                errors.push("checkpoint.interval", "must be at least 1 s");
             }
         }
-        SettingsErrors::result(errors)
+        errors.into_result(|| ())
     }
 }
 
@@ -268,13 +253,13 @@ pub enum HttpFormat {
 }
 
 impl SinkSettings {
-    fn validate(&self, path: &str, errors: &mut Vec<SettingsError>) {
+    fn validate(&self, path: &str, errors: &mut Problems) {
         let Self { name, kind } = self;
         if let Err(message) = check_name(name) {
-            errors.push(SettingsError::new(format!("{path}.name"), message));
+            errors.push(format!("{path}.name"), message);
         }
         let mut err = |field: &str, message: &str| {
-            errors.push(SettingsError::new(format!("{path}.{field}"), message));
+            errors.push(format!("{path}.{field}"), message);
         };
         match kind {
             SinkKind::File {
@@ -367,63 +352,6 @@ fn check_name(name: &str) -> Result<(), &'static str> {
     }
 }
 
-/// One settings problem.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SettingsError {
-    /// Where, such as `sinks[1].url`.
-    pub path: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl SettingsError {
-    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-
-    fn under(self, parent: &str) -> Self {
-        Self {
-            path: format!("{parent}.{}", self.path),
-            message: self.message,
-        }
-    }
-}
-
-impl fmt::Display for SettingsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
-
-/// Every problem [`AuditSettings::validate`] found (never empty).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct SettingsErrors(pub Vec<SettingsError>);
-
-impl SettingsErrors {
-    fn result(errors: Vec<SettingsError>) -> Result<(), Self> {
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Self(errors))
-        }
-    }
-}
-
-impl fmt::Display for SettingsErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,7 +393,7 @@ mod tests {
             },
         ];
         let errors = settings.validate().unwrap_err();
-        let paths: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
+        let paths: Vec<String> = errors.into_iter().map(|e| e.path).collect();
         assert_eq!(
             paths,
             [

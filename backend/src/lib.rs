@@ -58,15 +58,25 @@ pub enum StartError {
     #[error(transparent)]
     Db(#[from] db::DbError),
     #[error("policy bundle: {0}")]
-    Policy(String),
+    Policy(#[from] portcullis_authz::BundleError),
     #[error(transparent)]
     Key(#[from] KeyError),
     #[error(transparent)]
     PasswordFile(#[from] settings::PasswordFileError),
+    #[error("token signing keys: {0}")]
+    Keyring(#[from] identity::keys::KeyringError),
+    #[error("TOTP secret sealing: {0}")]
+    Sealer(#[from] identity::mfa::SealError),
     #[error("identity: {0}")]
-    Identity(String),
+    Identity(#[from] identity::StartIdentityError),
+    #[error("first administrator: {0}")]
+    Bootstrap(#[source] http::ApiError),
+    #[error("OIDC providers: {0}")]
+    Oidc(#[from] identity::oidc::OidcError),
+    #[error("audit spool lock: {0}")]
+    AuditLock(#[source] std::io::Error),
     #[error("audit log: {0}")]
-    Audit(String),
+    Audit(#[from] portcullis_audit::AuditError),
 }
 
 /// Opens the database (running migrations), starts the audit log (its spool,
@@ -78,34 +88,36 @@ pub enum StartError {
 /// owner of that [`Authorizer`] reloads it. With `None` the backend loads `policy_dir`
 /// itself, and it must pass its own tests; the caller then registers
 /// [`policy_target`] to keep it current.
+///
+/// Metrics go to `registry`, the process's one registry.
 pub async fn open(
     settings: &BackendSettings,
     authorizer: Option<Arc<Authorizer>>,
+    registry: &prometheus::Registry,
 ) -> Result<AppState, StartError> {
     let db = Db::connect(&connect_url(settings)?).await?;
     db.migrate().await?;
-    let audit = start_audit(&settings.audit, audit_log::DbSink::new(db.clone())).await?;
+    let audit = start_audit(
+        &settings.audit,
+        audit_log::DbSink::new(db.clone()),
+        registry,
+    )
+    .await?;
     let authz = match authorizer {
         Some(shared) => shared,
-        None => Arc::new(
-            Authorizer::load_tested(
-                &settings.policy_dir,
-                portcullis_authz::DEFAULT_EVAL_TIME_LIMIT,
-            )
-            .map_err(|e| StartError::Policy(e.to_string()))?,
-        ),
+        None => Arc::new(Authorizer::load_tested(
+            &settings.policy_dir,
+            portcullis_authz::DEFAULT_EVAL_TIME_LIMIT,
+        )?),
     };
     let identity_key = IdentityKey::load_or_create(&settings.identity_key_file)?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let keyring = identity::keys::Keyring::open(&settings.keyring_dir, now)
-        .map_err(|e| StartError::Identity(e.to_string()))?;
+    let keyring = identity::keys::Keyring::open(&settings.keyring_dir, now)?;
     let mfa_key = load_or_create_key_file(&settings.mfa_key_file)?;
-    let sealer = identity::mfa::SecretSealer::new(&mfa_key)
-        .map_err(|e| StartError::Identity(e.to_string()))?;
-    let mut identity = identity::IdentityService::new(settings.identity.clone(), keyring, sealer)
-        .map_err(|e| StartError::Identity(e.to_string()))?;
-    identity.oidc = identity::oidc::Providers::load(&settings.identity.oidc)
-        .map_err(|e| StartError::Identity(e.to_string()))?;
+    let sealer = identity::mfa::SecretSealer::new(&mfa_key)?;
+    let mut identity =
+        identity::IdentityService::new(settings.identity.clone(), keyring, sealer, registry)?;
+    identity.oidc = identity::oidc::Providers::load(&settings.identity.oidc)?;
     let state = AppState {
         db,
         authz,
@@ -115,7 +127,7 @@ pub async fn open(
     };
     identity::bootstrap_admin(&state, &settings.initial_admin_file)
         .await
-        .map_err(|e| StartError::Identity(format!("{e:?}")))?;
+        .map_err(StartError::Bootstrap)?;
     Ok(state)
 }
 
@@ -137,21 +149,20 @@ pub fn policy_target(state: &AppState, dir: std::path::PathBuf) -> portcullis_re
 pub async fn start_audit(
     settings: &portcullis_audit::AuditSettings,
     db: audit_log::DbSink,
+    registry: &prometheus::Registry,
 ) -> Result<audit_log::Audit, StartError> {
     let dir = settings.spool.dir.clone();
     let lock = tokio::task::spawn_blocking(move || {
         portcullis_audit::SpoolLock::acquire(&dir, audit_log::SPOOL_LOCK_WAIT)
     })
     .await
-    .map_err(|e| StartError::Audit(e.to_string()))?
-    .map_err(|e| StartError::Audit(e.to_string()))?;
-    let registry = portcullis_audit::metrics_registry(&settings.spool.emitter);
+    .map_err(|e| StartError::AuditLock(std::io::Error::other(e)))?
+    .map_err(StartError::AuditLock)?;
     let log = portcullis_audit::AuditLog::start_with_sinks(
         settings.clone(),
         vec![Box::new(db)],
-        &registry,
-    )
-    .map_err(|e| StartError::Audit(e.to_string()))?;
+        registry,
+    )?;
     Ok(audit_log::Audit::new(log, lock))
 }
 

@@ -14,19 +14,15 @@ use std::path::PathBuf;
 use portcullis_backend::directory::repo;
 use portcullis_backend::model::{NewEmployee, Role};
 use portcullis_backend::tickets::repo as ticket_repo;
-use portcullis_backend::{AppState, BackendSettings, IdentityKey};
+use portcullis_backend::{AppState, IdentityKey};
 use portcullis_contract::identity::{IDENTITY_HEADER, Identity, SIGNATURE_HEADER};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-#[derive(Clone, Copy, Debug)]
-enum Engine {
-    Sqlite,
-    Postgres,
-}
+mod support;
 
-/// Admin connection for creating throw-away test databases.
-const PG_ADMIN_URL: &str = "postgres://root@127.0.0.1:5432/postgres";
+use portcullis_testkit::pg::TestDatabase;
+use support::Engine;
 
 struct Users {
     admin: i64,
@@ -50,14 +46,7 @@ struct App {
     state: AppState,
     users: Users,
     _dir: tempfile::TempDir,
-    pg_db: Option<String>,
-}
-
-async fn pg_admin() -> sqlx::AnyPool {
-    sqlx::any::install_default_drivers();
-    sqlx::AnyPool::connect(PG_ADMIN_URL)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {PG_ADMIN_URL} is required for this suite: {e}"))
+    pg_db: Option<TestDatabase>,
 }
 
 impl App {
@@ -70,36 +59,11 @@ impl App {
         identity: portcullis_backend::identity::IdentitySettings,
     ) -> App {
         let dir = tempfile::tempdir().unwrap();
-        let (url, pg_db) = match engine {
-            Engine::Sqlite => (
-                format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
-                None,
-            ),
-            Engine::Postgres => {
-                let name = format!("portcullis_t_{}", uuid_simple());
-                sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
-                    .execute(&pg_admin().await)
-                    .await
-                    .unwrap();
-                (format!("postgres://root@127.0.0.1:5432/{name}"), Some(name))
-            }
-        };
-        let settings = BackendSettings {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            database_url: url,
-            database_password_file: None,
-            policy_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies")),
-            identity_key_file: dir.path().join("identity.key"),
-            keyring_dir: dir.path().join("keys/jwt"),
-            initial_admin_file: dir.path().join("initial-admin.txt"),
-            mfa_key_file: dir.path().join("mfa.key"),
-            identity,
-            audit: portcullis_audit::AuditConfig::default()
-                .validate("audit", dir.path(), dir.path())
-                .unwrap()
-                .settings("backend"),
-        };
-        let state = portcullis_backend::open(&settings, None).await.unwrap();
+        let (url, pg_db) = support::database(engine, dir.path(), "portcullis_t").await;
+        let settings = support::settings(dir.path(), url, identity);
+        let state = portcullis_backend::open(&settings, None, &prometheus::Registry::new())
+            .await
+            .unwrap();
         let key = IdentityKey::load_or_create(&settings.identity_key_file).unwrap();
         let users = seed(&state).await;
         let mut sessions = std::collections::HashMap::new();
@@ -218,30 +182,10 @@ impl App {
     async fn finish(self) {
         let pg_db = self.pg_db.clone();
         drop(self);
-        if let Some(name) = pg_db {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "drop database if exists {name} with (force)"
-            )))
-            .execute(&pg_admin().await)
-            .await;
+        if let Some(db) = pg_db {
+            db.drop().await;
         }
     }
-}
-
-fn uuid_simple() -> String {
-    format!("{:x}{:x}", std::process::id(), rand_u64())
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
-    h.finish()
 }
 
 async fn seed(state: &AppState) -> Users {

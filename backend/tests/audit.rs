@@ -8,13 +8,14 @@
     reason = "tests"
 )]
 
-use std::path::PathBuf;
+mod support;
 
 use portcullis_audit::{
     AuditError, AuditEvent, Category, FullPolicy, Outcome, SinkKind, SinkSettings, SpoolError,
 };
 use portcullis_backend::BackendSettings;
 use portcullis_backend::model::{NewEmployee, Role};
+use portcullis_testkit::pg::TestDatabase;
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -36,18 +37,16 @@ async fn a_full_spool_refuses_sign_ins_instead_of_dropping_their_events() {
         },
     });
     let settings = BackendSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
-        database_password_file: None,
-        policy_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies")),
-        identity_key_file: dir.path().join("identity.key"),
-        keyring_dir: dir.path().join("keys/jwt"),
-        initial_admin_file: dir.path().join("initial-admin.txt"),
-        mfa_key_file: dir.path().join("mfa.key"),
-        identity: Default::default(),
         audit,
+        ..support::settings(
+            dir.path(),
+            format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
+            Default::default(),
+        )
     };
-    let state = portcullis_backend::open(&settings, None).await.unwrap();
+    let state = portcullis_backend::open(&settings, None, &prometheus::Registry::new())
+        .await
+        .unwrap();
     let e = portcullis_backend::directory::repo::create_employee(
         &state.db,
         &NewEmployee {
@@ -149,26 +148,11 @@ async fn a_full_spool_refuses_sign_ins_instead_of_dropping_their_events() {
 #[tokio::test]
 async fn the_audit_table_works_on_sqlite_and_postgresql() {
     use portcullis_backend::audit_log::store::{self, AuditFilter, Order};
-    const PG_ADMIN_URL: &str = "postgres://root@127.0.0.1:5432/postgres";
-    sqlx::any::install_default_drivers();
-    let admin = sqlx::AnyPool::connect(PG_ADMIN_URL)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {PG_ADMIN_URL} is required: {e}"));
     let dir = tempfile::tempdir().unwrap();
-    let pg_name = format!("portcullis_audit_{}", std::process::id());
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "drop database if exists {pg_name}"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("create database {pg_name}")))
-        .execute(&admin)
-        .await
-        .unwrap();
+    let pg = TestDatabase::create("portcullis_audit").await;
     for url in [
         format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
-        format!("postgres://root@127.0.0.1:5432/{pg_name}"),
+        pg.url.clone(),
     ] {
         let db = portcullis_backend::Db::connect(&url).await.unwrap();
         db.migrate().await.unwrap();
@@ -224,10 +208,5 @@ async fn the_audit_table_works_on_sqlite_and_postgresql() {
         let foreign = store::insert_lines_from(&db, &refs[..1], Some("proxy")).await;
         assert!(foreign.is_err(), "{url}");
     }
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "drop database if exists {pg_name} with (force)"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
+    pg.drop().await;
 }

@@ -22,46 +22,26 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use portcullis_backend::directory::repo;
 use portcullis_backend::identity::oidc::{OidcError, OidcProviderConfig, validate_providers};
 use portcullis_backend::identity::store;
-use portcullis_backend::{AppState, BackendConfig, BackendSettings};
+use portcullis_backend::{AppState, BackendConfig};
+use portcullis_contract::problems::Problems;
+use portcullis_contract::shared::SharedConfig;
 use reqwest::{StatusCode, Url};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncBufReadExt as _;
 
-#[derive(Clone, Copy, Debug)]
-enum Engine {
-    Sqlite,
-    Postgres,
-}
+mod support;
 
-impl Engine {
-    fn tag(self) -> &'static str {
-        match self {
-            Engine::Sqlite => "sqlite",
-            Engine::Postgres => "postgres",
-        }
-    }
-}
+use portcullis_testkit::pg::TestDatabase;
+use portcullis_testkit::unique;
+use support::Engine;
 
-const PG_ADMIN_URL: &str = "postgres://root@127.0.0.1:5432/postgres";
 const SECRET: &str = "portcullis-test-client-secret-0123456789";
 const SUB_SECRET: &str = "portcullis-sub-test-client-secret-0123456";
 const OTHER_SECRET: &str = "other-app-test-client-secret-0123456789ab";
 /// A redirect URI of the foreign client: nothing listens there, the test
 /// reads the code off the redirect.
 const OTHER_REDIRECT: &str = "http://127.0.0.1:9/cb";
-
-async fn pg_admin() -> sqlx::AnyPool {
-    sqlx::any::install_default_drivers();
-    sqlx::AnyPool::connect(PG_ADMIN_URL)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {PG_ADMIN_URL} is required for this suite: {e}"))
-}
-
-fn unique() -> String {
-    let n: u64 = rand::random();
-    format!("{:x}{n:x}", std::process::id())
-}
 
 fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
@@ -499,7 +479,7 @@ struct App {
     relayed: Arc<Mutex<Vec<Delivered>>>,
     engine: Engine,
     _dir: tempfile::TempDir,
-    pg_db: Option<String>,
+    pg_db: Option<TestDatabase>,
 }
 
 /// Accounts at the provider: `<name>-<engine>`, so audit events of parallel
@@ -605,44 +585,23 @@ impl App {
             },
         ]))
         .unwrap();
-        let mut problems = Vec::new();
+        let mut problems = Problems::default();
         let oidc = validate_providers(&configs, "oidc", dir.path(), &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
 
-        let (url, pg_db) = match engine {
-            Engine::Sqlite => (
-                format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
-                None,
-            ),
-            Engine::Postgres => {
-                let name = format!("portcullis_oidc_{}", unique());
-                sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
-                    .execute(&pg_admin().await)
-                    .await
-                    .unwrap();
-                (format!("postgres://root@127.0.0.1:5432/{name}"), Some(name))
-            }
-        };
-        let settings = BackendSettings {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            database_url: url,
-            database_password_file: None,
-            policy_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies")),
-            identity_key_file: dir.path().join("identity.key"),
-            keyring_dir: dir.path().join("keys/jwt"),
-            initial_admin_file: dir.path().join("initial-admin.txt"),
-            mfa_key_file: dir.path().join("mfa.key"),
-            identity: portcullis_backend::identity::IdentitySettings {
+        let (url, pg_db) = support::database(engine, dir.path(), "portcullis_oidc").await;
+        let settings = support::settings(
+            dir.path(),
+            url,
+            portcullis_backend::identity::IdentitySettings {
                 oidc,
                 mfa_required_roles,
                 ..Default::default()
             },
-            audit: portcullis_audit::AuditConfig::default()
-                .validate("audit", dir.path(), dir.path())
-                .unwrap()
-                .settings("backend"),
-        };
-        let state = portcullis_backend::open(&settings, None).await.unwrap();
+        );
+        let state = portcullis_backend::open(&settings, None, &prometheus::Registry::new())
+            .await
+            .unwrap();
         let serving = state.clone();
         tokio::spawn(async move {
             portcullis_backend::serve(listener, serving, std::future::pending())
@@ -663,12 +622,8 @@ impl App {
     async fn finish(self) {
         let pg_db = self.pg_db.clone();
         drop(self);
-        if let Some(name) = pg_db {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "drop database if exists {name} with (force)"
-            )))
-            .execute(&pg_admin().await)
-            .await;
+        if let Some(db) = pg_db {
+            db.drop().await;
         }
     }
 
@@ -1547,7 +1502,6 @@ async fn bad_sign_in_requests_get_problems(engine: Engine) {
 #[test]
 fn provider_configuration_is_validated_with_paths() {
     let config: BackendConfig = serde_json::from_value(json!({
-        "policy_dir": concat!(env!("CARGO_MANIFEST_DIR"), "/../policies"),
         "identity": {
             "oidc": [
                 {
@@ -1580,10 +1534,17 @@ fn provider_configuration_is_validated_with_paths() {
     }))
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let shared = SharedConfig::default().validate(
+        "shared",
+        Path::new("/srv/portcullis"),
+        dir.path(),
+        &mut Problems::default(),
+    );
     let problems = config
-        .validate("backend", Path::new("/srv/portcullis"), dir.path())
+        .validate("backend", Path::new("/srv/portcullis"), dir.path(), &shared)
         .err()
-        .unwrap();
+        .unwrap()
+        .into_lines();
     let expected = [
         "backend.identity.oidc[1].name:",
         "backend.identity.oidc[1].issuer: use an https URL",
@@ -1615,7 +1576,7 @@ fn provider_configuration_is_validated_with_paths() {
         "redirect_uri": "https://portcullis.example.org/auth/oidc/callback",
     }]))
     .unwrap();
-    let mut problems = Vec::new();
+    let mut problems = Problems::default();
     let settings = validate_providers(&ok, "oidc", Path::new("/srv/p"), &mut problems);
     assert!(problems.is_empty(), "{problems:?}");
     let s = &settings[0];

@@ -11,7 +11,11 @@
 //! - [`problem`]: the problem `type` URN of every error answer;
 //! - [`revocation`]: the revocation feed's wire shape and its Redis pub/sub channel;
 //! - [`audit_ingest`]: where and how the proxy ships its audit events to the backend;
-//! - [`paths`]: backend endpoints the proxy treats specially.
+//! - [`paths`]: backend endpoints the proxy treats specially;
+//! - [`problems`]: the one shape of configuration problems (`path: message`), which
+//!   every section validator (proxy, backend, audit) reports in;
+//! - [`shared`]: the settings both services read (policy bundle, identity key,
+//!   revocation channel), configured once in the `shared:` section.
 
 pub mod amr;
 pub mod audit_ingest;
@@ -20,4 +24,6 @@ pub mod headers;
 pub mod identity;
 pub mod paths;
 pub mod problem;
+pub mod problems;
 pub mod revocation;
+pub mod shared;

@@ -27,8 +27,6 @@ use portcullis_contract::identity::{
 };
 use sha2::{Digest, Sha256};
 
-/// The emitter name of the proxy's chain.
-pub use portcullis_contract::audit_ingest::EMITTER;
 /// Name of the ingest sink (its offset file and metric label).
 pub const INGEST_SINK_NAME: &str = "ingest";
 const INGEST_TIMEOUT: Duration = Duration::from_secs(30);

@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use crate::problems::Problems;
+use portcullis_contract::problems::Problems;
 
 /// CSRF defence: Fetch Metadata, Origin and a double-submit token.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::mode::Mode;
-use crate::problems::Problems;
+use portcullis_contract::problems::Problems;
 
 /// Path of the CSP violation report collector.
 pub const CSP_REPORT_PATH: &str = "/.portcullis/csp-report";

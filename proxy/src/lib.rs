@@ -14,7 +14,6 @@
 
 pub mod jwt;
 pub mod path;
-pub mod problems;
 pub mod ratelimit;
 pub mod settings;
 
@@ -103,18 +102,20 @@ pub enum StartError {
 /// reload service, and starts it. `authorizer` is the bundle the proxy enforces when the
 /// process already loaded it (under `portcullis up` the backend enforces the same one,
 /// so one reload changes both layers at once); with `None` the proxy loads
-/// `policy_dir` itself.
+/// `policy_dir` itself. `registry` is the process's one metrics registry, which the
+/// admin listener's `/metrics` shows whole.
 pub fn run(
     settings: ProxySettings,
     mut reload: portcullis_reload::ReloadService,
     authorizer: Option<Arc<Authorizer>>,
+    registry: Registry,
 ) -> Result<(), StartError> {
-    let registry = Registry::new();
     let identity_key = IdentityKey::load_or_create(&settings.identity_key_file)?;
     let audit = start_audit(
         settings.audit.clone(),
         settings.audit_ingest_url.as_deref(),
         &identity_key,
+        &registry,
     )?;
     let authorizer = match authorizer {
         Some(shared) => shared,
@@ -167,6 +168,7 @@ fn start_audit(
     settings: AuditSettings,
     ingest_url: Option<&str>,
     identity_key: &IdentityKey,
+    registry: &Registry,
 ) -> Result<Audit, StartError> {
     // The audit log runs its delivery on a small runtime of its own: pingora's
     // runtimes only exist once the server runs, and emits from any runtime reach
@@ -185,11 +187,7 @@ fn start_audit(
     }
     let log = {
         let _runtime = runtime.enter();
-        AuditLog::start_with_sinks(
-            settings,
-            extra_sinks,
-            &portcullis_audit::metrics_registry(audit::EMITTER),
-        )?
+        AuditLog::start_with_sinks(settings, extra_sinks, registry)?
     };
     Ok(Audit { runtime, lock, log })
 }

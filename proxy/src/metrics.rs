@@ -84,13 +84,10 @@ impl Metrics {
         })
     }
 
-    /// The proxy's registry plus the process-wide default one (where the
-    /// backend registers its metrics when it runs in the same process, and
-    /// the audit crate its own), in Prometheus text format. The proxy itself
-    /// registers nothing there.
+    /// Every metric of the process's registry (the proxy's, and under `portcullis up`
+    /// the backend's and both audit logs'), in Prometheus text format.
     pub fn render(&self) -> Vec<u8> {
-        let mut families = self.registry.gather();
-        families.extend(prometheus::default_registry().gather());
+        let families = self.registry.gather();
         let mut buf = Vec::new();
         // Encoding well-formed families into a Vec cannot fail.
         let _ = TextEncoder::new().encode(&families, &mut buf);

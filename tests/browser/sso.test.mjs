@@ -125,14 +125,10 @@ before(async () => {
 log: {format: text, level: warn}
 proxy:
   listen: {https: '127.0.0.1:${https}', http: null, admin: '127.0.0.1:${admin}'}
-  upstreams: {backend: {address: '127.0.0.1:${backend}'}}
-  policy: {dir: '${path.join(root, 'policies')}'}
-  auth:
-    issuers: [{issuer: portcullis, label: backend, audiences: [portcullis], jwks_url: 'http://127.0.0.1:${backend}/auth/jwks.json', algorithms: [EdDSA]}]
-    revocation_feed_url: 'http://127.0.0.1:${backend}/auth/revocations'
+shared:
+  policy_dir: '${path.join(root, 'policies')}'
 backend:
   listen: '127.0.0.1:${backend}'
-  policy_dir: '${path.join(root, 'policies')}'
   identity:
     oidc:
       - name: idp

@@ -2,6 +2,7 @@
 //! generated test PKI, and offers clients that trust it.
 #![allow(
     dead_code,
+    unused_imports,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
@@ -20,37 +21,7 @@ use tempfile::TempDir;
 
 pub use pki::TestPki;
 
-/// Polls `$cond` (an async expression yielding bool) until it is true or the
-/// timeout passes, then fails with `$msg`.
-#[macro_export]
-macro_rules! assert_eventually {
-    ($cond:expr, $timeout:expr, $($msg:tt)+) => {{
-        let deadline = std::time::Instant::now() + $timeout;
-        loop {
-            if $cond {
-                break;
-            }
-            if std::time::Instant::now() > deadline {
-                panic!($($msg)+);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    }};
-}
-
-/// A port that was free a moment ago. The binary binds it itself, so there is
-/// a small window in which another process could take it.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub fn port_is_free(port: u16) -> bool {
-    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
-}
+pub use portcullis_testkit::{free_port, port_is_free};
 
 /// Which subcommand to start.
 #[derive(Clone, Copy)]
@@ -70,6 +41,7 @@ pub struct Builder {
     extra_auth_yaml: String,
     extra_backend_yaml: String,
     extra_audit_yaml: String,
+    extra_shared_yaml: String,
     revocation_poll_milliseconds: u64,
 }
 
@@ -96,6 +68,7 @@ pub fn portcullis() -> Builder {
         extra_auth_yaml: String::new(),
         extra_backend_yaml: String::new(),
         extra_audit_yaml: String::new(),
+        extra_shared_yaml: String::new(),
         revocation_poll_milliseconds: 200,
     }
 }
@@ -153,6 +126,11 @@ impl Builder {
         self.revocation_poll_milliseconds = ms;
         self
     }
+    /// Extra YAML lines inside `shared:` (indented two spaces).
+    pub fn shared_yaml(mut self, yaml: &str) -> Self {
+        self.extra_shared_yaml.push_str(yaml);
+        self
+    }
     /// Extra YAML lines inside `audit:` (indented two spaces).
     pub fn audit_yaml(mut self, yaml: &str) -> Self {
         self.extra_audit_yaml.push_str(yaml);
@@ -202,14 +180,13 @@ impl Builder {
             Mode::Proxy => "null".to_owned(),
         };
         let auth = format!(
-            "  auth:\n    issuers: [{{issuer: portcullis, label: backend, audiences: [portcullis], jwks_url: 'http://127.0.0.1:{backend}/auth/jwks.json', algorithms: [EdDSA], refresh_interval_seconds: 60, min_refetch_interval_seconds: 1}}]\n    revocation_feed_url: {feed}\n    revocation_poll_milliseconds: {poll}\n{auth_extra}  policy: {{dir: '{}'}}\n{}",
-            self.policy_dir.as_deref().unwrap_or(policy_dir()),
+            "  auth:\n    issuers: [{{issuer: portcullis, label: backend, audiences: [portcullis], jwks_url: 'http://127.0.0.1:{backend}/auth/jwks.json', algorithms: [EdDSA], refresh_interval_seconds: 60, min_refetch_interval_seconds: 1}}]\n    revocation_feed_url: {feed}\n    revocation_poll_milliseconds: {poll}\n{auth_extra}{}",
             self.extra_proxy_yaml,
             poll = self.revocation_poll_milliseconds,
             auth_extra = self.extra_auth_yaml,
         );
         let yaml = format!(
-            "state_dir: {state}\nlog: {{format: text, level: info}}\nproxy:\n  listen: {{https: 127.0.0.1:{https}, http: 127.0.0.1:{http}, admin: 127.0.0.1:{admin}}}\n  tls: {{certificate_file: {cert}, private_key_file: {key}}}\n  trusted_proxies: {trusted}\n  shutdown: {{grace_seconds: {grace}}}\n  worker_threads: 2\n  upstreams:\n    backend: {{address: '{upstream}', connect_timeout_seconds: 1, read_timeout_seconds: 10}}\n{routes}{auth}backend:\n  listen: 127.0.0.1:{backend}\n  policy_dir: {policies}\n{backend_extra}audit:\n  ingest_url: {ingest}\n{audit}",
+            "state_dir: {state}\nlog: {{format: text, level: info}}\nproxy:\n  listen: {{https: 127.0.0.1:{https}, http: 127.0.0.1:{http}, admin: 127.0.0.1:{admin}}}\n  tls: {{certificate_file: {cert}, private_key_file: {key}}}\n  trusted_proxies: {trusted}\n  shutdown: {{grace_seconds: {grace}}}\n  worker_threads: 2\n  upstreams:\n    backend: {{address: '{upstream}', connect_timeout_seconds: 1, read_timeout_seconds: 10}}\n{routes}{auth}shared:\n  policy_dir: '{policies}'\n{shared_extra}backend:\n  listen: 127.0.0.1:{backend}\n{backend_extra}audit:\n  ingest_url: {ingest}\n{audit}",
             state = dir.path().join("var").display(),
             cert = pki.cert_path.display(),
             key = pki.key_path.display(),
@@ -217,6 +194,7 @@ impl Builder {
             policies = self.policy_dir.as_deref().unwrap_or(policy_dir()),
             audit = self.extra_audit_yaml,
             backend_extra = self.extra_backend_yaml,
+            shared_extra = self.extra_shared_yaml,
         );
         let config = dir.path().join("portcullis.yaml");
         std::fs::write(&config, yaml).unwrap();

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::chain::checkpoint::KeyError;
-use crate::settings::SettingsErrors;
+use portcullis_contract::problems::Problems;
 
 /// Why an append or open failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +61,7 @@ pub enum SpoolError {
     Key(#[from] KeyError),
     /// The settings are invalid.
     #[error("invalid audit spool settings:\n{0}")]
-    Settings(#[from] SettingsErrors),
+    Settings(#[from] Problems),
     /// The spool was closed.
     #[error("audit spool is closed")]
     Closed,

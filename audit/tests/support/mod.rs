@@ -5,14 +5,14 @@
     clippy::panic,
     reason = "tests"
 )]
-#![allow(dead_code, reason = "each test file uses a different subset")]
+#![allow(dead_code, unused_imports, reason = "each test file uses a different subset")]
 
 pub mod rsyslog;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use portcullis_audit::{
@@ -20,17 +20,7 @@ use portcullis_audit::{
     SinkSettings, SpooledEvent,
 };
 
-/// Polls `check` until it holds or `timeout` passes (then panics with `what`).
-pub async fn eventually(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use portcullis_testkit::{eventually, free_port};
 
 /// Settings with a small spool in `dir/spool` and no sinks.
 pub fn settings(dir: &Path, emitter: &str) -> AuditSettings {
@@ -203,13 +193,4 @@ impl Pki {
             client_key: write("client.key", &client_key),
         }
     }
-}
-
-/// A free TCP port on 127.0.0.1 (bound, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

@@ -49,6 +49,15 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (status, kind, detail) = self.parts();
+        write!(f, "{status} {kind}: {detail}")
+    }
+}
+
+impl std::error::Error for ApiError {}
+
 impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, String) {
         match self {

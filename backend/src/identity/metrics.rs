@@ -1,11 +1,15 @@
-//! Prometheus counters of the identity module (registered once in the default registry).
+//! Prometheus counters of the identity module, registered in the process's registry.
 
-pub(super) fn counter(name: &str, help: &str, labels: &[&str]) -> prometheus::IntCounterVec {
+pub(super) fn counter(
+    registry: &prometheus::Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<prometheus::IntCounterVec, prometheus::Error> {
     let c = prometheus::IntCounterVec::new(prometheus::Opts::new(name, help), labels)
         .unwrap_or_else(|_| unreachable_metric());
-    // A second registration (tests start several backends) keeps the first.
-    let _ = prometheus::default_registry().register(Box::new(c.clone()));
-    c
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
 }
 
 #[allow(

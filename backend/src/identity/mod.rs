@@ -33,7 +33,7 @@ use portcullis_contract::revocation::FEED_PATH;
 
 pub use self::bootstrap::bootstrap_admin;
 pub use self::jwks::keyring_maintenance;
-pub use self::service::IdentityService;
+pub use self::service::{IdentityService, StartIdentityError};
 use crate::AppState;
 pub use crate::settings::{IdentitySettings, ThrottleSettings};
 

@@ -60,16 +60,21 @@ impl IdentityService {
         settings: IdentitySettings,
         keyring: Keyring,
         totp_sealer: mfa::SecretSealer,
-    ) -> Result<Self, PasswordError> {
-        let announcer = settings.revocation_pubsub.clone().map(|target| {
-            let errors = counter(
-                "portcullis_revocation_announce_errors_total",
-                "Revocations that could not be announced on Redis (proxies learn of them at their next poll).",
-                &[],
-            )
-            .with_label_values(&[] as &[&str]);
-            Arc::new(announce::Announcer::new(target, errors))
-        });
+        registry: &prometheus::Registry,
+    ) -> Result<Self, StartIdentityError> {
+        let announcer = match settings.revocation_pubsub.clone() {
+            Some(target) => {
+                let errors = counter(
+                    registry,
+                    "portcullis_revocation_announce_errors_total",
+                    "Revocations that could not be announced on Redis (proxies learn of them at their next poll).",
+                    &[],
+                )?
+                .with_label_values(&[] as &[&str]);
+                Some(Arc::new(announce::Announcer::new(target, errors)))
+            }
+            None => None,
+        };
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         Ok(Self {
             settings,
@@ -80,15 +85,26 @@ impl IdentityService {
             keyring: RwLock::new(keyring),
             oidc: oidc::Providers::default(),
             lockouts: counter(
+                registry,
                 "portcullis_auth_lockouts_total",
                 "Sign-in lockouts, by key kind.",
                 &["kind"],
-            ),
+            )?,
             logins: counter(
+                registry,
                 "portcullis_auth_logins_total",
                 "Sign-in attempts, by result and method.",
                 &["result", "method"],
-            ),
+            )?,
         })
     }
+}
+
+/// Why the identity service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartIdentityError {
+    #[error(transparent)]
+    Passwords(#[from] PasswordError),
+    #[error("identity metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }

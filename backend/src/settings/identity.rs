@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use portcullis_contract::revocation::{RevocationChannel, RevocationPubSubConfig};
+use portcullis_contract::problems::Problems;
+use portcullis_contract::revocation::RevocationChannel;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -34,10 +35,6 @@ pub struct IdentityConfig {
     pub lockout: LockoutConfig,
     /// OIDC single sign-on providers (`/auth/oidc/login?provider=NAME`). Default none.
     pub oidc: Vec<OidcProviderConfig>,
-    /// Redis channel on which each revocation is announced, so proxies
-    /// subscribed to it (`proxy.auth.revocation_pubsub`) poll the feed at once.
-    /// Default none (the proxies poll on their own schedule).
-    pub revocation_pubsub: Option<RevocationPubSubConfig>,
 }
 
 /// Failed sign-in throttling (per account and per client address).
@@ -70,7 +67,6 @@ impl Default for IdentityConfig {
             mfa_required_roles: Vec::new(),
             lockout: LockoutConfig::default(),
             oidc: Vec::new(),
-            revocation_pubsub: None,
         }
     }
 }
@@ -93,11 +89,12 @@ impl IdentityConfig {
         &self,
         prefix: &str,
         base: &Path,
-        problems: &mut Vec<String>,
+        revocation_pubsub: Option<RevocationChannel>,
+        problems: &mut Problems,
     ) -> IdentitySettings {
         let mut positive = |name: &str, v: i64| {
             if v <= 0 {
-                problems.push(format!("{prefix}.{name}: must be positive"));
+                problems.push(format!("{prefix}.{name}"), "must be positive");
             }
         };
         positive("access_token_ttl_seconds", self.access_token_ttl_seconds);
@@ -109,34 +106,28 @@ impl IdentityConfig {
         positive("lockout.ip_failures", self.lockout.ip_failures);
         positive("lockout.lockout_seconds", self.lockout.lockout_seconds);
         if self.access_token_ttl_seconds > 3600 {
-            problems.push(format!(
-                "{prefix}.access_token_ttl_seconds: keep access tokens short-lived (at most 3600)"
-            ));
+            problems.push(
+                format!("{prefix}.access_token_ttl_seconds"),
+                "keep access tokens short-lived (at most 3600)",
+            );
         }
         if self.max_sessions_per_user == 0 {
-            problems.push(format!(
-                "{prefix}.max_sessions_per_user: must be at least 1"
-            ));
+            problems.push(
+                format!("{prefix}.max_sessions_per_user"),
+                "must be at least 1",
+            );
         }
         let mut roles = Vec::new();
         for (i, r) in self.mfa_required_roles.iter().enumerate() {
             match model::Role::parse(r) {
                 Some(role) => roles.push(role),
-                None => problems.push(format!(
-                    "{prefix}.mfa_required_roles[{i}]: unknown role `{r}`"
-                )),
+                None => problems.push(
+                    format!("{prefix}.mfa_required_roles[{i}]"),
+                    format!("unknown role `{r}`"),
+                ),
             }
         }
         let oidc = oidc::validate_providers(&self.oidc, &format!("{prefix}.oidc"), base, problems);
-        let revocation_pubsub = self.revocation_pubsub.as_ref().and_then(|c| {
-            c.validate()
-                .map_err(|found| {
-                    for (field, msg) in found {
-                        problems.push(format!("{prefix}.revocation_pubsub.{field}: {msg}"));
-                    }
-                })
-                .ok()
-        });
         IdentitySettings {
             issuer: self.issuer.clone(),
             audience: self.audience.clone(),

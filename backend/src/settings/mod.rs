@@ -8,6 +8,8 @@ pub mod oidc;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use portcullis_contract::problems::Problems;
+use portcullis_contract::shared::{SharedSettings, resolve_path};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -25,11 +27,6 @@ pub struct BackendConfig {
     pub database_url: Option<String>,
     /// File holding the database password (PostgreSQL), read at start.
     pub database_password_file: Option<PathBuf>,
-    /// Folder of the Rego policy bundle. Default `policies`.
-    pub policy_dir: PathBuf,
-    /// Shared proxy↔backend identity key (32 bytes, created 0600 if
-    /// missing). Default `<state_dir>/keys/identity.key`.
-    pub identity_key_file: Option<PathBuf>,
     /// Sign-in, sessions and tokens.
     pub identity: IdentityConfig,
 }
@@ -40,8 +37,6 @@ impl Default for BackendConfig {
             listen: "127.0.0.1:8081".to_owned(),
             database_url: None,
             database_password_file: None,
-            policy_dir: PathBuf::from("policies"),
-            identity_key_file: None,
             identity: IdentityConfig::default(),
         }
     }
@@ -68,36 +63,30 @@ pub struct BackendSettings {
 }
 
 impl BackendConfig {
-    /// Validates the section; every problem comes back as `path: message`.
-    /// Relative paths are resolved against `base`.
+    /// Validates the section, returning every problem found. Relative paths are
+    /// resolved against `base`; `shared` is what the backend shares with the proxy.
     pub fn validate(
         &self,
         prefix: &str,
         base: &Path,
         state_dir: &Path,
-    ) -> Result<BackendSettings, Vec<String>> {
+        shared: &SharedSettings,
+    ) -> Result<BackendSettings, Problems> {
         let Self {
             listen,
             database_url,
             database_password_file,
-            policy_dir,
-            identity_key_file,
             identity,
         } = self;
-        let mut problems = Vec::new();
-        let resolve = |p: &Path| {
-            if p.is_absolute() {
-                p.to_owned()
-            } else {
-                base.join(p)
-            }
-        };
+        let mut problems = Problems::default();
+        let resolve = |p: &Path| resolve_path(base, p);
         let listen = listen
             .parse::<SocketAddr>()
             .map_err(|_| {
-                problems.push(format!(
-                    "{prefix}.listen: `{listen}` is not an IP:port address"
-                ))
+                problems.push(
+                    format!("{prefix}.listen"),
+                    format!("`{listen}` is not an IP:port address"),
+                )
             })
             .ok();
         let url = database_url.clone().unwrap_or_else(|| {
@@ -110,38 +99,40 @@ impl BackendConfig {
             || url.starts_with("postgres://")
             || url.starts_with("postgresql://"))
         {
-            problems.push(format!(
-                "{prefix}.database_url: use sqlite://FILE or postgres://HOST/DB"
-            ));
+            problems.push(
+                format!("{prefix}.database_url"),
+                "use sqlite://FILE or postgres://HOST/DB",
+            );
         }
         // Secrets never in the configuration file: a password belongs in a file.
         if let Some(rest) = url.split_once("://").map(|(_, r)| r)
             && let Some((userinfo, _)) = rest.split_once('@')
             && userinfo.contains(':')
         {
-            problems.push(format!(
-                "{prefix}.database_url: contains a password; put it in database_password_file instead"
-            ));
+            problems.push(
+                format!("{prefix}.database_url"),
+                "contains a password; put it in database_password_file instead",
+            );
         }
-        // Whether it exists is checked by the composition, which puts the built-in
-        // bundle in place of a missing default folder.
-        let policy_dir = resolve(policy_dir);
-        let identity = identity.validate(&format!("{prefix}.identity"), base, &mut problems);
+        let identity = identity.validate(
+            &format!("{prefix}.identity"),
+            base,
+            shared.revocation_pubsub.clone(),
+            &mut problems,
+        );
         // The `audit:` section replaces these defaults (see the binary's config).
         let audit = portcullis_audit::AuditConfig::default()
             .validate("audit", base, state_dir)
             .map(|t| t.settings("backend"))
-            .map_err(|e| problems.extend(e))
+            .map_err(|e| problems.append(e))
             .ok();
         match (listen, audit, problems.is_empty()) {
             (Some(listen), Some(audit), true) => Ok(BackendSettings {
                 listen,
                 database_url: url,
                 database_password_file: database_password_file.as_deref().map(resolve),
-                policy_dir,
-                identity_key_file: identity_key_file
-                    .as_deref()
-                    .map_or_else(|| state_dir.join("keys/identity.key"), resolve),
+                policy_dir: shared.policy_dir.clone(),
+                identity_key_file: shared.identity_key_file.clone(),
                 keyring_dir: state_dir.join("keys/jwt"),
                 initial_admin_file: state_dir.join("initial-admin.txt"),
                 mfa_key_file: state_dir.join("keys/mfa.key"),

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use openidconnect::url::{Host, Url};
+use portcullis_contract::problems::Problems;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -102,24 +103,22 @@ fn is_loopback(url: &Url) -> bool {
 }
 
 /// An absolute https URL (http only on loopback) without fragment.
-fn check_url(path: &str, value: &str, problems: &mut Vec<String>) -> Option<Url> {
+fn check_url(path: &str, value: &str, problems: &mut Problems) -> Option<Url> {
     match Url::parse(value) {
         Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && is_loopback(&u)) => {
             if u.fragment().is_some() {
-                problems.push(format!("{path}: must not have a #fragment"));
+                problems.push(path, "must not have a #fragment");
                 None
             } else {
                 Some(u)
             }
         }
         Ok(_) => {
-            problems.push(format!(
-                "{path}: use an https URL (http only on a loopback address)"
-            ));
+            problems.push(path, "use an https URL (http only on a loopback address)");
             None
         }
         Err(e) => {
-            problems.push(format!("{path}: `{value}` is not a URL ({e})"));
+            problems.push(path, format!("`{value}` is not a URL ({e})"));
             None
         }
     }
@@ -132,7 +131,7 @@ impl OidcProviderConfig {
         &self,
         prefix: &str,
         base: &Path,
-        problems: &mut Vec<String>,
+        problems: &mut Problems,
     ) -> Option<ProviderSettings> {
         let Self {
             name,
@@ -153,27 +152,32 @@ impl OidcProviderConfig {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b))
         {
-            problems.push(format!("{prefix}.name: use 1 to 32 of a-z, 0-9, `_`, `-`"));
+            problems.push(
+                format!("{prefix}.name"),
+                "use 1 to 32 of a-z, 0-9, `_`, `-`",
+            );
         }
         if let Some(u) = check_url(&format!("{prefix}.issuer"), issuer, problems)
             && u.query().is_some()
         {
-            problems.push(format!("{prefix}.issuer: must not have a query"));
+            problems.push(format!("{prefix}.issuer"), "must not have a query");
         }
         if client_id.trim().is_empty() {
-            problems.push(format!("{prefix}.client_id: must not be empty"));
+            problems.push(format!("{prefix}.client_id"), "must not be empty");
         }
         if client_secret_file.as_os_str().is_empty() {
-            problems.push(format!(
-                "{prefix}.client_secret_file: name the file holding the client secret"
-            ));
+            problems.push(
+                format!("{prefix}.client_secret_file"),
+                "name the file holding the client secret",
+            );
         }
         if let Some(u) = check_url(&format!("{prefix}.redirect_uri"), redirect_uri, problems)
             && !u.path().ends_with("/auth/oidc/callback")
         {
-            problems.push(format!(
-                "{prefix}.redirect_uri: its path must end in /auth/oidc/callback"
-            ));
+            problems.push(
+                format!("{prefix}.redirect_uri"),
+                "its path must end in /auth/oidc/callback",
+            );
         }
         for (i, s) in scopes.iter().enumerate() {
             // RFC 6749 scope-token: %x21 / %x23-5B / %x5D-7E
@@ -181,14 +185,17 @@ impl OidcProviderConfig {
                 && s.bytes()
                     .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
             if !token {
-                problems.push(format!("{prefix}.scopes[{i}]: `{s}` is not a scope token"));
+                problems.push(
+                    format!("{prefix}.scopes[{i}]"),
+                    format!("`{s}` is not a scope token"),
+                );
             }
         }
         if groups_claim.is_empty() {
-            problems.push(format!("{prefix}.groups_claim: must not be empty"));
+            problems.push(format!("{prefix}.groups_claim"), "must not be empty");
         }
         if username_claim.is_empty() {
-            problems.push(format!("{prefix}.username_claim: must not be empty"));
+            problems.push(format!("{prefix}.username_claim"), "must not be empty");
         }
         let mut mapping = BTreeMap::new();
         for (group, role) in role_mapping {
@@ -196,18 +203,21 @@ impl OidcProviderConfig {
                 Some(r) if !group.is_empty() => {
                     mapping.insert(group.clone(), r);
                 }
-                Some(_) => problems.push(format!(
-                    "{prefix}.role_mapping: a group name must not be empty"
-                )),
-                None => problems.push(format!(
-                    "{prefix}.role_mapping.{group}: unknown role `{role}`"
-                )),
+                Some(_) => problems.push(
+                    format!("{prefix}.role_mapping"),
+                    "a group name must not be empty",
+                ),
+                None => problems.push(
+                    format!("{prefix}.role_mapping.{group}"),
+                    format!("unknown role `{role}`"),
+                ),
             }
         }
         if role_mapping.is_empty() {
-            problems.push(format!(
-                "{prefix}.role_mapping: maps no group to a role, so nobody could sign in"
-            ));
+            problems.push(
+                format!("{prefix}.role_mapping"),
+                "maps no group to a role, so nobody could sign in",
+            );
         }
         if let Some(r) = end_session_redirect {
             check_url(&format!("{prefix}.end_session_redirect"), r, problems);
@@ -237,16 +247,16 @@ pub fn validate_providers(
     list: &[OidcProviderConfig],
     prefix: &str,
     base: &Path,
-    problems: &mut Vec<String>,
+    problems: &mut Problems,
 ) -> Vec<ProviderSettings> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for (i, p) in list.iter().enumerate() {
         if !seen.insert(p.name.as_str()) {
-            problems.push(format!(
-                "{prefix}[{i}].name: `{}` is used by another provider",
-                p.name
-            ));
+            problems.push(
+                format!("{prefix}[{i}].name"),
+                format!("`{}` is used by another provider", p.name),
+            );
         }
         if let Some(s) = p.validate(&format!("{prefix}[{i}]"), base, problems) {
             out.push(s);

@@ -7,7 +7,7 @@ use reqwest::Url;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::problems::Problems;
+use portcullis_contract::problems::Problems;
 
 /// Largest accepted clock-skew allowance.
 pub const MAX_LEEWAY_SECONDS: u64 = 120;

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::rules::{KeyKind, Rule};
 use super::{FailMode, LocalStore, RateLimit, RedisStore, Store, StoreError};
 use crate::mode::Mode;
-use crate::problems::Problems;
+use portcullis_contract::problems::Problems;
 
 /// One rule, as written in the configuration file.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::forwarded::TrustedProxies;
-use crate::problems::Problems;
+use portcullis_contract::problems::Problems;
 
 /// Listening addresses.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use portcullis_contract::revocation::RevocationChannel;
+use portcullis_contract::shared::SharedSettings;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -29,7 +30,7 @@ pub use routes::{RouteConfig, RouteCspConfig, UpstreamConfig};
 
 pub use crate::csrf::CsrfConfig;
 pub use crate::headers::{CspConfig, HeadersConfig};
-pub use crate::problems::Problems;
+pub use portcullis_contract::problems::Problems;
 
 use crate::csrf::CsrfSettings;
 use crate::forwarded::TrustedProxies;
@@ -150,23 +151,14 @@ pub struct ProxySettings {
 
 impl ProxyConfig {
     /// Validates the section. `prefix` is the section's path in the file
-    /// (`proxy`), `state_dir` where generated material goes. Returns every
-    /// problem found, each as `path: message`.
+    /// (`proxy`), `state_dir` where generated material goes, `shared` what the
+    /// proxy shares with the backend. Returns every problem found.
     pub fn validate(
         &self,
         prefix: &str,
         base: &Path,
         state_dir: &Path,
-    ) -> Result<ProxySettings, Vec<String>> {
-        self.try_settings(prefix, base, state_dir)
-            .map_err(Problems::into_lines)
-    }
-
-    fn try_settings(
-        &self,
-        prefix: &str,
-        base: &Path,
-        state_dir: &Path,
+        shared: &SharedSettings,
     ) -> Result<ProxySettings, Problems> {
         let Self {
             listen,
@@ -207,8 +199,8 @@ impl ProxyConfig {
         );
         let csp_report_max_body_bytes = csp_reports.validate(&mut p, &at("csp_reports"));
         let redirect_https_port = redirect.validate(&mut p, &at("redirect"));
-        let auth = auth.validate(&mut p, &at("auth"), base, state_dir);
-        let (policy_dir, policy_time_limit) = policy.validate(&mut p, &at("policy"), base);
+        let auth = auth.validate(&mut p, &at("auth"), shared);
+        let policy_time_limit = policy.validate(&mut p, &at("policy"));
         let route_names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
         let rate_limits = rate_limits
             .validate(&route_names)
@@ -220,7 +212,7 @@ impl ProxyConfig {
         // The `audit:` section replaces these defaults (see the binary's config).
         let audit = portcullis_audit::AuditConfig::default()
             .validate("audit", base, state_dir)
-            .map_err(|lines| p.extend_lines(lines))
+            .map_err(|problems| p.append(problems))
             .ok();
 
         let (
@@ -248,10 +240,8 @@ impl ProxyConfig {
         let auth::Auth {
             issuers,
             access_cookie,
-            identity_key_file,
             revocation_feed_url,
             revocation_poll,
-            revocation_pubsub,
         } = auth;
         Ok(ProxySettings {
             redirect_https_port: redirect_https_port.unwrap_or(https_addr.port()),
@@ -267,11 +257,11 @@ impl ProxyConfig {
             csp_report_max_body_bytes,
             issuers,
             access_cookie,
-            identity_key_file,
+            identity_key_file: shared.identity_key_file.clone(),
             revocation_feed_url,
             revocation_poll,
-            revocation_pubsub,
-            policy_dir,
+            revocation_pubsub: shared.revocation_pubsub.clone(),
+            policy_dir: shared.policy_dir.clone(),
             policy_time_limit,
             rate_limits,
             csrf,

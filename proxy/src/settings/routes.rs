@@ -10,8 +10,8 @@ use serde::Deserialize;
 use super::listen::parse_addr;
 use crate::headers::{CspConfig, SecurityHeaders};
 use crate::mode::Mode;
-use crate::problems::Problems;
 use crate::routes::{Route, RouteTable, Upstream};
+use portcullis_contract::problems::Problems;
 
 /// One upstream.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

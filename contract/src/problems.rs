@@ -1,4 +1,5 @@
-//! The one collector of configuration problems: every validator in the proxy
+//! The one collector of configuration problems: every section validator (proxy,
+//! backend, audit, shared)
 //! pushes `path: message` entries here, so one run reports every mistake with
 //! its path (`proxy.routes[2].csp.policy: …`) instead of stopping at the first.
 
@@ -36,6 +37,21 @@ impl Problems {
                 message,
             });
         }
+    }
+
+    /// Takes over `other`'s problems as they are.
+    pub fn append(&mut self, other: Problems) {
+        self.0.extend(other.0);
+    }
+
+    /// Whether any problem is at `path` or below it.
+    pub fn any_under(&self, path: &str) -> bool {
+        self.0.iter().any(|p| {
+            p.path == path
+                || p.path
+                    .strip_prefix(path)
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+        })
     }
 
     /// Takes over lines already formatted as `path: message` (from validators
@@ -87,6 +103,24 @@ impl Problems {
             .collect()
     }
 }
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            if problem.path.is_empty() {
+                f.write_str(&problem.message)?;
+            } else {
+                write!(f, "{problem}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
 
 impl IntoIterator for Problems {
     type Item = ConfigProblem;

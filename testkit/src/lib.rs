@@ -1,0 +1,65 @@
+//! The harness every crate's tests share, so each helper exists once: free ports, waiting
+//! for a condition, and throwaway PostgreSQL databases.
+//!
+//! Test code may panic on a failed setup step (the test should stop there, loudly).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test support: a failed setup step should abort the test loudly"
+)]
+
+pub mod pg;
+
+use std::time::{Duration, Instant};
+
+/// A port on 127.0.0.1 that was free a moment ago. Whoever binds it next gets it, so
+/// there is a small window in which another process could take it.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether nothing listens on `port` of 127.0.0.1 now.
+pub fn port_is_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// Polls `check` every 20 ms until it holds; panics naming `what` after `timeout`.
+pub async fn eventually(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `$cond` (an expression that may `.await`) every 50 ms until it is true;
+/// panics with the message after `$timeout`.
+#[macro_export]
+macro_rules! assert_eventually {
+    ($cond:expr, $timeout:expr, $($msg:tt)+) => {{
+        let deadline = std::time::Instant::now() + $timeout;
+        loop {
+            if $cond {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!($($msg)+);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }};
+}
+
+/// A short random hex name part, unique enough for parallel test runs.
+pub fn unique() -> String {
+    let n: u64 = rand::random();
+    format!("{:x}{n:x}", std::process::id())
+}
