@@ -74,13 +74,18 @@ role_grants := [route |
 ]
 
 deny_rule := "role_not_permitted" if {
+	count(method_hits) > 0
+} else := "method_not_permitted" if {
+	count(public_hits) + count(role_hits) > 0
+} else := "no_matching_route"
+
+# Role routes that list the request's method, whichever roles they name.
+method_hits := [route |
 	method := input.request.method
 	hits := role_hits
 	some route in hits
 	route.methods[method]
-} else := "method_not_permitted" if {
-	count(public_hits) + count(role_hits) > 0
-} else := "no_matching_route"
+]
 
 role_allowed(allowed, _) if "*" in allowed
 

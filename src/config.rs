@@ -506,7 +506,9 @@ mod tests {
             panic!("a channel without a feed accepted")
         };
         assert!(
-            lines.to_string().contains("proxy.auth.revocation_feed_url:"),
+            lines
+                .to_string()
+                .contains("proxy.auth.revocation_feed_url:"),
             "{lines}"
         );
         // One channel, the same for both sides.

@@ -11,6 +11,8 @@ use regorus::utils::limits::ExecutionTimerConfig;
 use serde::Deserialize as _;
 use sha2::{Digest as _, Sha256};
 
+use crate::compiled::{CompiledDecisions, NotCompiled, iterating_else_rules};
+
 /// Time limit applied to every evaluation of a bundle unless
 /// [`PolicyBundle::with_eval_time_limit`] sets another one.
 pub const DEFAULT_EVAL_TIME_LIMIT: Duration = Duration::from_millis(100);
@@ -106,6 +108,8 @@ pub struct PolicyBundle {
     engine: Engine,
     /// Test engine: every module + data, already prepared.
     test_engine: Engine,
+    /// The serving `decision` rules as bytecode (the fast path of `decide`).
+    compiled: CompiledDecisions,
     tests: Vec<TestCase>,
     eval_time_limit: Duration,
 }
@@ -171,6 +175,22 @@ impl PolicyBundle {
         set_time_limit(&mut engine, eval_time_limit);
         prepare(&mut engine, dir)?;
         prepare(&mut test_engine, dir)?;
+        let decisions = find_rules(&mut engine, 0, "decision", dir)?;
+        let unsafe_rules = {
+            let packages: Vec<String> = engine
+                .get_policy_package_components()
+                .map_err(|err| policy_error(&format!("{err:#}"), dir))?
+                .iter()
+                .map(|p| rule_path(&p.components))
+                .collect();
+            iterating_else_rules(engine.get_modules(), &packages)
+        };
+        let (compiled, refused) =
+            CompiledDecisions::compile(&engine, &decisions, &unsafe_rules, eval_time_limit);
+        for NotCompiled { rule, reason } in refused {
+            tracing::warn!(rule, reason, dir = %dir.display(),
+                "policy rule not compiled to bytecode; it is evaluated by the slower interpreter");
+        }
 
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -178,6 +198,7 @@ impl PolicyBundle {
             policy_files,
             engine,
             test_engine,
+            compiled,
             tests,
             eval_time_limit,
         })
@@ -188,8 +209,15 @@ impl PolicyBundle {
     #[must_use]
     pub fn with_eval_time_limit(mut self, limit: Duration) -> Self {
         set_time_limit(&mut self.engine, limit);
+        self.compiled = self.compiled.with_time_limit(limit);
         self.eval_time_limit = limit;
         self
+    }
+
+    /// Whether `rule` is evaluated as compiled bytecode (else by the interpreter).
+    #[must_use]
+    pub fn is_compiled(&self, rule: &str) -> bool {
+        self.compiled.has(rule)
     }
 
     /// Hex SHA-256 identifying the bundle's content: over the file names in order, each
@@ -222,6 +250,10 @@ impl PolicyBundle {
     /// A fresh evaluation engine; cheap (reference-counted modules and data).
     pub(crate) fn serving_engine(&self) -> Engine {
         self.engine.clone()
+    }
+
+    pub(crate) fn compiled(&self) -> &CompiledDecisions {
+        &self.compiled
     }
 
     /// A fresh engine with the test modules loaded as well.
@@ -349,12 +381,44 @@ fn discover_tests(
     first_test_module: usize,
     dir: &Path,
 ) -> Result<Vec<TestCase>, BundleError> {
+    Ok(named_rules(engine, first_test_module, dir)?
+        .into_iter()
+        .filter(|(_, name, _)| name.starts_with("test_"))
+        .map(|(package, name, query)| TestCase {
+            package,
+            name,
+            query,
+        })
+        .collect())
+}
+
+/// Paths of the rules called `name` in the modules from `first_module` on.
+fn find_rules(
+    engine: &mut Engine,
+    first_module: usize,
+    name: &str,
+    dir: &Path,
+) -> Result<Vec<String>, BundleError> {
+    Ok(named_rules(engine, first_module, dir)?
+        .into_iter()
+        .filter(|(_, rule, _)| rule == name)
+        .map(|(_, _, path)| path)
+        .collect())
+}
+
+/// `(package, rule name, rule path)` of every complete rule (`name := …`, `name if …`)
+/// in the modules from `first_module` on, each rule once however many definitions it has.
+fn named_rules(
+    engine: &mut Engine,
+    first_module: usize,
+    dir: &Path,
+) -> Result<Vec<(String, String, String)>, BundleError> {
     let packages = engine
         .get_policy_package_components()
         .map_err(|err| policy_error(&format!("{err:#}"), dir))?;
     let modules = engine.get_modules();
-    let mut tests: Vec<TestCase> = Vec::new();
-    for (module, package) in modules.iter().zip(&packages).skip(first_test_module) {
+    let mut rules: Vec<(String, String, String)> = Vec::new();
+    for (module, package) in modules.iter().zip(&packages).skip(first_module) {
         let package_path = rule_path(&package.components);
         let package_name = package.components.join(".");
         for rule in &module.policy {
@@ -371,22 +435,15 @@ fn discover_tests(
             let Ok(name) = value.as_string() else {
                 continue;
             };
-            if !name.starts_with("test_") {
+            let path = format!("{package_path}.{name}");
+            // Incremental definitions of one rule are one rule.
+            if rules.iter().any(|(_, _, p)| *p == path) {
                 continue;
             }
-            let query = format!("{package_path}.{name}");
-            // Incremental definitions of one rule are one test.
-            if tests.iter().any(|t| t.query == query) {
-                continue;
-            }
-            tests.push(TestCase {
-                package: package_name.clone(),
-                name: name.to_string(),
-                query,
-            });
+            rules.push((package_name.clone(), name.to_string(), path));
         }
     }
-    Ok(tests)
+    Ok(rules)
 }
 
 /// `data` followed by the components, dotted where they are identifiers, bracketed otherwise.

@@ -124,11 +124,31 @@ impl Decision {
 impl PolicyBundle {
     /// Evaluates the rule at `query` (a rule path such as `data.portcullis.http.decision`)
     /// with `input` and interprets the result as a [`Decision`], failing closed: see
-    /// [`Decision`] for what counts as well formed. Never blocks; each call works on its own
-    /// copy of the prepared engine.
+    /// [`Decision`] for what counts as well formed. Never blocks: a compiled rule runs on
+    /// this thread's VM, any other on its own copy of the prepared interpreter.
     #[must_use]
     pub fn decide(&self, query: &str, input: &serde_json::Value) -> Decision {
-        let value = match self.eval_rule(query, input) {
+        let value = to_regorus(input).and_then(|input| {
+            match self.compiled().eval(query, input.clone()) {
+                // An undefined result is rare (decisions have defaults) and the VM gives
+                // it where the interpreter reports an error (conflicting rule values):
+                // the interpreter says which, so the reason is the same on both paths.
+                Some(Err(EvalError::Undefined)) | None => self.eval_rule_value(query, input),
+                Some(result) => result.and_then(|v| to_json(&v)),
+            }
+        });
+        Self::decision_from(query, value)
+    }
+
+    /// [`PolicyBundle::decide`] on the interpreter only, whether or not the rule is
+    /// compiled: the reference the compiled path is tested against.
+    #[must_use]
+    pub fn decide_interpreted(&self, query: &str, input: &serde_json::Value) -> Decision {
+        Self::decision_from(query, self.eval_rule(query, input))
+    }
+
+    fn decision_from(query: &str, value: Result<serde_json::Value, EvalError>) -> Decision {
+        let value = match value {
             Ok(value) => value,
             Err(err) => {
                 tracing::warn!(query, error = %err, "policy evaluation failed; denying");
@@ -179,8 +199,12 @@ impl PolicyBundle {
         query: &str,
         input: &serde_json::Value,
     ) -> Result<serde_json::Value, EvalError> {
+        self.eval_rule_value(query, to_regorus(input)?)
+    }
+
+    fn eval_rule_value(&self, query: &str, input: Value) -> Result<serde_json::Value, EvalError> {
         let mut engine = self.serving_engine();
-        engine.set_input(to_regorus(input)?);
+        engine.set_input(input);
         let value = engine.eval_rule(query.to_owned()).map_err(classify)?;
         to_json(&value)
     }

@@ -12,6 +12,7 @@ pub mod embedded;
 pub mod reload;
 
 mod bundle;
+mod compiled;
 mod decision;
 mod testing;
 

@@ -5,7 +5,11 @@
     clippy::panic,
     reason = "tests"
 )]
-#![allow(dead_code, unused_imports, reason = "each test file uses a different subset")]
+#![allow(
+    dead_code,
+    unused_imports,
+    reason = "each test file uses a different subset"
+)]
 
 pub mod rsyslog;
 
