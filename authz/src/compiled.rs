@@ -30,7 +30,7 @@ use regorus::rvm::vm::{RegoVM, VmError};
 use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::{Engine, Value};
 
-use crate::decision::EvalError;
+use crate::eval_error::EvalError;
 
 /// Bytecode instructions one evaluation may run. The time limit is the real bound; this
 /// only replaces the VM's small default (25 000), which real bundles exceed.

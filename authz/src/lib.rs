@@ -14,6 +14,7 @@ pub mod reload;
 mod bundle;
 mod compiled;
 mod decision;
+mod eval_error;
 mod testing;
 
 use std::path::Path;
@@ -22,7 +23,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 pub use bundle::{BundleError, DEFAULT_EVAL_TIME_LIMIT, PolicyBundle};
-pub use decision::{Decision, EvalError, FAIL_CLOSED_RULE, Obligations};
+pub use decision::{Decision, FAIL_CLOSED_RULE, Obligations};
+pub use eval_error::EvalError;
 pub use testing::{CoverageSummary, FileCoverage, TestReport, TestResult};
 
 /// At most this many failing test names are copied into [`BundleError::TestsFailed`].
