@@ -75,6 +75,9 @@ for f in findings:
     if f["id"].startswith("cipher-") or f["id"].startswith("cipher_x"):
         if "ECDH" not in f["finding"] and "TLS_" not in f["finding"]:
             bad.append(f"cipher without ephemeral key exchange: {f['finding']}")
+for f in findings:
+    if f.get("severity") in ("MEDIUM", "LOW", "WARN"):
+        print(f"  {f['severity']} {f['id']}: {f['finding']}")
 counts = {}
 for f in findings:
     counts[f.get("severity")] = counts.get(f.get("severity"), 0) + 1

@@ -32,6 +32,7 @@ mod background;
 mod csp_report;
 mod gateway;
 mod guards;
+mod listener;
 mod metrics;
 mod redirect;
 mod reloads;
@@ -44,7 +45,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::tls::Acceptor;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
@@ -72,8 +73,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error("certificate: {0}")]
     Tls(#[from] TlsError),
-    #[error("listener: {0}")]
-    Listener(#[source] Box<pingora::Error>),
+    #[error("TLS configuration: {0}")]
+    TlsConfig(#[from] rustls::Error),
     #[error("policy bundle {dir}: {source}; run `portcullis policy test {dir}`")]
     PolicyStart {
         dir: String,
@@ -386,22 +387,31 @@ fn open_certificate(
     Ok(store)
 }
 
-/// The HTTPS listener: rustls with our certificate resolver, h2 enabled.
+/// The HTTPS listener: plain TCP into [`listener::TlsFront`], which runs the TLS
+/// handshake on our rustls configuration (resumption, deadline, connection cap) and
+/// hands the stream to pingora's HTTP/1.1 and h2 server around the gateway.
 fn https_service(
     server: &Server,
     gateway: gateway::Gateway,
     addr: SocketAddr,
     certificate: tls::CertStore,
-) -> Result<Service<pingora::proxy::HttpProxy<gateway::Gateway>>, StartError> {
-    let mut https = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        gateway,
-        "portcullis https",
+    limits: settings::Limits,
+    refused: prometheus::IntCounterVec,
+) -> Result<Service<listener::TlsFront>, StartError> {
+    let mut proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
+    let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+    h2.max_concurrent_streams(limits.h2_max_concurrent_streams);
+    proxy.h2_options = Some(h2);
+    let acceptor = Acceptor::from_server_config(tls::server_config(certificate)?);
+    let front = listener::TlsFront::new(
+        acceptor,
+        proxy,
+        limits.tls_handshake_timeout,
+        limits.max_connections,
+        refused,
     );
-    let mut tls_settings = TlsSettings::intermediate("", "").map_err(StartError::Listener)?;
-    tls_settings.set_cert_resolver(Arc::new(certificate));
-    tls_settings.enable_h2();
-    https.add_tls_with_settings(&addr.to_string(), None, tls_settings);
+    let mut https = Service::new("portcullis https".to_owned(), front);
+    https.add_tcp(&addr.to_string());
     Ok(https)
 }
 
@@ -455,6 +465,7 @@ fn build_server(
         headers,
         csp_report_max_body_bytes,
         revocation_feed_url,
+        limits,
         ..
     } = settings;
 
@@ -469,8 +480,10 @@ fn build_server(
         login_limit,
         identity_key,
         audit: audit.clone(),
+        keepalive_idle_seconds: limits.keepalive_idle.as_secs(),
     };
-    let https = https_service(&server, gateway, https_addr, certificate)?;
+    let refused = metrics.connections_refused.clone();
+    let https = https_service(&server, gateway, https_addr, certificate, limits, refused)?;
     server.add_service(https);
 
     if let Some(addr) = http_addr {
@@ -482,6 +495,9 @@ fn build_server(
             },
         );
         redirect.add_tcp(&addr.to_string());
+        // One thread is plenty for redirects and admin requests; the cores are the
+        // HTTPS listener's.
+        redirect.threads = Some(1);
         server.add_service(redirect);
     }
 
@@ -498,6 +514,7 @@ fn build_server(
         },
     );
     admin.add_tcp(&admin_addr.to_string());
+    admin.threads = Some(1);
     server.add_service(admin);
     server.add_service(background_service("enforcement", background));
 

@@ -18,6 +18,7 @@ pub struct Metrics {
     pub csp_violations: IntCounterVec,
     pub tls_not_after: IntGauge,
     pub in_flight: IntGauge,
+    pub connections_refused: IntCounterVec,
 }
 
 /// Latency buckets in seconds, from 0.5 ms to 10 s.
@@ -67,6 +68,14 @@ impl Metrics {
             "portcullis_http_requests_in_flight",
             "HTTPS requests being processed.",
         )?;
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "portcullis_connections_refused_total",
+                "HTTPS connections closed before any request: connection limit reached, TLS handshake failed or too slow.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(connections_refused.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(rejections.clone()))?;
@@ -81,6 +90,7 @@ impl Metrics {
             csp_violations,
             tls_not_after,
             in_flight,
+            connections_refused,
         })
     }
 

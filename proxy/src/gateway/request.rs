@@ -55,6 +55,8 @@ impl Gateway {
         if self.drain.is_draining() {
             // Finish this request, then let the client reconnect elsewhere.
             session.set_keepalive(None);
+        } else {
+            session.set_keepalive(Some(self.keepalive_idle_seconds));
         }
         self.identify_client(session, ctx);
         strip_inbound_headers(session, ctx.peer_trusted);
@@ -183,6 +185,9 @@ impl Gateway {
             buf.extend_from_slice(&chunk);
         }
         if !end_of_stream {
+            // Nothing goes upstream yet. To pingora an empty chunk means "no data now";
+            // `None` would end the upstream body here, before the rest arrives.
+            *body = Some(Bytes::new());
             return Ok(());
         }
         let whole = ctx.login_body.take().unwrap_or_default().freeze();
@@ -202,7 +207,9 @@ impl Gateway {
                 return Error::e_explain(ErrorType::HTTPStatus(429), "sign-in rate limit");
             }
         }
-        *body = Some(whole);
+        // An empty body ends as `None`: an empty chunk at the end would make pingora
+        // write a chunked upstream body's terminator twice.
+        *body = (!whole.is_empty()).then_some(whole);
         Ok(())
     }
 }

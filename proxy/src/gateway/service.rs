@@ -41,6 +41,9 @@ pub struct Gateway {
     pub(crate) identity_key: IdentityKey,
     /// The proxy's audit log; events are emitted in `logging`.
     pub(crate) audit: AuditLog,
+    /// Idle time after which a keep-alive connection is closed (pingora keeps an
+    /// HTTP/1.1 connection forever unless told per request).
+    pub(crate) keepalive_idle_seconds: u64,
 }
 
 pub(super) fn peer_ip(session: &Session) -> Option<IpAddr> {

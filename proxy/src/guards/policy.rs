@@ -170,7 +170,9 @@ impl RequestGuard for PolicyGuard {
             .observe(started.elapsed().as_secs_f64());
         let decision_id = uuid::Uuid::now_v7().to_string();
         let subject = ctx.principal.as_ref().map(|p| p.token.sub.as_str());
-        tracing::info!(
+        // Every decision at debug (allows are the bulk of traffic); a deny is also an
+        // audit event below.
+        tracing::debug!(
             target: "portcullis::decision",
             decision_id = %decision_id,
             request_id = ctx.request_id.as_str(),

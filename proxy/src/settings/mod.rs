@@ -9,6 +9,7 @@
 //! rate limits are validated by the modules that own them.
 
 mod auth;
+mod limits;
 mod listen;
 mod routes;
 
@@ -23,6 +24,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 pub use auth::{AuthConfig, PolicyConfig};
+pub use limits::{Limits, LimitsConfig};
 pub use listen::{
     CspReportsConfig, ListenConfig, RedirectConfig, ShutdownConfig, TlsConfig, TlsSource,
 };
@@ -74,6 +76,9 @@ pub struct ProxyConfig {
     pub rate_limits: RateLimitConfig,
     /// CSRF defence for cookie-authenticated unsafe requests.
     pub csrf: CsrfConfig,
+    /// Bounds per client connection: TLS handshake deadline, open connections,
+    /// keep-alive idle time, HTTP/2 concurrent streams.
+    pub limits: LimitsConfig,
 }
 
 impl Default for ProxyConfig {
@@ -113,6 +118,7 @@ impl Default for ProxyConfig {
             policy: PolicyConfig::default(),
             rate_limits: RateLimitConfig::default(),
             csrf: CsrfConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -142,6 +148,7 @@ pub struct ProxySettings {
     pub policy_time_limit: Duration,
     pub rate_limits: RateLimitSettings,
     pub csrf: CsrfSettings,
+    pub limits: Limits,
     /// The proxy's audit log (emitter `proxy`); the binary sets it from the `audit:`
     /// section (default: `portcullis_audit::AuditConfig::default()`).
     pub audit: portcullis_audit::AuditSettings,
@@ -175,6 +182,7 @@ impl ProxyConfig {
             policy,
             rate_limits,
             csrf,
+            limits,
         } = self;
         let at = |section: &str| format!("{prefix}.{section}");
         let mut p = Problems::default();
@@ -201,6 +209,7 @@ impl ProxyConfig {
         let redirect_https_port = redirect.validate(&mut p, &at("redirect"));
         let auth = auth.validate(&mut p, &at("auth"), shared);
         let policy_time_limit = policy.validate(&mut p, &at("policy"));
+        let limits = limits.validate(&mut p, &at("limits"));
         let route_names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
         let rate_limits = rate_limits
             .validate(&route_names)
@@ -265,6 +274,7 @@ impl ProxyConfig {
             policy_time_limit,
             rate_limits,
             csrf,
+            limits,
             audit_ingest_url: audit.ingest_url.clone(),
             audit: audit.settings(portcullis_contract::audit_ingest::EMITTER),
         })

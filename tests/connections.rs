@@ -1,0 +1,246 @@
+//! The HTTPS listener's connection handling, against the real binary: TLS sessions
+//! resume (tickets and session ids), a connection that never finishes its handshake is
+//! closed, connections past the limit are closed at once while others are served, idle
+//! keep-alive connections end, and a sign-in body that arrives in pieces reaches the
+//! backend whole without corrupting the pooled upstream connection.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls_pki_types::ServerName;
+use rustls_pki_types::pem::PemObject;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::rustls::{self, ClientConfig, HandshakeKind, RootCertStore};
+
+use support::portcullis;
+
+fn client_config(
+    ca_pem: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+async fn connect(config: &Arc<ClientConfig>, port: u16) -> Tls {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio_rustls::TlsConnector::from(Arc::clone(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+/// One request on `tls`, read up to the end of the response head and `body_len` bytes.
+async fn exchange(tls: &mut Tls, request: &[u8]) -> String {
+    tls.write_all(request).await.unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                return text;
+            }
+        }
+        if n == 0 {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+fn status(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Whether the server closes `stream` within `within` (a read returns end of stream or
+/// an error).
+async fn closed_within(stream: &mut (impl AsyncReadExt + Unpin), within: Duration) -> bool {
+    let mut buf = [0u8; 256];
+    matches!(
+        tokio::time::timeout(within, stream.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+const HEALTH: &[u8] = b"GET /monitoring/health HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+#[tokio::test]
+async fn tls_sessions_resume_with_tls13_tickets_and_tls12_session_ids() {
+    let p = portcullis().start().await;
+    for versions in [
+        &[&rustls::version::TLS13][..],
+        &[&rustls::version::TLS12][..],
+    ] {
+        let config = client_config(&p.pki.ca_pem, versions);
+        let mut first = connect(&config, p.https).await;
+        assert_eq!(status(&exchange(&mut first, HEALTH).await), 200);
+        assert_eq!(
+            first.get_ref().1.handshake_kind(),
+            Some(HandshakeKind::Full)
+        );
+        drop(first);
+        for _ in 0..3 {
+            let mut again = connect(&config, p.https).await;
+            assert_eq!(status(&exchange(&mut again, HEALTH).await), 200);
+            assert_eq!(
+                again.get_ref().1.handshake_kind(),
+                Some(HandshakeKind::Resumed),
+                "{versions:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn silent_connections_are_closed_and_the_limit_holds_while_others_are_served() {
+    let p = portcullis()
+        .proxy_yaml("  limits: {tls_handshake_timeout_seconds: 1, max_connections: 4}\n")
+        .start()
+        .await;
+    let config = client_config(&p.pki.ca_pem, &[&rustls::version::TLS13]);
+    // A TCP connection that never starts TLS is closed once its handshake time is up.
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", p.https))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert!(closed_within(&mut silent, Duration::from_secs(5)).await);
+    assert!(started.elapsed() >= Duration::from_millis(800));
+
+    // Four idle connections hold every slot: the fifth is closed at once, before TLS.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(connect(&config, p.https).await);
+    }
+    let mut fifth = tokio::net::TcpStream::connect(("127.0.0.1", p.https))
+        .await
+        .unwrap();
+    assert!(closed_within(&mut fifth, Duration::from_millis(500)).await);
+    let metrics = p.metrics().await;
+    assert!(
+        metrics.contains("portcullis_connections_refused_total{reason=\"connection_limit\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("portcullis_connections_refused_total{reason=\"tls_handshake_timeout\"} 1"),
+        "{metrics}"
+    );
+    // The idle ones are still served; once they go, a new client gets a slot.
+    assert_eq!(status(&exchange(&mut idle[0], HEALTH).await), 200);
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut next = connect(&config, p.https).await;
+    assert_eq!(status(&exchange(&mut next, HEALTH).await), 200);
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_its_idle_limit() {
+    let p = portcullis()
+        .proxy_yaml("  limits: {keepalive_idle_seconds: 1}\n")
+        .start()
+        .await;
+    let config = client_config(&p.pki.ca_pem, &[&rustls::version::TLS13]);
+    let mut tls = connect(&config, p.https).await;
+    assert_eq!(status(&exchange(&mut tls, HEALTH).await), 200);
+    // A second request within the limit is served on the same connection.
+    assert_eq!(status(&exchange(&mut tls, HEALTH).await), 200);
+    let started = Instant::now();
+    assert!(closed_within(&mut tls, Duration::from_secs(5)).await);
+    assert!(started.elapsed() >= Duration::from_millis(800));
+}
+
+#[tokio::test]
+async fn a_sign_in_body_in_pieces_reaches_the_backend_whole() {
+    let p = portcullis().start().await;
+    let config = client_config(&p.pki.ca_pem, &[&rustls::version::TLS13]);
+    let body = br#"{"username":"nobody-here","password":"not the password"}"#;
+    let (a, b) = body.split_at(20);
+
+    // Content-Length, the body in two writes with a pause between.
+    let mut tls = connect(&config, p.https).await;
+    let head = format!(
+        "POST /auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(a).await.unwrap();
+    tls.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let response = exchange(&mut tls, b).await;
+    // Judged by the backend: unknown account, not a gateway failure.
+    assert_eq!(status(&response), 401, "{response}");
+
+    // Chunked, two chunks in two writes.
+    let mut tls = connect(&config, p.https).await;
+    tls.write_all(b"POST /auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
+    tls.write_all(format!("{:x}\r\n", a.len()).as_bytes())
+        .await
+        .unwrap();
+    tls.write_all(a).await.unwrap();
+    tls.write_all(b"\r\n").await.unwrap();
+    tls.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut rest = format!("{:x}\r\n", b.len()).into_bytes();
+    rest.extend_from_slice(b);
+    rest.extend_from_slice(b"\r\n0\r\n\r\n");
+    let response = exchange(&mut tls, &rest).await;
+    assert_eq!(status(&response), 401, "{response}");
+
+    // An empty chunked body is refused by the backend, and leaves no stray bytes on the
+    // pooled upstream connection: the requests after it are answered normally.
+    let mut tls = connect(&config, p.https).await;
+    let response = exchange(
+        &mut tls,
+        b"POST /auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    let code = status(&response);
+    assert!((400..500).contains(&code), "{response}");
+    for _ in 0..5 {
+        let mut tls = connect(&config, p.https).await;
+        assert_eq!(status(&exchange(&mut tls, HEALTH).await), 200);
+    }
+}
