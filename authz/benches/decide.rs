@@ -1,5 +1,7 @@
 //! Policy evaluation cost per request: the shipped bundle, the route decision
-//! (allow, public route, deny) and the ticket object decision.
+//! (allow, public route, deny) and the ticket object decision: as served (a cache hit
+//! after the first call), on the compiled (bytecode VM) path without the cache (a miss),
+//! and on the interpreter, side by side in one run.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark setup")]
 
 use std::hint::black_box;
@@ -61,6 +63,24 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("tickets_assignee_update", |b| {
         b.iter(|| bundle.decide("data.portcullis.tickets.decision", black_box(&ticket)))
+    });
+    g.bench_function("uncached/http_allow_employee_ticket", |b| {
+        b.iter(|| bundle.decide_uncached("data.portcullis.http.decision", black_box(&allow)))
+    });
+    g.bench_function("uncached/http_deny_admin_route", |b| {
+        b.iter(|| bundle.decide_uncached("data.portcullis.http.decision", black_box(&deny)))
+    });
+    g.bench_function("uncached/tickets_assignee_update", |b| {
+        b.iter(|| bundle.decide_uncached("data.portcullis.tickets.decision", black_box(&ticket)))
+    });
+    g.bench_function("interpreter/http_allow_employee_ticket", |b| {
+        b.iter(|| bundle.decide_interpreted("data.portcullis.http.decision", black_box(&allow)))
+    });
+    g.bench_function("interpreter/http_deny_admin_route", |b| {
+        b.iter(|| bundle.decide_interpreted("data.portcullis.http.decision", black_box(&deny)))
+    });
+    g.bench_function("interpreter/tickets_assignee_update", |b| {
+        b.iter(|| bundle.decide_interpreted("data.portcullis.tickets.decision", black_box(&ticket)))
     });
     g.finish();
 }

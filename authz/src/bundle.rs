@@ -1,5 +1,6 @@
 //! Loading and compiling a policy directory into an immutable [`PolicyBundle`].
 
+use std::collections::HashMap;
 use std::fmt;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use serde::Deserialize as _;
 use sha2::{Digest as _, Sha256};
 
 use crate::compiled::{CompiledDecisions, NotCompiled, iterating_else_rules};
+use crate::input_key::InputKey;
 
 /// Time limit applied to every evaluation of a bundle unless
 /// [`PolicyBundle::with_eval_time_limit`] sets another one.
@@ -185,8 +187,9 @@ impl PolicyBundle {
                 .collect();
             iterating_else_rules(engine.get_modules(), &packages)
         };
+        let keys = decision_keys(&files, &decisions);
         let (compiled, refused) =
-            CompiledDecisions::compile(&engine, &decisions, &unsafe_rules, eval_time_limit);
+            CompiledDecisions::compile(&engine, &decisions, &unsafe_rules, &keys, eval_time_limit);
         for NotCompiled { rule, reason } in refused {
             tracing::warn!(rule, reason, dir = %dir.display(),
                 "policy rule not compiled to bytecode; it is evaluated by the slower interpreter");
@@ -390,6 +393,52 @@ fn discover_tests(
             query,
         })
         .collect())
+}
+
+/// For each decision rule (`data.pkg.decision`), the input paths its decisions can
+/// depend on: those read in its package's files and in every serving package they name
+/// (`data.other.pkg…`, imports included), followed to the end.
+fn decision_keys(files: &[BundleFile], decisions: &[String]) -> HashMap<String, InputKey> {
+    let serving: Vec<(String, &str)> = files
+        .iter()
+        .filter(|f| f.name != DATA_FILE && !f.name.ends_with(TEST_SUFFIX))
+        .filter_map(|f| {
+            let package = f.contents.lines().find_map(|l| {
+                l.trim()
+                    .strip_prefix("package ")
+                    .map(|p| format!("data.{}", p.trim()))
+            })?;
+            Some((package, f.contents.as_str()))
+        })
+        .collect();
+    decisions
+        .iter()
+        .map(|rule| {
+            let own = rule.rsplit_once('.').map_or(rule.as_str(), |(p, _)| p);
+            let mut packages = vec![own.to_owned()];
+            let mut i = 0;
+            while i < packages.len() {
+                let current = packages[i].clone();
+                for (package, source) in &serving {
+                    if *package != current {
+                        continue;
+                    }
+                    for (other, _) in &serving {
+                        if !packages.contains(other) && source.contains(other.as_str()) {
+                            packages.push(other.clone());
+                        }
+                    }
+                }
+                i += 1;
+            }
+            let sources: Vec<&str> = serving
+                .iter()
+                .filter(|(p, _)| packages.contains(p))
+                .map(|(_, source)| *source)
+                .collect();
+            (rule.clone(), crate::input_key::input_key(&sources))
+        })
+        .collect()
 }
 
 /// Paths of the rules called `name` in the modules from `first_module` on.

@@ -31,6 +31,7 @@ use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::{Engine, Value};
 
 use crate::eval_error::EvalError;
+use crate::input_key::InputKey;
 
 /// Bytecode instructions one evaluation may run. The time limit is the real bound; this
 /// only replaces the VM's small default (25 000), which real bundles exceed.
@@ -65,7 +66,9 @@ struct Compiled {
     /// Unique per program and time limit: a thread's VM for another id is never reused.
     id: u64,
     program: Arc<Program>,
-    deterministic: bool,
+    /// What its decisions are cached by; `None` when they are not (a non-deterministic
+    /// builtin is reachable).
+    cache_key: Option<InputKey>,
 }
 
 /// The compiled `decision` rules of one bundle, by rule path.
@@ -87,10 +90,12 @@ impl CompiledDecisions {
     /// compiler refuses are returned beside the result, to be logged by the caller.
     /// `unsafe_rules` are rule paths the VM must not run (see [`iterating_else_rules`]);
     /// a decision whose program reaches one stays on the interpreter.
+    /// `keys` names, per rule, the input paths its decisions depend on.
     pub(crate) fn compile(
         engine: &Engine,
         rules: &[String],
         unsafe_rules: &[String],
+        keys: &HashMap<String, InputKey>,
         time_limit: Duration,
     ) -> (Self, Vec<NotCompiled>) {
         let mut entries = HashMap::new();
@@ -115,12 +120,13 @@ impl CompiledDecisions {
                         .builtin_info_table
                         .iter()
                         .any(|b| NON_DETERMINISTIC_BUILTINS.contains(&b.name.as_str()));
+                    let cache_key = keys.get(rule).cloned().filter(|_| deterministic);
                     entries.insert(
                         rule.clone(),
                         Compiled {
                             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                             program,
-                            deterministic,
+                            cache_key,
                         },
                     );
                 }
@@ -153,10 +159,16 @@ impl CompiledDecisions {
         self.entries.contains_key(rule)
     }
 
-    /// Whether `rule` is compiled and calls no non-deterministic builtin.
-    #[allow(dead_code, reason = "read by the decision cache")]
-    pub(crate) fn deterministic(&self, rule: &str) -> bool {
-        self.entries.get(rule).is_some_and(|c| c.deterministic)
+    /// The cache slot of `rule`'s decision for `input`: the program's id and the key,
+    /// or `None` when that rule's decisions are not cached.
+    pub(crate) fn cache_slot(
+        &self,
+        rule: &str,
+        input: &serde_json::Value,
+    ) -> Option<(u64, String)> {
+        let compiled = self.entries.get(rule)?;
+        let key = compiled.cache_key.as_ref()?;
+        Some((compiled.id, key.of(input)))
     }
 
     /// Evaluates the compiled `rule` with `input` on this thread's VM; `None` when the

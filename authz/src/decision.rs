@@ -1,6 +1,7 @@
 //! Evaluating queries against a [`PolicyBundle`] and turning results into [`Decision`]s.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use regorus::{LimitError, Value};
@@ -93,8 +94,28 @@ impl PolicyBundle {
     /// with `input` and interprets the result as a [`Decision`], failing closed: see
     /// [`Decision`] for what counts as well formed. Never blocks: a compiled rule runs on
     /// this thread's VM, any other on its own copy of the prepared interpreter.
+    ///
+    /// A compiled rule's decisions are cached per worker thread, keyed by the input
+    /// fields the rule can read (see `input_key`); fail-closed decisions are never cached.
     #[must_use]
     pub fn decide(&self, query: &str, input: &serde_json::Value) -> Decision {
+        let Some((id, key)) = self.compiled().cache_slot(query, input) else {
+            return self.decide_uncached(query, input);
+        };
+        if let Some(hit) = cached(id, &key) {
+            return hit;
+        }
+        let decision = self.decide_uncached(query, input);
+        if decision.rule != FAIL_CLOSED_RULE {
+            remember(id, key, decision.clone());
+        }
+        decision
+    }
+
+    /// [`PolicyBundle::decide`] without the cache: the compiled rule, else the
+    /// interpreter.
+    #[must_use]
+    pub fn decide_uncached(&self, query: &str, input: &serde_json::Value) -> Decision {
         let value = to_regorus(input).and_then(|input| {
             match self.compiled().eval(query, input.clone()) {
                 // An undefined result is rare (decisions have defaults) and the VM gives
@@ -211,4 +232,35 @@ where
         cause = current.source();
     }
     EvalError::Evaluation(format!("{err:#}"))
+}
+
+/// Entries one thread keeps for one bundle before it starts over.
+const MAX_CACHED: usize = 8192;
+/// Bundles one thread keeps caches for (tests load many).
+const MAX_CACHED_BUNDLES: usize = 8;
+
+thread_local! {
+    /// This worker thread's decisions, by compiled program and input key: no lock on the
+    /// request path, and a reloaded bundle (new programs) starts empty.
+    static CACHE: RefCell<HashMap<u64, HashMap<String, Decision>>> = RefCell::new(HashMap::new());
+}
+
+/// This thread's cached decision for `key` under bundle `id`.
+fn cached(id: u64, key: &str) -> Option<Decision> {
+    CACHE.with(|caches| caches.borrow().get(&id)?.get(key).cloned())
+}
+
+/// Remembers `decision` for `key` under bundle `id` on this thread.
+fn remember(id: u64, key: String, decision: Decision) {
+    CACHE.with(|caches| {
+        let mut caches = caches.borrow_mut();
+        if !caches.contains_key(&id) && caches.len() >= MAX_CACHED_BUNDLES {
+            caches.clear();
+        }
+        let cache = caches.entry(id).or_default();
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
+        cache.insert(key, decision);
+    });
 }

@@ -15,6 +15,7 @@ mod bundle;
 mod compiled;
 mod decision;
 mod eval_error;
+mod input_key;
 mod testing;
 
 use std::path::Path;

@@ -1,7 +1,8 @@
-//! The compiled (bytecode VM) path of `decide` against the interpreter, over the shipped
-//! bundle's input matrix (the one `scripts/regopy-diff.py` checks against a second Rego
-//! engine) plus malformed inputs: every decision must be identical, including the
-//! fail-closed ones. The VM is faster; this test is what lets it serve.
+//! The compiled (bytecode VM) path of `decide`, and its decision cache, against the
+//! interpreter, over the shipped bundle's input matrix (the one `scripts/regopy-diff.py`
+//! checks against a second Rego engine) plus malformed inputs: every decision must be
+//! identical, including the fail-closed ones, whether it was evaluated or answered from
+//! the cache. The VM and the cache are faster; this test is what lets them serve.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -199,7 +200,20 @@ fn assert_same(bundle: &PolicyBundle, rule: &str, cases: &[Value]) -> usize {
         let fast = bundle.decide(rule, input);
         let reference = bundle.decide_interpreted(rule, input);
         assert_eq!(fast, reference, "{rule} differs for input {input}");
+        assert_eq!(
+            bundle.decide_uncached(rule, input),
+            reference,
+            "{rule} for {input}"
+        );
         allowed += usize::from(fast.allow);
+    }
+    // Every input again: now answered from the cache where the rule is cached.
+    for input in cases {
+        assert_eq!(
+            bundle.decide(rule, input),
+            bundle.decide_interpreted(rule, input),
+            "{rule} from the cache differs for input {input}"
+        );
     }
     allowed
 }
@@ -330,4 +344,54 @@ fn an_else_chain_that_iterates_is_left_to_the_interpreter() {
         assert_eq!(d, bundle.decide_interpreted(&query, &input), "{rule}");
         assert_eq!(d.rule, "three", "{rule}");
     }
+}
+
+/// A cached decision is keyed by every input field the policy reads: inputs that differ
+/// only there get their own decisions, and a policy calling a clock is never cached.
+#[test]
+fn the_cache_keys_on_what_the_policy_reads_and_skips_non_deterministic_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("keyed.rego"),
+        "package keyed\n\nimport data.keyed_helpers\n\ndecision := {\"allow\": keyed_helpers.ok(input.who), \"reason\": \"r\", \"rule\": \"keyed\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("helpers.rego"),
+        "package keyed_helpers\n\nok(who) if { who == \"alice\"; input.flags.on == true }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("clock.rego"),
+        "package clock\n\ndecision := {\"allow\": time.now_ns() % 2 == 0, \"reason\": \"r\", \"rule\": \"clock\"}\n",
+    )
+    .unwrap();
+    let bundle = PolicyBundle::load(dir.path()).unwrap();
+    let q = "data.keyed.decision";
+    // The field read only in the imported helper package is part of the key.
+    let on = json!({"who": "alice", "flags": {"on": true}, "noise": 1});
+    let off = json!({"who": "alice", "flags": {"on": false}, "noise": 1});
+    for _ in 0..3 {
+        assert!(bundle.decide(q, &on).allow);
+        assert!(!bundle.decide(q, &off).allow);
+        assert!(
+            !bundle
+                .decide(q, &json!({"who": "bob", "flags": {"on": true}}))
+                .allow
+        );
+    }
+    // A field the policy does not read does not split the cache, and changes nothing.
+    assert!(
+        bundle
+            .decide(
+                q,
+                &json!({"who": "alice", "flags": {"on": true}, "noise": 2})
+            )
+            .allow
+    );
+    // The clock is read on every evaluation: both outcomes occur.
+    let outcomes: std::collections::BTreeSet<bool> = (0..200)
+        .map(|_| bundle.decide("data.clock.decision", &json!({})).allow)
+        .collect();
+    assert_eq!(outcomes.len(), 2, "a non-deterministic decision was cached");
 }
