@@ -555,6 +555,7 @@ async fn only_the_proxy_may_write_to_the_ingest() {
                 auth_method: None,
                 decision_id: None,
                 iat: time::OffsetDateTime::now_utc().unix_timestamp(),
+                issuer: None,
             },
         )
     };

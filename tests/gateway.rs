@@ -114,17 +114,45 @@ async fn clear_text_listener_only_redirects() {
             "the redirect serves no content"
         );
     }
-    // A Host header that would shape a different URL is refused, not echoed.
+    // A Host header that would shape a different URL, or names a host the certificate
+    // is not for, is refused, not echoed.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for host in [
+        "evil.example/x",
+        "evil.example",
+        "a:+80",
+        "localhost.evil.example",
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", p.http))
+            .await
+            .unwrap();
+        tcp.write_all(
+            format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        tcp.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 400"), "{host}: {out}");
+        assert!(
+            !out.to_ascii_lowercase().contains("location:"),
+            "{host}: {out}"
+        );
+    }
+    // A name of the certificate is redirected to.
     let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", p.http))
         .await
         .unwrap();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    tcp.write_all(b"GET / HTTP/1.1\r\nHost: evil.example/x\r\nConnection: close\r\n\r\n")
+    tcp.write_all(b"GET /a HTTP/1.1\r\nHost: LOCALHOST:8080\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut out = String::new();
     tcp.read_to_string(&mut out).await.unwrap();
-    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.starts_with("HTTP/1.1 308"), "{out}");
+    assert!(
+        out.contains(&format!("https://LOCALHOST:{}/a", p.https)),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -340,7 +368,7 @@ async fn csp_reports_are_accepted_counted_and_bad_ones_refused() {
     for (ct, body, want) in [
         (
             "application/csp-report",
-            "{not json".to_owned(),
+            "{not json <script>echo-me</script>".to_owned(),
             StatusCode::BAD_REQUEST,
         ),
         (
@@ -374,6 +402,11 @@ async fn csp_reports_are_accepted_counted_and_bad_ones_refused() {
         assert_eq!(r.status(), want, "{ct}");
         assert_eq!(r.headers()["content-type"], "application/problem+json");
         assert_security_headers(r.headers());
+        // The parser's message (which quotes the input) stays in the log.
+        let text = r.text().await.unwrap();
+        for echoed in ["echo-me", "line 1", "expected"] {
+            assert!(!text.contains(echoed), "{ct}: {text}");
+        }
     }
     let r = c.get(&url).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);

@@ -130,6 +130,7 @@ impl App {
             auth_method: Some("password".into()),
             decision_id: None,
             iat: time::OffsetDateTime::now_utc().unix_timestamp(),
+            issuer: None,
         };
         let (id, sig) = self.key.sign(method.as_str(), path, &identity);
         self.client
@@ -772,6 +773,7 @@ async fn requests_without_a_proxy_identity_are_refused(engine: Engine) {
         auth_method: None,
         decision_id: None,
         iat: time::OffsetDateTime::now_utc().unix_timestamp(),
+        issuer: None,
     };
     let (i, s) = other.sign("GET", "/api/tickets", &identity);
     let r = app
@@ -903,6 +905,10 @@ async fn bad_input_gets_clear_problems(engine: Engine) {
         assert_eq!(p["type"], format!("urn:portcullis:problem:{kind}"));
         assert!(p["request_id"].as_str().is_some_and(|s| !s.is_empty()));
         assert!(!p.to_string().to_lowercase().contains("sql"), "{p}");
+        // No parser message quoting the input comes back.
+        for echoed in ["urgent", "colour", "expected", "line 1"] {
+            assert!(!p.to_string().contains(echoed), "{p}");
+        }
     }
     app.finish().await;
 }
@@ -1036,6 +1042,7 @@ impl App {
             auth_method: None,
             decision_id: None,
             iat: time::OffsetDateTime::now_utc().unix_timestamp(),
+            issuer: None,
         };
         let (i, s) = self.key.sign("GET", &path, &identity);
         self.client
@@ -1879,6 +1886,42 @@ async fn first_administrator_must_replace_the_one_time_password(engine: Engine) 
     app.finish().await;
 }
 
+/// The address lockout counts an IPv6 client by its /64, as the proxy's rate limits
+/// do: rotating the low 64 bits does not reset it.
+async fn the_address_lockout_counts_ipv6_clients_by_their_64(engine: Engine) {
+    {
+        let mut settings = portcullis_backend::identity::IdentitySettings::default();
+        settings.throttle.delay_after = 1000;
+        settings.throttle.ip_lockout_failures = 3;
+        let app = App::start_with(engine, settings).await;
+        app.set_password(app.users.bob, "bobs real password").await;
+        let login_from = |ip: String, password: &'static str| {
+            app.client
+                .post(format!("{}/auth/login", app.base))
+                .header(portcullis_contract::headers::CLIENT_IP_HEADER, ip)
+                .json(&json!({"username": "bob", "password": password}))
+                .send()
+        };
+        for i in 1..=3 {
+            let r = login_from(format!("2001:db8:7:7::{i:x}"), "nope")
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{engine:?}");
+        }
+        // Another address of the same /64, with the right password: locked.
+        let r = login_from("2001:db8:7:7:ffff:1:2:3".to_owned(), "bobs real password")
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{engine:?}");
+        // The neighbouring /64 is not.
+        let r = login_from("2001:db8:7:8::1".to_owned(), "bobs real password")
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{engine:?}");
+        app.finish().await;
+    }
+}
+
 macro_rules! on_both_engines {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1916,4 +1959,5 @@ on_both_engines!(
     per_user_session_timeout_is_set_by_an_administrator,
     imported_bcrypt_passwords_are_upgraded_at_sign_in,
     an_expired_session_cannot_be_refreshed_or_used,
+    the_address_lockout_counts_ipv6_clients_by_their_64,
 );

@@ -28,6 +28,21 @@ pub fn valid_request_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
+/// The client network a rate limit or lockout counts against: an IPv4 address as it
+/// is, an IPv6 address by its /64 (one host usually holds a whole /64, so counting
+/// single addresses would let it rotate the low 64 bits past every limit). Proxy and
+/// backend both key on this, so a lockout cannot be evaded where the rate limit holds.
+#[must_use]
+pub fn client_network(ip: std::net::IpAddr) -> String {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,5 +55,19 @@ mod tests {
         assert!(!valid_request_id("a b"));
         assert!(!valid_request_id("x\r\ny"));
         assert!(!valid_request_id(&"a".repeat(129)));
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_their_64_and_mapped_ipv4_as_ipv4() {
+        let a = client_network("2001:db8:1:2:aaaa::1".parse().unwrap());
+        let b = client_network("2001:db8:1:2:ffff:1:2:3".parse().unwrap());
+        assert_eq!(a, b);
+        assert_eq!(a, "2001:db8:1:2::/64");
+        assert_ne!(a, client_network("2001:db8:1:3::1".parse().unwrap()));
+        assert_eq!(
+            client_network("::ffff:192.0.2.7".parse().unwrap()),
+            "192.0.2.7"
+        );
+        assert_eq!(client_network("192.0.2.7".parse().unwrap()), "192.0.2.7");
     }
 }

@@ -39,6 +39,18 @@ pub struct Identity {
     pub decision_id: Option<String>,
     /// Unix seconds when the proxy signed it.
     pub iat: i64,
+    /// The `iss` of the token the subject was verified from; `None` only for the
+    /// proxy's own calls ([`SERVICE_SUBJECT`]), so no token can name the service.
+    #[serde(default)]
+    pub issuer: Option<String>,
+}
+
+impl Identity {
+    /// Whether this is the proxy itself calling (its service subject, from no token).
+    #[must_use]
+    pub fn is_service(&self) -> bool {
+        self.sub == SERVICE_SUBJECT && self.issuer.is_none()
+    }
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -190,6 +202,19 @@ fn unreachable_key() -> Hmac<Sha256> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_an_identity_from_no_token_is_the_service() {
+        let mut service = id(0);
+        service.sub = SERVICE_SUBJECT.to_owned();
+        assert!(service.is_service());
+        service.issuer = Some("portcullis".to_owned());
+        assert!(
+            !service.is_service(),
+            "a token's subject is never the service"
+        );
+        assert!(!id(0).is_service());
+    }
+
     use super::*;
 
     fn id(iat: i64) -> Identity {
@@ -199,6 +224,7 @@ mod tests {
             auth_method: Some("password".into()),
             decision_id: None,
             iat,
+            issuer: None,
         }
     }
 

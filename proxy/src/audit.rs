@@ -97,6 +97,7 @@ impl Sink for IngestSink {
             auth_method: None,
             decision_id: None,
             iat: time::OffsetDateTime::now_utc().unix_timestamp(),
+            issuer: None,
         };
         let (id, sig) = self.key.sign("POST", &target, &identity);
         let resp = self

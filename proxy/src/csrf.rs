@@ -104,11 +104,7 @@ impl CsrfSettings {
     /// authority as the client sent it.
     pub fn check(&self, headers: &HeaderMap, host: Option<&str>) -> Result<(), CsrfFailure> {
         let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-        if let Some(site) = get("sec-fetch-site")
-            && !matches!(site, "same-origin" | "none")
-        {
-            return Err(CsrfFailure::CrossSite);
-        }
+        check_fetch_site(headers)?;
         if let Some(origin) = get("origin") {
             let own = host.map(|h| format!("https://{h}"));
             let allowed =
@@ -125,6 +121,17 @@ impl CsrfSettings {
             return Err(CsrfFailure::TokenMismatch);
         }
         Ok(())
+    }
+}
+
+/// The Fetch Metadata part of the check alone, for navigations (a `GET` that changes
+/// state, such as the OIDC logout, cannot carry the token header): a browser says where
+/// the request came from, and anything but this origin (or the user typing the URL) is
+/// refused. A client that sends no `Sec-Fetch-Site` is no browser another site drives.
+pub fn check_fetch_site(headers: &HeaderMap) -> Result<(), CsrfFailure> {
+    match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        Some(site) if !matches!(site, "same-origin" | "none") => Err(CsrfFailure::CrossSite),
+        _ => Ok(()),
     }
 }
 

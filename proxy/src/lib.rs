@@ -429,6 +429,10 @@ fn build_server(
     let certificate = open_certificate(&settings.tls, &metrics, reload)?;
     let conf = ServerConf {
         threads: settings.worker_threads,
+        // Each connection stays on the thread that accepted it: no cross-thread
+        // wake-ups per request (work stealing cost more in scheduler time than it
+        // balanced; BENCHMARKS.md has the A/B).
+        work_stealing: false,
         // Draining is ours (see `drain`): pingora is asked for a fast exit
         // once in-flight requests are done.
         grace_period_seconds: Some(0),
@@ -459,6 +463,7 @@ fn build_server(
         http_addr,
         admin_addr,
         redirect_https_port,
+        redirect_hosts,
         trusted_proxies,
         shutdown_grace,
         routes,
@@ -483,6 +488,7 @@ fn build_server(
         keepalive_idle_seconds: limits.keepalive_idle.as_secs(),
     };
     let refused = metrics.connections_refused.clone();
+    let redirect_certificate = certificate.clone();
     let https = https_service(&server, gateway, https_addr, certificate, limits, refused)?;
     server.add_service(https);
 
@@ -492,6 +498,17 @@ fn build_server(
             redirect::RedirectApp {
                 https_port: redirect_https_port,
                 headers,
+                hosts: if redirect_hosts.is_empty() {
+                    redirect::RedirectHosts::Certificate {
+                        store: redirect_certificate,
+                        listener: (!https_addr.ip().is_unspecified()).then(|| match https_addr {
+                            SocketAddr::V4(a) => a.ip().to_string(),
+                            SocketAddr::V6(a) => format!("[{}]", a.ip()),
+                        }),
+                    }
+                } else {
+                    redirect::RedirectHosts::Configured(redirect_hosts)
+                },
             },
         );
         redirect.add_tcp(&addr.to_string());

@@ -1,5 +1,8 @@
 //! The clear-text listener: every request gets `308 Permanent Redirect` to the
-//! same host, path and query on the HTTPS port, and nothing else is served.
+//! same host, path and query on the HTTPS port, and nothing else is served. Only
+//! hosts the proxy serves are redirected to (`proxy.redirect.hosts`, by default the
+//! names of the certificate in force and the HTTPS listener's address): a `Host` from
+//! anyone else gets 400, so the listener cannot be made to send browsers elsewhere.
 
 use async_trait::async_trait;
 use http::{HeaderValue, Response, StatusCode};
@@ -8,11 +11,48 @@ use pingora::protocols::http::ServerSession;
 
 use crate::headers::SecurityHeaders;
 use crate::problem::{PROBLEM_JSON, Problem};
+use crate::tls::CertStore;
 
 /// Answers every clear-text request with a redirect to HTTPS.
 pub struct RedirectApp {
     pub https_port: u16,
     pub headers: SecurityHeaders,
+    pub hosts: RedirectHosts,
+}
+
+/// The hosts redirects may name.
+pub enum RedirectHosts {
+    /// `proxy.redirect.hosts` as configured (lower case).
+    Configured(Vec<String>),
+    /// The names of the certificate in force, and the HTTPS listener's address.
+    Certificate {
+        store: CertStore,
+        listener: Option<String>,
+    },
+}
+
+impl RedirectHosts {
+    /// Whether `host` (without port) may be redirected to.
+    pub fn allows(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        match self {
+            Self::Configured(names) => names.iter().any(|n| name_matches(n, &host)),
+            Self::Certificate { store, listener } => {
+                listener.as_deref() == Some(host.as_str())
+                    || store.names().iter().any(|n| name_matches(n, &host))
+            }
+        }
+    }
+}
+
+/// `name` as in a certificate: exact, or `*.rest` matching exactly one more label.
+fn name_matches(name: &str, host: &str) -> bool {
+    match name.strip_prefix("*.") {
+        Some(rest) => host
+            .split_once('.')
+            .is_some_and(|(label, tail)| !label.is_empty() && tail == rest),
+        None => name == host,
+    }
 }
 
 /// The host part of a `Host` header without its port, if it is a plausible
@@ -23,11 +63,7 @@ pub fn host_without_port(host: &str) -> Option<&str> {
     let name = if host.starts_with('[') {
         let end = host.find(']')?;
         let rest = &host[end + 1..];
-        if !(rest.is_empty()
-            || rest
-                .strip_prefix(':')
-                .is_some_and(|p| p.parse::<u16>().is_ok()))
-        {
+        if !(rest.is_empty() || rest.strip_prefix(':').is_some_and(valid_port)) {
             return None;
         }
         let inner = &host[1..end];
@@ -37,7 +73,7 @@ pub fn host_without_port(host: &str) -> Option<&str> {
         let (name, port) = host
             .rsplit_once(':')
             .map_or((host, None), |(n, p)| (n, Some(p)));
-        if port.is_some_and(|p| p.parse::<u16>().is_err()) {
+        if port.is_some_and(|p| !valid_port(p)) {
             return None;
         }
         let ok = !name.is_empty()
@@ -51,6 +87,11 @@ pub fn host_without_port(host: &str) -> Option<&str> {
         name
     };
     Some(name)
+}
+
+/// A port as RFC 3986 spells it: digits only (`u16::from_str` would take `+80`).
+fn valid_port(port: &str) -> bool {
+    !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok()
 }
 
 /// Builds the redirect `Location`, or `None` if the request cannot be
@@ -80,7 +121,10 @@ impl ServeHttp for RedirectApp {
             .get(http::header::HOST)
             .and_then(|v| v.to_str().ok())
             .or_else(|| req.uri.authority().map(|a| a.as_str()));
-        let loc = location(host, req.raw_path(), self.https_port);
+        let loc = location(host, req.raw_path(), self.https_port).filter(|_| {
+            host.and_then(host_without_port)
+                .is_some_and(|h| self.hosts.allows(h))
+        });
         let mut resp = Response::new(Vec::new());
         match loc.and_then(|l| HeaderValue::from_str(&l).ok()) {
             Some(l) => {
@@ -93,7 +137,7 @@ impl ServeHttp for RedirectApp {
                     400,
                     "bad-request",
                     "Bad request",
-                    "Use HTTPS with a valid Host header",
+                    "Use HTTPS with a Host this service answers for",
                 );
                 *resp.body_mut() = problem.to_body_without_request_id().to_vec();
                 resp.headers_mut().insert(
@@ -145,11 +189,29 @@ mod tests {
             "[zz]",
             "host:port",
             "[::1]x",
+            "a:+80",
+            "a:-1",
+            "[::1]:+80",
         ] {
             assert_eq!(location(Some(host), b"/", 8443), None, "{host}");
         }
         assert_eq!(location(None, b"/", 8443), None);
         assert_eq!(location(Some("a"), b"//evil.com/", 8443), None);
         assert_eq!(location(Some("a"), b"http://evil.com/", 8443), None);
+    }
+
+    #[test]
+    fn only_hosts_the_proxy_serves_are_redirected_to() {
+        let hosts = RedirectHosts::Configured(vec![
+            "portcullis.example.org".to_owned(),
+            "*.tickets.example.org".to_owned(),
+        ]);
+        assert!(hosts.allows("portcullis.example.org"));
+        assert!(hosts.allows("PORTCULLIS.example.org"));
+        assert!(hosts.allows("eu.tickets.example.org"));
+        assert!(!hosts.allows("tickets.example.org"));
+        assert!(!hosts.allows("a.b.tickets.example.org"));
+        assert!(!hosts.allows("evil.example"));
+        assert!(!hosts.allows("portcullis.example.org.evil.example"));
     }
 }

@@ -160,6 +160,7 @@ impl FeedPoller {
                 auth_method: None,
                 decision_id: None,
                 iat: time::OffsetDateTime::now_utc().unix_timestamp(),
+                issuer: None,
             };
             let (id, sig) = self.key.sign("GET", &target, &identity);
             let resp = client

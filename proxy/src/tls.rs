@@ -209,6 +209,39 @@ impl std::fmt::Debug for CertStore {
     }
 }
 
+impl CertStore {
+    /// The names the served certificate is for (DNS names, lower case, `*.` wildcards
+    /// kept; IP addresses, IPv6 in brackets), read from the certificate in force.
+    pub fn names(&self) -> Vec<String> {
+        let key = self.current.load();
+        let Some(leaf) = key.cert.first() else {
+            return Vec::new();
+        };
+        let Ok((_, parsed)) = x509_parser::parse_x509_certificate(leaf) else {
+            return Vec::new();
+        };
+        let mut names = Vec::new();
+        if let Ok(Some(san)) = parsed.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    x509_parser::extensions::GeneralName::DNSName(d) => {
+                        names.push(d.to_ascii_lowercase());
+                    }
+                    x509_parser::extensions::GeneralName::IPAddress(bytes) => {
+                        if let Ok(v4) = <[u8; 4]>::try_from(*bytes) {
+                            names.push(std::net::Ipv4Addr::from(v4).to_string());
+                        } else if let Ok(v6) = <[u8; 16]>::try_from(*bytes) {
+                            names.push(format!("[{}]", std::net::Ipv6Addr::from(v6)));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        names
+    }
+}
+
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current.load_full())

@@ -11,7 +11,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Uri};
 use portcullis_contract::identity::{
-    IDENTITY_HEADER, Identity, IdentityError, IdentityKey, SERVICE_SUBJECT, SIGNATURE_HEADER,
+    IDENTITY_HEADER, Identity, IdentityError, IdentityKey, SIGNATURE_HEADER,
 };
 use serde::de::DeserializeOwned;
 
@@ -28,10 +28,41 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Self(v)),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType),
-            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::Validation(e.body_text())),
-            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+            Err(JsonRejection::JsonDataError(e)) => {
+                tracing::debug!(error = %e.body_text(), "request body refused");
+                Err(ApiError::Validation(schema_mismatch(&e)))
+            }
+            Err(e) => {
+                tracing::debug!(error = %e.body_text(), "request body refused");
+                Err(ApiError::BadRequest(
+                    "The body is not valid JSON".to_owned(),
+                ))
+            }
         }
     }
+}
+
+/// What the client is told about a body of the wrong shape: where (the field path, which
+/// the schema names), never the parser's message, which quotes the input.
+fn schema_mismatch(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut source = e.source();
+    while let Some(err) = source {
+        if let Some(found) = err.downcast_ref::<serde_path_to_error::Error<serde_json::Error>>() {
+            // An unknown field's path ends in the client's own key: not repeated.
+            if found.inner().to_string().starts_with("unknown field") {
+                return "The body has a field the schema does not define (see /api/openapi.json)"
+                    .to_owned();
+            }
+            let path = found.path().to_string();
+            if path != "." {
+                return format!(
+                    "The body does not match the schema at `{path}` (see /api/openapi.json)"
+                );
+            }
+        }
+        source = err.source();
+    }
+    "The body does not match the schema (see /api/openapi.json)".to_owned()
 }
 
 /// Query string whose rejections become problem documents.
@@ -79,8 +110,8 @@ pub fn verify_identity(
 pub enum ServiceRefusal {
     /// No valid proxy-signed identity (a 401).
     Unverified(IdentityError),
-    /// A valid identity, but a user's rather than [`SERVICE_SUBJECT`] (a 403).
-    User(Identity),
+    /// A valid identity, but a user's rather than the proxy's service subject (a 403).
+    User(Box<Identity>),
 }
 
 impl ServiceRefusal {
@@ -94,7 +125,7 @@ impl ServiceRefusal {
 }
 
 /// The proxy's own call to an internal endpoint: a verified identity (see
-/// [`verify_identity`]) for the proxy's service subject, [`SERVICE_SUBJECT`].
+/// [`verify_identity`]) for the proxy's service subject (`@proxy`, from no token).
 pub fn verify_service(
     key: &IdentityKey,
     method: &str,
@@ -102,8 +133,8 @@ pub fn verify_service(
     headers: &HeaderMap,
 ) -> Result<Identity, ServiceRefusal> {
     let id = verify_identity(key, method, uri, headers).map_err(ServiceRefusal::Unverified)?;
-    if id.sub != SERVICE_SUBJECT {
-        return Err(ServiceRefusal::User(id));
+    if !id.is_service() {
+        return Err(ServiceRefusal::User(Box::new(id)));
     }
     Ok(id)
 }

@@ -119,7 +119,12 @@ pub(super) async fn login(
         return Err(invalid_credentials());
     }
     let account_key = format!("account:{username}");
-    let ip_key = format!("ip:{}", client_ip(&headers).unwrap_or_default());
+    // The same network key as the proxy's rate limits: an IPv6 client counts by its /64.
+    let network = client_ip(&headers)
+        .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+        .map(portcullis_contract::headers::client_network)
+        .unwrap_or_default();
+    let ip_key = format!("ip:{network}");
     if s.locked(&account_key, now).await? || s.locked(&ip_key, now).await? {
         // Same work and the same answer as a wrong password: no enumeration.
         // The outcome does not matter, only the work (a busy answer is fine too).

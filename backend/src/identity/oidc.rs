@@ -513,5 +513,5 @@ pub fn router() -> Router<AppState> {
         .route("/auth/oidc/login", get(login))
         .route("/auth/oidc/callback", get(callback))
         .route("/auth/oidc/backchannel-logout", post(backchannel_logout))
-        .route("/auth/oidc/logout", get(logout))
+        .route(portcullis_contract::paths::OIDC_LOGOUT, get(logout))
 }

@@ -85,11 +85,21 @@ impl Gateway {
             }
             Err(e) => {
                 self.metrics.rejections.with_label_values(&[e.code()]).inc();
-                let (status, kind) = match e {
-                    csp_report::ReportError::UnsupportedMediaType => (415, "csp-report-media-type"),
-                    csp_report::ReportError::Malformed(_) => (400, "csp-report-malformed"),
+                // A fixed detail per kind: the parser's message quotes the input.
+                let (status, kind, detail) = match e {
+                    csp_report::ReportError::UnsupportedMediaType => (
+                        415,
+                        "csp-report-media-type",
+                        "Send application/csp-report or application/reports+json",
+                    ),
+                    csp_report::ReportError::Malformed(_) => (
+                        400,
+                        "csp-report-malformed",
+                        "The body is not a CSP violation report",
+                    ),
                 };
-                let p = Problem::new(status, kind, "Invalid CSP report", e.to_string());
+                tracing::debug!(error = %e, "CSP report refused");
+                let p = Problem::new(status, kind, "Invalid CSP report", detail);
                 self.respond_problem(session, ctx, p, &[]).await
             }
         }

@@ -65,6 +65,7 @@ impl Gateway {
                     auth_method: Some(p.auth_method().to_owned()),
                     decision_id: ctx.decision_id.clone(),
                     iat: time::OffsetDateTime::now_utc().unix_timestamp(),
+                    issuer: Some(p.token.issuer.clone()),
                 };
                 let target = String::from_utf8_lossy(&target).into_owned();
                 let method = upstream.method.as_str().to_owned();

@@ -47,13 +47,16 @@ pub struct Authenticate {
     pub metrics: AuthnMetrics,
 }
 
-fn unauthenticated(reason: &str) -> Refusal {
+/// The same answer whatever was wrong with the token: the reason code goes to the
+/// metrics, the log and the `token.reject` audit event, never to the client (it would
+/// tell a forger which check to work on next).
+fn unauthenticated() -> Refusal {
     Refusal {
         problem: Problem::new(
             401,
             "unauthenticated",
             "Authentication failed",
-            format!("The credentials were refused ({reason})"),
+            "The credentials were not accepted; sign in again",
         ),
         headers: vec![(
             http::header::WWW_AUTHENTICATE,
@@ -95,7 +98,7 @@ impl Authenticate {
                     .inc();
                 let event = token_event(&ctx.info(req.user_agent()), "unsupported_scheme", false);
                 ctx.audit.push(event);
-                return Err(unauthenticated("use the Bearer scheme"));
+                return Err(unauthenticated());
             }
             None => match cookie(req.headers, &self.access_cookie) {
                 Some(t) => (t, true),
@@ -103,6 +106,18 @@ impl Authenticate {
             },
         };
         match self.verifier.verify(token).await {
+            // `@` subjects are the proxy's own (`@proxy`); no issuer may mint one.
+            Ok(token) if token.sub.starts_with('@') => {
+                self.metrics
+                    .failures
+                    .with_label_values(&["reserved_subject"])
+                    .inc();
+                let event =
+                    token_event(&ctx.info(req.user_agent()), "reserved_subject", via_cookie)
+                        .user_id(token.sub.clone());
+                ctx.audit.push(event);
+                Err(unauthenticated())
+            }
             Ok(token) => {
                 if token
                     .sid
@@ -123,7 +138,7 @@ impl Authenticate {
                     if via_cookie {
                         return Ok(None);
                     }
-                    return Err(unauthenticated("session_revoked"));
+                    return Err(unauthenticated());
                 }
                 Ok(Some(Principal { token, via_cookie }))
             }
@@ -137,7 +152,8 @@ impl Authenticate {
             Err(e) => {
                 let event = token_event(&ctx.info(req.user_agent()), e.reason(), false);
                 ctx.audit.push(event);
-                Err(unauthenticated(e.reason()))
+                tracing::debug!(reason = e.reason(), "bearer token refused");
+                Err(unauthenticated())
             }
         }
     }

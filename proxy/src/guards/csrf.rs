@@ -1,13 +1,17 @@
-//! The CSRF guard: runs [`crate::csrf`]'s check on cookie-authenticated
-//! unsafe requests, counts failures by reason and mode, and refuses with 403
-//! unless the route's CSRF mode is `report_only`.
+//! The CSRF guard: runs [`crate::csrf`]'s check on unsafe requests that ride on the
+//! browser's session (authenticated by the access cookie, or carrying a session cookie),
+//! and the Fetch Metadata part on the OIDC logout navigation; counts failures by reason
+//! and mode, and refuses with 403 unless the route's CSRF mode is `report_only`.
 
 use portcullis_audit::{Category, Level};
 use prometheus::{IntCounterVec, Opts, Registry};
 
 use super::{RequestGuard, Verdict};
 use crate::context::{RequestCtx, RequestFacts, outcome};
-use crate::csrf::{CsrfSettings, unsafe_method};
+use portcullis_contract::cookies::{ACCESS_COOKIE, REFRESH_COOKIE, cookie};
+use portcullis_contract::paths::OIDC_LOGOUT;
+
+use crate::csrf::{CsrfSettings, check_fetch_site, unsafe_method};
 use crate::problem::{Problem, Refusal};
 
 /// CSRF metrics.
@@ -39,13 +43,27 @@ pub struct CsrfGuard {
 
 impl RequestGuard for CsrfGuard {
     async fn check(&self, req: &RequestFacts<'_>, ctx: &mut RequestCtx) -> Verdict {
-        let Some(p) = &ctx.principal else {
-            return Verdict::Continue;
+        // A request rides on the browser's session when it was authenticated by the
+        // access cookie, or carries a session cookie at all: once the short-lived access
+        // cookie has expired, `POST /auth/logout` and `/auth/refresh` look anonymous
+        // here but still act on the refresh cookie.
+        let session_bound = match &ctx.principal {
+            Some(p) => p.via_cookie,
+            None => [ACCESS_COOKIE, REFRESH_COOKIE]
+                .iter()
+                .any(|name| cookie(req.headers, name).is_some()),
         };
-        if !p.via_cookie || !unsafe_method(req.method) {
+        if !session_bound {
             return Verdict::Continue;
         }
-        let Err(failure) = self.settings.check(req.headers, req.host) else {
+        let result = if unsafe_method(req.method) {
+            self.settings.check(req.headers, req.host)
+        } else if req.path.eq_ignore_ascii_case(OIDC_LOGOUT) {
+            check_fetch_site(req.headers)
+        } else {
+            return Verdict::Continue;
+        };
+        let Err(failure) = result else {
             return Verdict::Continue;
         };
         let mode = ctx.modes.csrf;
@@ -55,14 +73,17 @@ impl RequestGuard for CsrfGuard {
             .inc();
         tracing::warn!(target: "portcullis::decision", request_id = ctx.request_id.as_str(), reason = failure.code(), mode = mode.label(), route = ctx.route_label(), "CSRF check failed");
         let enforced = mode.enforced();
-        let event = p.annotate(
-            ctx.info(req.user_agent())
-                .event(Category::Security, "csrf.reject", outcome(enforced))
-                .level(Level::Warning)
-                .detail("reason", failure.code())
-                .detail("mode", mode.label())
-                .detail("method", req.method.as_str()),
-        );
+        let event = ctx
+            .info(req.user_agent())
+            .event(Category::Security, "csrf.reject", outcome(enforced))
+            .level(Level::Warning)
+            .detail("reason", failure.code())
+            .detail("mode", mode.label())
+            .detail("method", req.method.as_str());
+        let event = match &ctx.principal {
+            Some(p) => p.annotate(event),
+            None => event,
+        };
         ctx.audit.push(event);
         if !enforced {
             return Verdict::Continue;

@@ -326,13 +326,7 @@ fn rule_key(rule: &Rule, ctx: &KeyContext<'_>) -> Option<String> {
 }
 
 fn ip_key(ip: IpAddr) -> String {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-    }
+    portcullis_contract::headers::client_network(ip)
 }
 
 fn hashed(value: &str) -> String {

@@ -85,6 +85,10 @@ pub struct RedirectConfig {
     /// Port in the `Location` of redirects. Default: the HTTPS listener's port
     /// (set it when a load balancer maps 443 to the proxy).
     pub https_port: Option<u16>,
+    /// Host names redirects may name (`*.example.org` matches one label); a request for
+    /// any other host gets 400. Default: the names of the certificate in force and the
+    /// HTTPS listener's address.
+    pub hosts: Vec<String>,
 }
 
 /// Where the serving certificate comes from.
@@ -223,11 +227,24 @@ impl CspReportsConfig {
 
 impl RedirectConfig {
     /// The port in `Location`, `https_port` defaulting to the HTTPS listener's.
-    pub(super) fn validate(&self, p: &mut Problems, at: &str) -> Option<u16> {
-        let Self { https_port } = self;
+    pub(super) fn validate(&self, p: &mut Problems, at: &str) -> (Option<u16>, Vec<String>) {
+        let Self { https_port, hosts } = self;
         if *https_port == Some(0) {
             p.push(format!("{at}.https_port"), "must not be 0");
         }
-        *https_port
+        for (i, host) in hosts.iter().enumerate() {
+            let name = host.strip_prefix("*.").unwrap_or(host);
+            let ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b));
+            if !ok {
+                p.push(format!("{at}.hosts[{i}]"), "not a host name or IP address");
+            }
+        }
+        (
+            *https_port,
+            hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        )
     }
 }

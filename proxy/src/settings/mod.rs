@@ -130,6 +130,8 @@ pub struct ProxySettings {
     pub http_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
     pub redirect_https_port: u16,
+    /// Hosts the redirect listener names; empty: the certificate's names.
+    pub redirect_hosts: Vec<String>,
     pub tls: TlsSource,
     pub trusted_proxies: TrustedProxies,
     pub worker_threads: usize,
@@ -206,7 +208,7 @@ impl ProxyConfig {
             },
         );
         let csp_report_max_body_bytes = csp_reports.validate(&mut p, &at("csp_reports"));
-        let redirect_https_port = redirect.validate(&mut p, &at("redirect"));
+        let (redirect_https_port, redirect_hosts) = redirect.validate(&mut p, &at("redirect"));
         let auth = auth.validate(&mut p, &at("auth"), shared);
         let policy_time_limit = policy.validate(&mut p, &at("policy"));
         let limits = limits.validate(&mut p, &at("limits"));
@@ -254,6 +256,7 @@ impl ProxyConfig {
         } = auth;
         Ok(ProxySettings {
             redirect_https_port: redirect_https_port.unwrap_or(https_addr.port()),
+            redirect_hosts,
             https_addr,
             http_addr: listeners.http.flatten(),
             admin_addr,
