@@ -601,9 +601,8 @@ async fn path_spellings_cannot_reach_a_denied_route() {
     }
 }
 
-#[tokio::test]
-async fn cross_site_form_post_with_the_cookie_is_refused_and_the_spa_passes() {
-    let p = started().await;
+/// alice signs in as a browser: her cookies (`name=value` each) and the CSRF token.
+async fn browser_sign_in(p: &Portcullis) -> (Vec<String>, String) {
     let r = p
         .client()
         .post(p.url("/auth/login"))
@@ -622,6 +621,13 @@ async fn cross_site_form_post_with_the_cookie_is_refused_and_the_spa_passes() {
         .as_str()
         .unwrap()
         .to_owned();
+    (cookies, csrf)
+}
+
+#[tokio::test]
+async fn cross_site_form_post_with_the_cookie_is_refused_and_the_spa_passes() {
+    let p = started().await;
+    let (cookies, csrf) = browser_sign_in(&p).await;
     let cookie = cookies.join("; ");
     let host = format!("localhost:{}", p.https);
     let post = |headers: Vec<(&str, String)>| {
@@ -689,20 +695,10 @@ async fn cross_site_form_post_with_the_cookie_is_refused_and_the_spa_passes() {
 #[tokio::test]
 async fn sessions_cannot_be_ended_or_refreshed_by_another_site() {
     let p = started().await;
-    let r = p
-        .client()
-        .post(p.url("/auth/login"))
-        .json(&json!({"username": "alice", "password": PW}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
     // The access cookie has expired: the browser holds the refresh and CSRF cookies.
-    let cookies: Vec<String> = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+    let (cookies, csrf) = browser_sign_in(&p).await;
+    let cookies: Vec<String> = cookies
+        .into_iter()
         .filter(|c| !c.starts_with("__Host-portcullis-access="))
         .collect();
     assert!(
@@ -710,11 +706,6 @@ async fn sessions_cannot_be_ended_or_refreshed_by_another_site() {
             .iter()
             .any(|c| c.starts_with("__Host-portcullis-refresh="))
     );
-    let csrf = cookies
-        .iter()
-        .find_map(|c| c.strip_prefix("__Host-portcullis-csrf="))
-        .unwrap()
-        .to_owned();
     let refresh_only = cookies.join("; ");
     for path in ["/auth/logout", "/auth/refresh"] {
         let r = p
