@@ -1102,3 +1102,161 @@ async fn an_edit_of_tickets_rego_changes_the_backends_decisions_without_a_restar
     assert_ne!(after_backend, backend, "the backend reports the new digest");
     assert_eq!(after_backend, after_proxy, "both layers enforce one bundle");
 }
+
+/// Audit events of `action` in the proxy's file sink.
+fn proxy_events(p: &Portcullis, action: &str) -> Vec<Value> {
+    std::fs::read_to_string(p.state_dir().join("audit/proxy.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event.action"] == action)
+        .collect()
+}
+
+#[tokio::test]
+async fn floods_of_sign_ins_and_reports_are_limited_folded_and_do_not_slow_a_real_sign_in() {
+    // Clients behind a trusted load balancer, so each flood has its own address.
+    let p = portcullis().trusted_proxies(&["127.0.0.0/8"]).start().await;
+    p.add_users(&[("bystander", "employee", PW)]);
+    // Both floods at once, for a few seconds, each keeping requests in flight (one
+    // client each: its requests share a connection, as a scripted flood's would).
+    let flood = |path: &str, address: &'static str, in_flight: usize| {
+        let (client, url) = (p.client(), p.url(path));
+        let report = path.contains("csp-report");
+        tokio::spawn(async move {
+            let until = Instant::now() + Duration::from_secs(5);
+            let mut requests = tokio::task::JoinSet::new();
+            let mut statuses = Vec::new();
+            let mut i = 0;
+            while Instant::now() < until {
+                while requests.len() < in_flight {
+                    i += 1;
+                    let request = client.post(&url).header("x-forwarded-for", address);
+                    let request = if report {
+                        request
+                            .header("content-type", "application/csp-report")
+                            .body(r#"{"csp-report":{"document-uri":"https://localhost/api/x","violated-directive":"script-src-elem","effective-directive":"script-src-elem","blocked-uri":"https://evil.example/x.js","disposition":"enforce"}}"#)
+                    } else {
+                        request
+                            .json(&json!({"username": format!("made-up-{i}"), "password": "guess"}))
+                    };
+                    requests.spawn(async move { request.send().await.unwrap().status() });
+                }
+                if let Some(done) = requests.join_next().await {
+                    statuses.push(done.unwrap());
+                }
+            }
+            statuses.extend(requests.join_all().await);
+            statuses
+        })
+    };
+    let sign_ins = flood("/auth/login", "203.0.113.7", 24);
+    let reports = flood("/.portcullis/csp-report", "203.0.113.8", 4);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A real user elsewhere signs in while both floods run.
+    let sign_in = || {
+        p.client()
+            .post(p.url("/auth/login"))
+            .header("x-forwarded-for", "192.0.2.44")
+            .json(&json!({"username": "bystander", "password": PW, "client": "api"}))
+            .send()
+    };
+    let started = Instant::now();
+    let r = sign_in().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        !sign_ins.is_finished() && !reports.is_finished(),
+        "a flood ended early"
+    );
+    let (sign_ins, reports) = (sign_ins.await.unwrap(), reports.await.unwrap());
+    assert!(
+        took < Duration::from_secs(1),
+        "the real sign-in took {took:?}"
+    );
+
+    // Each flood met its class's limit (the policy's `rate_limit_class`) in front of
+    // the hashing: 10 sign-ins at once and one per 2 s after; 20 reports at once and
+    // one per second after.
+    let passed = |s: &[StatusCode]| {
+        s.iter()
+            .filter(|s| **s != StatusCode::TOO_MANY_REQUESTS)
+            .count()
+    };
+    assert!(
+        sign_ins.len() > 100,
+        "only {} sign-ins were tried",
+        sign_ins.len()
+    );
+    assert!(
+        reports.len() > 100,
+        "only {} reports were sent",
+        reports.len()
+    );
+    let hashed = passed(&sign_ins);
+    assert!(
+        hashed <= 16,
+        "{hashed} of {} made-up sign-ins reached the backend",
+        sign_ins.len()
+    );
+    let taken = passed(&reports);
+    assert!(
+        taken <= 30,
+        "{taken} of {} reports were taken",
+        reports.len()
+    );
+    let m = p.metrics().await;
+    for rule in ["sign_in_client", "csp_reports_client"] {
+        let series =
+            format!(r#"portcullis_ratelimit_rejections_total{{mode="enforce",rule="{rule}"}}"#);
+        assert!(m.contains(&series), "{series}\n{m}");
+    }
+
+    // The trail holds the first of each kind at once, not one event per request: the
+    // rest is counted (metrics) and summarised when the window ends.
+    assert_eventually!(
+        !proxy_events(&p, "rate_limit.reject").is_empty()
+            && !proxy_events(&p, "csp.violation").is_empty(),
+        Duration::from_secs(10),
+        "the floods left no audit event"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rejects = proxy_events(&p, "rate_limit.reject");
+    let keys: Vec<String> = rejects
+        .iter()
+        .map(|e| format!("{} {}", e["source.ip"], e["portcullis.details"]))
+        .collect();
+    // One per address and rule that refused it (the class rule, the per-address rule).
+    assert!(
+        rejects.len() <= 4,
+        "{} rate-limit events: {keys:#?}",
+        rejects.len()
+    );
+    let violations = proxy_events(&p, "csp.violation");
+    assert!(
+        violations.len() <= 3,
+        "{} violation events",
+        violations.len()
+    );
+    let folded: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("portcullis_audit_events_folded_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(folded >= 100.0, "folded {folded}:\n{m}");
+
+    // At shutdown the open windows are summarised with their counts.
+    let mut p = p;
+    p.signal("TERM");
+    p.wait_exit(Duration::from_secs(15)).await.expect("no exit");
+    let summary = proxy_events(&p, "rate_limit.reject").into_iter().find(|e| {
+        e["portcullis.details"]["aggregate"]["repeats"]
+            .as_u64()
+            .is_some_and(|n| n > 50)
+    });
+    assert!(
+        summary.is_some(),
+        "{:?}",
+        proxy_events(&p, "rate_limit.reject")
+    );
+}

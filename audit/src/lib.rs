@@ -50,6 +50,7 @@ pub use config::{
     HttpFormatConfig, SinkConfig, SpoolConfig, SpoolLock, SyslogTlsConfig,
 };
 pub use delivery::{Sink, SinkError};
+pub use event::aggregate::Aggregator;
 pub use event::record::AuditRecord;
 pub use event::redact::{REDACTED, is_secret_key};
 pub use event::schema::{

@@ -3,9 +3,11 @@
 //! changes and policy reloads become [`AuditEvent`]s in the proxy's spool.
 //!
 //! Request-path events (built with [`crate::context::RequestInfo`]) are
-//! collected in the request's context while the
-//! guards run and emitted with the async `emit` in the `logging` phase,
-//! after the response has gone out, so auditing never delays a response.
+//! collected in the request's context while the guards run and recorded by
+//! [`RequestAudit`]: before a locally written answer (a refusal is spooled before
+//! the client learns of it), or in the `logging` phase for a request that went
+//! upstream (report-only findings). Floods are folded into summary events, and an
+//! event that cannot be spooled is counted in a metric, never dropped silently.
 //! Events from outside a request (key-set changes, reloads) are emitted on
 //! the audit runtime or, from the policy watcher's own thread, with
 //! `emit_blocking` — never on a pingora thread.
@@ -15,16 +17,18 @@
 //! service with the proxy↔backend identity key, so the administrators'
 //! view shows the proxy's events too.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use portcullis_audit::{
-    AuditEvent, AuditLog, Category, Level, Outcome, Sink, SinkError, SpooledEvent,
+    Aggregator, AuditEvent, AuditLog, Category, Level, Outcome, Sink, SinkError, SpooledEvent,
 };
 use portcullis_contract::audit_ingest::DIGEST_PARAM;
 use portcullis_contract::identity::{
     IDENTITY_HEADER, Identity, IdentityKey, SERVICE_SUBJECT, SIGNATURE_HEADER,
 };
+use prometheus::{IntCounterVec, Opts, Registry};
 use sha2::{Digest, Sha256};
 
 /// Name of the ingest sink (its offset file and metric label).
@@ -32,17 +36,110 @@ pub const INGEST_SINK_NAME: &str = "ingest";
 const INGEST_TIMEOUT: Duration = Duration::from_secs(30);
 const INGEST_BATCH: usize = 200;
 
-/// Emits the events a request collected (from the `logging` phase). A failure cannot
-/// refuse anything any more (the response is out); it is logged as an error.
-pub async fn emit_all(log: &AuditLog, events: Vec<AuditEvent>) {
-    // Submitted together (in order), so they share one group commit.
-    let emits = events.into_iter().map(|event| async move {
-        let action = event.action().to_owned();
-        if let Err(e) = log.emit(event).await {
-            tracing::error!(target: "portcullis::audit", action = %action, error = %e, "audit event not recorded");
+/// Actions a client can make the proxy repeat at will: folded per key and window by
+/// the [`Aggregator`] (first event at once, then one summary with the count).
+const FOLDED_ACTIONS: [&str; 5] = [
+    "rate_limit.reject",
+    "csrf.reject",
+    "token.reject",
+    "policy.deny",
+    "csp.violation",
+];
+/// The aggregation window, and how often ended windows are flushed.
+pub const FOLD_WINDOW: Duration = Duration::from_secs(60);
+const FOLD_FLUSH_EVERY: Duration = Duration::from_secs(5);
+/// Keys tracked at most; past that each action shares one overflow key.
+const FOLD_MAX_KEYS: usize = 10_000;
+
+/// The request path's audit: events a request collected are folded ([`FOLDED_ACTIONS`])
+/// and spooled, and a failure to spool is counted (`portcullis_audit_emit_failures_total`,
+/// which an alert watches) as well as logged.
+#[derive(Clone)]
+pub struct RequestAudit {
+    log: AuditLog,
+    folder: Arc<Aggregator>,
+    folded: IntCounterVec,
+    failures: IntCounterVec,
+}
+
+impl RequestAudit {
+    pub fn try_new(log: AuditLog, registry: &Registry) -> prometheus::Result<Self> {
+        let folded = IntCounterVec::new(
+            Opts::new(
+                "portcullis_audit_events_folded_total",
+                "Audit events counted into a summary event instead of recorded one by one",
+            ),
+            &["action"],
+        )?;
+        let failures = IntCounterVec::new(
+            Opts::new(
+                "portcullis_audit_emit_failures_total",
+                "Audit events the proxy could not spool (lost unless the spool recovers)",
+            ),
+            &["action"],
+        )?;
+        registry.register(Box::new(folded.clone()))?;
+        registry.register(Box::new(failures.clone()))?;
+        Ok(Self {
+            log,
+            folder: Arc::new(Aggregator::new(FOLD_WINDOW, FOLD_MAX_KEYS)),
+            folded,
+            failures,
+        })
+    }
+
+    /// Folds and spools the events a request collected; returns once each is spooled
+    /// or its failure counted.
+    pub async fn record(&self, events: Vec<AuditEvent>) {
+        let now = Instant::now();
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            if FOLDED_ACTIONS.contains(&event.action()) {
+                let action = event.action().to_owned();
+                let admitted = self.folder.admit(event, now);
+                if admitted.is_empty() {
+                    self.folded.with_label_values(&[action.as_str()]).inc();
+                }
+                out.extend(admitted);
+            } else {
+                out.push(event);
+            }
         }
-    });
-    futures_util::future::join_all(emits).await;
+        self.emit_all(out).await;
+    }
+
+    /// Spools the summaries of ended windows; with `all`, of every window (shutdown).
+    pub async fn flush(&self, all: bool) {
+        let now = if all {
+            Instant::now() + FOLD_WINDOW
+        } else {
+            Instant::now()
+        };
+        let summaries = self.folder.flush(now);
+        self.emit_all(summaries).await;
+    }
+
+    /// Flushes ended windows every few seconds, for as long as the runtime runs.
+    pub async fn flush_periodically(self) {
+        let mut tick = tokio::time::interval(FOLD_FLUSH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.flush(false).await;
+        }
+    }
+
+    async fn emit_all(&self, events: Vec<AuditEvent>) {
+        // Submitted together (in order), so they share one group commit.
+        let emits = events.into_iter().map(|event| async move {
+            let action = event.action().to_owned();
+            if let Err(e) = self.log.emit(event).await {
+                self.failures.with_label_values(&[action.as_str()]).inc();
+                tracing::error!(target: "portcullis::audit", action = %action, error = %e, "audit event not recorded");
+            }
+        });
+        futures_util::future::join_all(emits).await;
+    }
 }
 
 /// Ships spooled events to the backend's ingest endpoint as NDJSON. The request is

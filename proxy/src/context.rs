@@ -156,6 +156,8 @@ pub struct RequestCtx {
     pub decision_id: Option<String>,
     /// Headers the policy's obligations add to the response.
     pub obligations: Vec<(HeaderName, HeaderValue)>,
+    /// The policy's `rate_limit_class` obligation: which class rules apply.
+    pub rate_limit_class: Option<String>,
     /// Every guard let the request through: it goes upstream.
     pub passed: bool,
     /// The buffered sign-in body, for the per-account rate limit.
@@ -183,6 +185,7 @@ impl RequestCtx {
             rate_headers: None,
             decision_id: None,
             obligations: Vec::new(),
+            rate_limit_class: None,
             passed: false,
             login_body: None,
             late_refusal: None,

@@ -12,6 +12,7 @@
 //! `tls`, `admin`, `redirect`, `csp_report`, `metrics`, `reloads`) sit
 //! above them; `gateway` runs the phases; this file wires it all together.
 
+pub mod framing;
 pub mod jwt;
 pub mod path;
 pub mod ratelimit;
@@ -134,7 +135,7 @@ pub fn run(
     let server = build_server(
         settings,
         &registry,
-        &audit.log,
+        &audit.requests,
         enforcement,
         &drain,
         &mut reload,
@@ -153,12 +154,21 @@ struct Audit {
     runtime: tokio::runtime::Runtime,
     lock: SpoolLock,
     log: AuditLog,
+    /// The request path's view of `log` (folding, loss counting).
+    requests: audit::RequestAudit,
 }
 
 impl Audit {
     /// A final checkpoint; what the sinks do not take now is delivered after the next start.
     fn shutdown(self) {
-        let Self { runtime, lock, log } = self;
+        let Self {
+            runtime,
+            lock,
+            log,
+            requests,
+        } = self;
+        // Open aggregation windows end now: their counts are recorded, not lost.
+        runtime.block_on(requests.flush(true));
         runtime.block_on(log.shutdown(AUDIT_DRAIN));
         drop(lock);
     }
@@ -190,7 +200,14 @@ fn start_audit(
         let _runtime = runtime.enter();
         AuditLog::start_with_sinks(settings, extra_sinks, registry)?
     };
-    Ok(Audit { runtime, lock, log })
+    let requests = audit::RequestAudit::try_new(log.clone(), registry)?;
+    runtime.spawn(requests.clone().flush_periodically());
+    Ok(Audit {
+        runtime,
+        lock,
+        log,
+        requests,
+    })
 }
 
 /// Loads the bundle, which must pass its own tests before anything serves.
@@ -262,6 +279,9 @@ fn build_enforcement(
         policy::PolicyGuard {
             authorizer: Arc::clone(&authorizer),
             metrics: policy_metrics,
+        },
+        rate_limit::ClassLimit {
+            rules: Arc::clone(&rules),
         },
     );
     Ok(Enforcement {
@@ -420,7 +440,7 @@ fn https_service(
 fn build_server(
     settings: ProxySettings,
     registry: &Registry,
-    audit: &AuditLog,
+    audit: &audit::RequestAudit,
     enforcement: Enforcement,
     drain: &Arc<drain::Drain>,
     reload: &mut portcullis_reload::ReloadService,

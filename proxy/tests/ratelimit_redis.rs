@@ -212,6 +212,7 @@ async fn unreachable_redis_fails_open_or_closed_as_configured() {
         client_ip: Some("192.0.2.7".parse().unwrap()),
         subject: None,
         login_account: None,
+        class: None,
     };
 
     let started = Instant::now();

@@ -82,6 +82,7 @@ fn ctx<'a>(
         client_ip: ip(client),
         subject,
         login_account: account,
+        class: None,
     }
 }
 

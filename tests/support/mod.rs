@@ -10,6 +10,7 @@
 )]
 
 pub mod pki;
+pub mod recorder;
 pub mod upstream;
 
 use std::net::SocketAddr;

@@ -14,8 +14,9 @@
 //!
 //! Layers, lowest first: [`field`] (the names), [`redact`] (what is hidden), [`schema`] (the
 //! types and builder), [`encode`] (the canonical bytes the spool chains) and [`record`]
-//! (parsing a line back).
+//! (parsing a line back); [`aggregate`] folds floods of one kind into summary events.
 
+pub(crate) mod aggregate;
 pub(crate) mod encode;
 pub(crate) mod field;
 pub(crate) mod record;

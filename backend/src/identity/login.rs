@@ -125,6 +125,9 @@ pub(super) async fn login(
         .map(portcullis_contract::headers::client_network)
         .unwrap_or_default();
     let ip_key = format!("ip:{network}");
+    // Held until the answer: the network's next sign-in waits for this one, penalty
+    // delay included, so one address cannot keep more than one check in flight.
+    let _turn = s.identity.network_turns.take(&network).await?;
     if s.locked(&account_key, now).await? || s.locked(&ip_key, now).await? {
         // Same work and the same answer as a wrong password: no enumeration.
         // The outcome does not matter, only the work (a busy answer is fine too).

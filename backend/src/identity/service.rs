@@ -25,6 +25,8 @@ pub struct IdentityService {
     pub totp_sealer: mfa::SecretSealer,
     /// Slots for password hashing, one per core (see `AppState::hashing` in `credentials`).
     pub(super) hashing: tokio::sync::Semaphore,
+    /// Sign-in password checks, one at a time per client network (`credentials`).
+    pub(super) network_turns: super::credentials::NetworkTurns,
     pub(super) lockouts: prometheus::IntCounterVec,
     pub(super) logins: prometheus::IntCounterVec,
 }
@@ -80,6 +82,7 @@ impl IdentityService {
             settings,
             totp_sealer,
             hashing: tokio::sync::Semaphore::new(cores),
+            network_turns: super::credentials::NetworkTurns::default(),
             announcer,
             passwords: Passwords::try_new()?,
             keyring: RwLock::new(keyring),

@@ -1,6 +1,7 @@
 //! `request_filter` and `request_body_filter`: the request path up to the
 //! upstream. In order: request id and client address (trusted-proxy list
-//! only) → strip inbound identity and hop headers → normalise the path → the
+//! only) → the framing headers ([`crate::framing`]) → strip inbound identity and hop
+//! headers → normalise the path → the
 //! CSP report collector → route match → the guards ([`crate::guards`]) → for
 //! a sign-in, the account's rate limit once its body is read.
 
@@ -26,6 +27,15 @@ const CSP_ROUTE: &str = "csp-report";
 /// The sign-in endpoint whose body names the account for its rate limit.
 /// Largest sign-in body the proxy reads to find the account name.
 const MAX_LOGIN_BODY_BYTES: usize = 16 * 1024;
+
+/// Which guards a request passes ([`crate::guards::Guards`]).
+#[derive(Clone, Copy)]
+enum Chain {
+    /// Every guard: requests going upstream.
+    Full,
+    /// Limits and policy for an anonymous caller: the proxy's own collector.
+    Anonymous,
+}
 
 /// Drops every `X-Portcullis-*` header, and the hop headers unless the peer
 /// is a trusted proxy, before anything reads the request further.
@@ -59,6 +69,33 @@ impl Gateway {
             session.set_keepalive(Some(self.keepalive_idle_seconds));
         }
         self.identify_client(session, ctx);
+        if let Err(e) =
+            crate::framing::check(session.req_header().version, &session.req_header().headers)
+        {
+            // Where this request ends is in doubt: answer, then close the connection.
+            self.metrics.rejections.with_label_values(&[e.code()]).inc();
+            tracing::debug!(request_id = %ctx.request_id, reason = %e, "request framing refused");
+            session.set_keepalive(None);
+            let p = Problem::new(
+                400,
+                "bad-framing",
+                "Bad request",
+                "The request's length is not given exactly once, as a plain number or chunked",
+            );
+            self.respond_problem(session, ctx, p, &[]).await?;
+            return Ok(true);
+        }
+        if session.req_header().version < http::Version::HTTP_2
+            && session
+                .req_header()
+                .headers
+                .contains_key(http::header::TRANSFER_ENCODING)
+        {
+            // Chunk syntax is where parsers in a chain disagree most (extensions, bare
+            // LF): whatever a front proxy made of this body, nothing after it on this
+            // connection is read as a request of ours.
+            session.set_keepalive(None);
+        }
         strip_inbound_headers(session, ctx.peer_trusted);
 
         let raw = session.req_header().raw_path();
@@ -74,7 +111,20 @@ impl Gateway {
         };
 
         if path.as_str() == CSP_REPORT_PATH {
+            // Answered here, without looking at credentials (browsers send reports
+            // without a CSRF token), but limited like any request: the pre-auth limit
+            // and the limits of the class the policy gives the collector (`reports`).
+            // (Other methods get the collector's 405 at once, unaudited.)
             ctx.label = CSP_ROUTE;
+            let post = session.req_header().method == http::Method::POST;
+            if post
+                && let Err(refusal) = self.run_guards(session, &path, ctx, Chain::Anonymous).await
+            {
+                ctx.path = Some(path);
+                self.respond_problem(session, ctx, refusal.problem, &refusal.headers)
+                    .await?;
+                return Ok(true);
+            }
             ctx.path = Some(path);
             self.collect_csp_report(session, ctx).await?;
             return Ok(true);
@@ -92,7 +142,7 @@ impl Gateway {
         let route: Arc<Route> = Arc::clone(route);
         ctx.route = Some(route);
 
-        let outcome = self.run_guards(session, &path, ctx).await;
+        let outcome = self.run_guards(session, &path, ctx, Chain::Full).await;
         let is_login = session.req_header().method == http::Method::POST
             && path.as_str() == portcullis_contract::paths::LOGIN;
         ctx.path = Some(path);
@@ -139,6 +189,7 @@ impl Gateway {
         session: &Session,
         path: &NormalisedPath,
         ctx: &mut RequestCtx,
+        chain: Chain,
     ) -> std::result::Result<(), Refusal> {
         let req = session.req_header();
         let raw = req.raw_path();
@@ -158,7 +209,10 @@ impl Gateway {
             headers: &req.headers,
             host,
         };
-        self.guards.check(&facts, ctx).await
+        match chain {
+            Chain::Full => self.guards.check(&facts, ctx).await,
+            Chain::Anonymous => self.guards.check_anonymous(&facts, ctx).await,
+        }
     }
 
     /// Holds a sign-in body back until the account's limit is checked.

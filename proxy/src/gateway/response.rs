@@ -159,9 +159,9 @@ impl Gateway {
             error = e.map(|e| e.etype().as_str()),
             "request"
         );
-        // After the response: auditing never delays it.
+        // A request that went upstream: its findings (report-only) after the response.
         if !ctx.audit.is_empty() {
-            crate::audit::emit_all(&self.audit, std::mem::take(&mut ctx.audit)).await;
+            self.audit.record(std::mem::take(&mut ctx.audit)).await;
         }
     }
 }

@@ -5,16 +5,17 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use pingora::Result;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
-use portcullis_audit::AuditLog;
 use portcullis_contract::headers::REQUEST_ID_HEADER;
 use portcullis_contract::identity::IdentityKey;
 
+use crate::audit::RequestAudit;
 use crate::context::RequestCtx;
 use crate::drain::Drain;
 use crate::forwarded::TrustedProxies;
@@ -39,11 +40,33 @@ pub struct Gateway {
     pub(crate) login_limit: LoginAccountLimit,
     /// Signs the verified identity forwarded upstream.
     pub(crate) identity_key: IdentityKey,
-    /// The proxy's audit log; events are emitted in `logging`.
-    pub(crate) audit: AuditLog,
+    /// The proxy's request-path audit (see [`crate::audit`]).
+    pub(crate) audit: RequestAudit,
     /// Idle time after which a keep-alive connection is closed (pingora keeps an
     /// HTTP/1.1 connection forever unless told per request).
     pub(crate) keepalive_idle_seconds: u64,
+}
+
+/// Request body read and thrown away, at most, after an early answer over HTTP/2.
+const H2_DISCARD_BYTES: usize = 1 << 20;
+const H2_DISCARD_TIME: Duration = Duration::from_secs(2);
+
+/// After answering an h2 request whose body is still arriving (a refusal, a 413):
+/// reads and drops what the client keeps sending, up to a bound. Dropping the stream
+/// at once resets it, and the reset can overtake the queued answer: the client then
+/// sees a closed stream instead of the status and problem body. Past the bound the
+/// stream is reset anyway.
+async fn discard_h2_request_body(session: &mut Session) {
+    let drain = async {
+        let mut read = 0;
+        while read <= H2_DISCARD_BYTES {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => read += chunk.len(),
+                Ok(None) | Err(_) => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(H2_DISCARD_TIME, drain).await;
 }
 
 pub(super) fn peer_ip(session: &Session) -> Option<IpAddr> {
@@ -70,6 +93,10 @@ impl Gateway {
         body: Bytes,
         extra: &[(HeaderName, HeaderValue)],
     ) -> Result<()> {
+        // What this request found is spooled before the client hears the answer.
+        if !ctx.audit.is_empty() {
+            self.audit.record(std::mem::take(&mut ctx.audit)).await;
+        }
         let mut resp = ResponseHeader::build(status, Some(8))?;
         if let Some(ct) = content_type {
             resp.insert_header(http::header::CONTENT_TYPE, ct)?;
@@ -88,6 +115,9 @@ impl Gateway {
             .await?;
         if !head_only {
             session.write_response_body(Some(body), true).await?;
+        }
+        if session.as_downstream().is_http2() {
+            discard_h2_request_body(session).await;
         }
         Ok(())
     }

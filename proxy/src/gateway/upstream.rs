@@ -1,5 +1,6 @@
 //! `upstream_peer` and `upstream_request_filter`: the route's upstream, and
-//! the forwarded request: the canonical path, `X-Forwarded-*`, the request
+//! the forwarded request: the canonical path, no hop-by-hop headers, `X-Forwarded-*`,
+//! the request
 //! id, the client address, and for a request the guards passed, the decision
 //! id and the verified identity signed for this exact request line.
 
@@ -46,6 +47,9 @@ impl Gateway {
             target.extend_from_slice(q);
         }
         upstream.set_raw_path(&target)?;
+        for name in crate::framing::hop_by_hop(&upstream.headers) {
+            upstream.remove_header(&name);
+        }
         forwarded_headers(session, upstream, ctx)?;
         upstream.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
         // The client address as the trusted-proxy logic established it, for

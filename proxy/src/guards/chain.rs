@@ -18,11 +18,12 @@ pub struct Guards {
     csrf: csrf::CsrfGuard,
     subject_limit: rate_limit::SubjectLimit,
     policy: policy::PolicyGuard,
+    class_limit: rate_limit::ClassLimit,
 }
 
 impl Guards {
     /// The request path of DESIGN.md: pre-auth limit → authentication → CSRF
-    /// → post-auth limit → policy.
+    /// → post-auth limit → policy → the limits of the class the policy named.
     pub fn in_request_order(
         modes: Arc<ArcSwap<RouteModes>>,
         client_limit: rate_limit::ClientLimit,
@@ -30,6 +31,7 @@ impl Guards {
         csrf: csrf::CsrfGuard,
         subject_limit: rate_limit::SubjectLimit,
         policy: policy::PolicyGuard,
+        class_limit: rate_limit::ClassLimit,
     ) -> Self {
         Self {
             modes,
@@ -38,6 +40,7 @@ impl Guards {
             csrf,
             subject_limit,
             policy,
+            class_limit,
         }
     }
 
@@ -51,6 +54,7 @@ impl Guards {
             csrf,
             subject_limit,
             policy,
+            class_limit,
         } = self;
         ctx.modes = modes.load().get(ctx.route_label());
         run(client_limit, req, ctx).await?;
@@ -58,7 +62,25 @@ impl Guards {
         run(csrf, req, ctx).await?;
         run(subject_limit, req, ctx).await?;
         run(policy, req, ctx).await?;
+        run(class_limit, req, ctx).await?;
         ctx.passed = true;
+        Ok(())
+    }
+
+    /// The proxy's own endpoints that browsers call without credentials or CSRF token
+    /// (the CSP report collector): the pre-auth limit, the policy for an anonymous
+    /// caller (which admits the endpoint and names its rate-limit class) and that
+    /// class's limits. Credentials the request carries are not looked at.
+    pub async fn check_anonymous(
+        &self,
+        req: &RequestFacts<'_>,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), Refusal> {
+        ctx.modes = self.modes.load().get(ctx.route_label());
+        ctx.principal = None;
+        run(&self.client_limit, req, ctx).await?;
+        run(&self.policy, req, ctx).await?;
+        run(&self.class_limit, req, ctx).await?;
         Ok(())
     }
 }

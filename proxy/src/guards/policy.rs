@@ -217,6 +217,7 @@ impl RequestGuard for PolicyGuard {
                 ctx.obligations.push((k, v));
             }
         }
+        ctx.rate_limit_class = decision.obligations.rate_limit_class.clone();
         ctx.decision_id = Some(decision_id);
         Verdict::Continue
     }

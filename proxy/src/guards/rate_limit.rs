@@ -1,6 +1,7 @@
 //! The rate-limit guards over the configured [`Rules`]: before
 //! authentication by client IP and route ([`ClientLimit`]), after it by
-//! subject ([`SubjectLimit`]), and for a sign-in by the account its body
+//! subject ([`SubjectLimit`]), after the policy decision the rules of the class it
+//! named ([`ClassLimit`]), and for a sign-in by the account its body
 //! names ([`LoginAccountLimit`]). Over the limit is a 429 with the
 //! `RateLimit-*` and `Retry-After` headers, or an audit event only when the
 //! route's rate-limit mode is `report_only`.
@@ -73,6 +74,7 @@ impl RequestGuard for ClientLimit {
                     client_ip: ctx.client_ip,
                     subject: None,
                     login_account: None,
+                    class: None,
                 },
                 &[KeyKind::ClientIp, KeyKind::Route],
             )
@@ -109,6 +111,7 @@ impl RequestGuard for SubjectLimit {
                     client_ip: ctx.client_ip,
                     subject: Some(&p.token.sub),
                     login_account: None,
+                    class: None,
                 },
                 &[KeyKind::Subject],
             )
@@ -129,6 +132,51 @@ impl RequestGuard for SubjectLimit {
         }
         if post.tightest.is_some() {
             ctx.rate_headers = post.headers().or(ctx.rate_headers.take());
+        }
+        Verdict::Continue
+    }
+}
+
+/// After the policy: the rules of the `rate_limit_class` its decision named (the
+/// obligation in `data.yaml`), by client address, route or subject.
+pub struct ClassLimit {
+    pub rules: Arc<Rules>,
+}
+
+impl RequestGuard for ClassLimit {
+    async fn check(&self, req: &RequestFacts<'_>, ctx: &mut RequestCtx) -> Verdict {
+        let Some(class) = ctx.rate_limit_class.as_deref() else {
+            return Verdict::Continue;
+        };
+        let d = self
+            .rules
+            .check_all(
+                &KeyContext {
+                    route: ctx.route_label(),
+                    client_ip: ctx.client_ip,
+                    subject: ctx.principal.as_ref().map(|p| p.token.sub.as_str()),
+                    login_account: None,
+                    class: Some(class),
+                },
+                &[KeyKind::ClientIp, KeyKind::Route, KeyKind::Subject],
+            )
+            .await;
+        if let Some(hit) = &d.denied {
+            let mode = ctx.modes.rate_limit;
+            let event = rate_event(&ctx.info(req.user_agent()), hit, mode, "class")
+                .detail("class", class.to_owned());
+            let event = match &ctx.principal {
+                Some(p) => p.annotate(event),
+                None => event,
+            };
+            ctx.audit.push(event);
+            if mode.enforced() {
+                return Verdict::Refuse(rate_limited(hit.headers()));
+            }
+            tracing::warn!(target: "portcullis::decision", request_id = ctx.request_id.as_str(), rule = %hit.rule, "rate limit exceeded (report only)");
+        }
+        if d.tightest.is_some() {
+            ctx.rate_headers = d.headers().or(ctx.rate_headers.take());
         }
         Verdict::Continue
     }
@@ -156,6 +204,7 @@ impl LoginAccountLimit {
                     client_ip: ctx.client_ip,
                     subject: None,
                     login_account: Some(account),
+                    class: None,
                 },
                 &[KeyKind::LoginAccount],
             )

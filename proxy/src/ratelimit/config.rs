@@ -25,6 +25,13 @@ pub struct RuleConfig {
     /// Route names the rule applies to. Default: every route.
     #[serde(default)]
     pub routes: Vec<String>,
+    /// The policy's `rate_limit_class` obligation (`auth`, `reports`, `admin`,
+    /// `export` in the shipped `data.yaml`) the rule belongs to: it is then checked
+    /// only for requests the policy gave that class, after the policy decision.
+    /// Default: none, the rule is checked for every request, before authentication
+    /// (`client_ip`, `route`) or after it (`subject`).
+    #[serde(default)]
+    pub class: Option<String>,
     /// Average requests allowed per period.
     pub requests_per_period: u32,
     /// The period. Default 1.
@@ -94,14 +101,18 @@ pub struct RateLimitConfig {
 }
 
 impl Default for RateLimitConfig {
-    /// Local store, fail closed, and three rules: 20 requests/s per client
+    /// Local store, fail closed, and these rules: 20 requests/s per client
     /// IP (burst 40) everywhere; 10 login attempts per minute per account on
-    /// the `auth` route; 50 requests/s per subject (burst 100).
+    /// the `auth` route; 50 requests/s per subject (burst 100); and one rule per
+    /// `rate_limit_class` of the shipped policy (`auth`: 30 sign-in requests a minute
+    /// per address, burst 10; `reports`: 60 CSP reports a minute per address, burst
+    /// 20; `export`: 10 a minute per subject, burst 5; `admin`: 20/s per subject).
     fn default() -> Self {
         let rule = |name: &str, key, routes: &[&str], requests, period, burst| RuleConfig {
             name: name.to_owned(),
             key,
             routes: routes.iter().map(|r| (*r).to_owned()).collect(),
+            class: None,
             requests_per_period: requests,
             period_seconds: period,
             burst_requests: Some(burst),
@@ -124,6 +135,25 @@ impl Default for RateLimitConfig {
                     10,
                 ),
                 rule("subject", KeyKind::Subject, &[], 50, 1, 100),
+                // Per class of the shipped policy: sign-in gets its own budget per
+                // address (/64), in front of the password hashing; the CSP collector
+                // one per address; exports and administration one per subject.
+                RuleConfig {
+                    class: Some("auth".to_owned()),
+                    ..rule("sign_in_client", KeyKind::ClientIp, &[], 30, 60, 10)
+                },
+                RuleConfig {
+                    class: Some("reports".to_owned()),
+                    ..rule("csp_reports_client", KeyKind::ClientIp, &[], 60, 60, 20)
+                },
+                RuleConfig {
+                    class: Some("export".to_owned()),
+                    ..rule("export_subject", KeyKind::Subject, &[], 10, 60, 5)
+                },
+                RuleConfig {
+                    class: Some("admin".to_owned()),
+                    ..rule("admin_subject", KeyKind::Subject, &[], 20, 1, 40)
+                },
             ],
         }
     }
@@ -242,18 +272,35 @@ impl RateLimitConfig {
                     );
                 }
             }
+            if let Some(class) = &r.class
+                && !(1..=64).contains(&class.len())
+            {
+                problem(at("class"), "a class name is 1-64 characters".into());
+            }
+            if r.class.is_some() && r.key == KeyKind::LoginAccount {
+                problem(
+                    at("class"),
+                    "login_account rules are checked before the policy's class is known: \
+                     use `routes` instead"
+                        .into(),
+                );
+            }
             let burst = r.burst_requests.unwrap_or(r.requests_per_period);
             match RateLimit::try_new(r.requests_per_period, r.period_seconds, burst) {
                 Ok(limit) => {
                     let routes: Vec<&str> = r.routes.iter().map(String::as_str).collect();
-                    parsed.push(Rule::new(
+                    let rule = Rule::new(
                         &r.name,
                         r.key,
                         &routes,
                         limit,
                         r.mode,
                         r.fail_mode.unwrap_or(*fail_mode),
-                    ));
+                    );
+                    parsed.push(match &r.class {
+                        Some(class) => rule.with_class(class),
+                        None => rule,
+                    });
                 }
                 Err(e) => problem(at("requests_per_period"), e.to_string()),
             }
@@ -274,7 +321,7 @@ mod tests {
         let s = RateLimitConfig::default()
             .validate(&["auth", "api"])
             .unwrap();
-        assert_eq!(s.rules.len(), 3);
+        assert_eq!(s.rules.len(), 7);
         assert_eq!(s.store, StoreSettings::Local { max_keys: 100_000 });
     }
 

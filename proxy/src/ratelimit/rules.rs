@@ -51,6 +51,9 @@ pub struct Rule {
     limit: RateLimit,
     mode: Mode,
     fail_mode: FailMode,
+    /// The policy's `rate_limit_class` obligation this rule belongs to; `None`: the
+    /// rule is checked for every request (before the policy decides).
+    class: Option<Arc<str>>,
 }
 
 impl Rule {
@@ -70,7 +73,16 @@ impl Rule {
             limit,
             mode,
             fail_mode,
+            class: None,
         }
+    }
+
+    /// The rule applies only to requests whose policy decision names this
+    /// `rate_limit_class`, once the policy has decided.
+    #[must_use]
+    pub fn with_class(mut self, class: &str) -> Self {
+        self.class = Some(Arc::from(class));
+        self
     }
 
     /// The rule's name.
@@ -96,6 +108,9 @@ pub struct KeyContext<'a> {
     pub subject: Option<&'a str>,
     /// The account name from a login request body.
     pub login_account: Option<&'a str>,
+    /// The policy's `rate_limit_class` for the request: only the rules of exactly this
+    /// class are checked (`None`: only the rules without a class).
+    pub class: Option<&'a str>,
 }
 
 /// One rule's verdict for a request.
@@ -217,7 +232,7 @@ impl Rules {
         let now = Instant::now();
         let mut decision = Decision::default();
         for rule in &self.rules {
-            if !kinds.contains(&rule.key) {
+            if !kinds.contains(&rule.key) || rule.class.as_deref() != ctx.class {
                 continue;
             }
             if rule
@@ -358,6 +373,7 @@ mod tests {
             client_ip: Some(ip.parse().unwrap()),
             subject,
             login_account: account,
+            class: None,
         }
     }
 
