@@ -96,9 +96,10 @@ role_allowed(allowed, roles) if {
 
 # The routes whose path pattern matches the request's segments. Patterns: "*" matches
 # exactly one non-empty segment; "**" as the last element matches any remaining segments
-# (none included); anything else matches itself. Written without helper functions (see the
-# note at the top); the first element is compared first as a cheap pre-filter.
-matching(routes, segs) := array.concat(
+# (none included); anything else matches itself; the empty pattern matches only the root.
+# Written without helper functions (see the note at the top); the first element is
+# compared first as a cheap pre-filter.
+matching(routes, segs) := array.concat(root_matches(routes, segs), array.concat(
 	[route |
 		some route in routes
 		route.path[0] == segs[0]
@@ -119,7 +120,13 @@ matching(routes, segs) := array.concat(
 			p in {segs[i], "*"}
 		}
 	],
-)
+))
+
+root_matches(routes, segs) := [route |
+	count(segs) == 0
+	some route in routes
+	count(route.path) == 0
+]
 
 # An allow naming the route, with its optional obligations.
 allow(reason, route) := {

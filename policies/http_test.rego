@@ -85,12 +85,20 @@ test_route_ids_are_unique if {
 	count(ids) == count({id | some id in ids})
 }
 
-# http.rego pre-filters routes on their first segment, so it must be a literal.
+# http.rego pre-filters routes on their first segment, so it must be a literal (an empty
+# path, the site's root, has none and is matched on its own).
 test_route_patterns_start_with_a_literal if {
 	every route in all_routes {
-		count(route.path) > 0
 		not route.path[0] in {"*", "**", ""}
 	}
+}
+
+test_only_the_root_pattern_matches_the_root if {
+	decide("GET", [], anonymous).rule == "app_page"
+	decide("GET", ["x"], anonymous).reason == "unauthenticated"
+	decide("GET", ["assets"], anonymous).rule == "app_assets"
+	decide("POST", [], anonymous).reason == "unauthenticated"
+	decide("DELETE", [], user(["administrator"])).rule == "method_not_permitted"
 }
 
 test_public_routes_are_well_formed if {
@@ -113,6 +121,8 @@ public_routes := [
 	["GET", ["monitoring", "health"], "health"],
 	["POST", [".portcullis", "csp-report"], "csp_report"],
 	["GET", ["api", "openapi.json"], "openapi"],
+	["GET", [], "app_page"],
+	["GET", ["assets", "app-3f2a.js"], "app_assets"],
 ]
 
 test_public_routes_allow_anonymous if {
@@ -172,7 +182,6 @@ test_anonymous_is_unauthenticated_everywhere_else if {
 		["monitoring", "errors"],
 		["auth", "mfa", "totp"],
 		["no", "such", "route"],
-		[],
 	] {
 		d := decide("GET", segments, anonymous)
 		d.allow == false
@@ -293,7 +302,7 @@ test_unknown_admin_path_is_forbidden_even_for_administrators if {
 }
 
 test_unknown_path_is_forbidden if {
-	every segments in [["api"], ["api", "tickets", "1", "attachments"], ["api", "tickets", "1", "2", "3", "4"], [], ["ADMIN", "users"]] {
+	every segments in [["api"], ["api", "tickets", "1", "attachments"], ["api", "tickets", "1", "2", "3", "4"], ["ADMIN", "users"]] {
 		d := decide("GET", segments, user(["administrator"]))
 		d.allow == false
 		d.reason == "forbidden"

@@ -690,3 +690,174 @@ async fn self_signed_certificate_is_generated_when_none_is_configured() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn the_web_application_is_served_from_its_folder_and_nothing_else_is() {
+    let web = tempfile::tempdir().unwrap();
+    std::fs::create_dir(web.path().join("assets")).unwrap();
+    std::fs::write(
+        web.path().join("index.html"),
+        "<!doctype html><title>T</title>",
+    )
+    .unwrap();
+    std::fs::write(web.path().join("assets/app-1.js"), "console.log(1)").unwrap();
+    std::fs::write(web.path().join("secret.txt"), "not for clients").unwrap();
+    let p = portcullis()
+        .backend_yaml(&format!("  web_dir: {}\n", web.path().display()))
+        .start()
+        .await;
+    let c = p.client();
+
+    let r = c.get(p.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_security_headers(r.headers());
+    assert_eq!(r.headers()["cache-control"], "no-cache");
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("trusted-types portcullis"), "{csp}");
+    assert!(csp.contains("require-trusted-types-for 'script'"), "{csp}");
+    assert_eq!(r.text().await.unwrap(), "<!doctype html><title>T</title>");
+
+    let r = c.get(p.url("/assets/app-1.js")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .contains("javascript")
+    );
+    assert_eq!(r.text().await.unwrap(), "console.log(1)");
+
+    // Anonymous reads reach only the page and the bundle: not the folder's other files,
+    // not a way out of `assets/`, not other methods.
+    for path in [
+        "/secret.txt",
+        "/index.html",
+        "/assets/../secret.txt",
+        "/assets/%2e%2e/secret.txt",
+    ] {
+        let r = c.get(p.url(path)).send().await.unwrap();
+        assert!(
+            matches!(r.status().as_u16(), 400 | 401 | 404),
+            "{path}: {}",
+            r.status()
+        );
+        assert!(
+            !r.text().await.unwrap().contains("not for clients"),
+            "{path}"
+        );
+    }
+    let r = c.get(p.url("/assets/missing.js")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = c.post(p.url("/")).send().await.unwrap();
+    assert!(matches!(r.status().as_u16(), 401 | 403), "{}", r.status());
+}
+
+#[tokio::test]
+async fn an_unbuilt_web_application_is_a_clear_503_not_a_404() {
+    let p = portcullis()
+        .backend_yaml("  web_dir: /nonexistent/portcullis-web\n")
+        .start()
+        .await;
+    let r = p.client().get(p.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("web-app-not-built"),
+        "{body}"
+    );
+    assert!(
+        body["detail"].as_str().unwrap().contains("make web"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_report_is_answered_413_over_h2_and_http1() {
+    let p = portcullis().start().await;
+    for client in [p.client(), p.http1_client()] {
+        for size in [70 * 1024, 1024 * 1024] {
+            let r = client
+                .post(p.url("/.portcullis/csp-report"))
+                .header("content-type", "application/csp-report")
+                .body(vec![b'a'; size])
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{size} bytes: no answer: {e:?}"));
+            assert_eq!(
+                r.status(),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "{:?}",
+                r.version()
+            );
+            assert_security_headers(r.headers());
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert!(
+                body["type"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("csp-report-too-large")
+            );
+        }
+    }
+}
+
+/// curl (nghttp2) keeps sending a large body while the answer comes: an early refusal
+/// must reach it as a status, not as a reset stream.
+#[tokio::test]
+async fn early_refusals_reach_an_h2_client_that_is_still_sending() {
+    let p = portcullis().start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &p.pki.ca_pem).unwrap();
+    let body = dir.path().join("body");
+    std::fs::write(&body, vec![b'a'; 1024 * 1024]).unwrap();
+    for (path, want) in [
+        ("/.portcullis/csp-report", "413 2"),
+        ("/api/tickets", "401 2"),
+    ] {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "--http2",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{http_version}",
+            ])
+            .args([
+                "-H",
+                "content-type: application/csp-report",
+                "--data-binary",
+            ])
+            .arg(format!("@{}", body.display()))
+            .arg("--cacert")
+            .arg(&ca)
+            .args(["--resolve", &format!("localhost:{}:127.0.0.1", p.https)])
+            .arg(format!("https://localhost:{}{path}", p.https))
+            .output()
+            .expect("curl (Debian's curl) is needed for this test");
+        let got = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            got,
+            want,
+            "{path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -16,7 +16,8 @@
 //! - [`audit_log`]: recording events, the admin view and the proxy's ingest;
 //! - [`directory`] (employees, departments), then [`identity`] (sign-in, sessions,
 //!   tokens; builds on the directory) and [`tickets`] (uses the directory);
-//! - [`monitoring`]: health and the OpenAPI document of the resources.
+//! - [`monitoring`]: health and the OpenAPI document of the resources;
+//! - [`web`]: the web application's static files.
 
 pub mod audit_log;
 pub mod db;
@@ -27,6 +28,7 @@ pub mod model;
 pub mod monitoring;
 pub mod settings;
 pub mod tickets;
+pub mod web;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -50,6 +52,8 @@ pub struct AppState {
     pub identity: Arc<identity::IdentityService>,
     /// The audit log (see [`audit_log`]).
     pub audit: audit_log::Audit,
+    /// The web application's files ([`web`]).
+    pub web_dir: Arc<std::path::Path>,
 }
 
 /// Why the backend could not start.
@@ -124,6 +128,7 @@ pub async fn open(
         identity_key,
         identity: Arc::new(identity),
         audit,
+        web_dir: Arc::from(settings.web_dir.as_path()),
     };
     identity::bootstrap_admin(&state, &settings.initial_admin_file)
         .await
@@ -189,6 +194,7 @@ pub fn router(state: AppState) -> Router {
         .merge(directory::router())
         .merge(identity::router())
         .merge(audit_log::router())
+        .merge(web::router(&state.web_dir))
         .fallback(|| async { http::ApiError::NotFound("resource") })
         .method_not_allowed_fallback(|| async { http::ApiError::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(http::MAX_BODY_BYTES))

@@ -83,7 +83,8 @@ impl Default for CspConfig {
                 "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                      font-src 'self'; connect-src 'self'; manifest-src 'self'; form-action 'self'; \
                      frame-ancestors 'none'; base-uri 'none'; object-src 'none'; \
-                     require-trusted-types-for 'script'; upgrade-insecure-requests"
+                     require-trusted-types-for 'script'; trusted-types portcullis; \
+                     upgrade-insecure-requests"
                     .to_owned(),
             mode: Mode::Enforce,
         }

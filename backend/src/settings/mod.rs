@@ -29,6 +29,9 @@ pub struct BackendConfig {
     pub database_password_file: Option<PathBuf>,
     /// Sign-in, sessions and tokens.
     pub identity: IdentityConfig,
+    /// The built web application served at `/` and `/assets/` (`make web` builds it).
+    /// Default `web/dist`, relative to the configuration file's folder.
+    pub web_dir: PathBuf,
 }
 
 impl Default for BackendConfig {
@@ -38,6 +41,7 @@ impl Default for BackendConfig {
             database_url: None,
             database_password_file: None,
             identity: IdentityConfig::default(),
+            web_dir: PathBuf::from("web/dist"),
         }
     }
 }
@@ -60,6 +64,8 @@ pub struct BackendSettings {
     /// The audit log: emitter `backend` for the service, `cli` for administrative
     /// commands (see `portcullis_audit::AuditTemplate`).
     pub audit: portcullis_audit::AuditSettings,
+    /// The web application's files.
+    pub web_dir: PathBuf,
 }
 
 impl BackendConfig {
@@ -77,6 +83,7 @@ impl BackendConfig {
             database_url,
             database_password_file,
             identity,
+            web_dir,
         } = self;
         let mut problems = Problems::default();
         let resolve = |p: &Path| resolve_path(base, p);
@@ -138,6 +145,7 @@ impl BackendConfig {
                 mfa_key_file: state_dir.join("keys/mfa.key"),
                 identity,
                 audit,
+                web_dir: resolve(web_dir),
             }),
             _ => Err(problems),
         }

@@ -67,5 +67,6 @@ pub fn settings(dir: &Path, database_url: String, identity: IdentitySettings) ->
             .validate("audit", dir, dir)
             .unwrap()
             .settings("backend"),
+        web_dir: dir.join("web"),
     }
 }
