@@ -3,15 +3,15 @@ CARGO ?= cargo
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 BIN_DEBUG := $(TARGET_DIR)/debug/portcullis
 
-.PHONY: run test deps build lint layout unit check-configs policy regopy schemathesis jwt-hack tls-audit siem browser schema fmt bench bench-proxy
+.PHONY: run test deps build lint layout unit check-configs policy regopy schemathesis jwt-hack tls-audit siem browser schema fmt bench bench-proxy web gate gate-selftest observability observability-live
 
 ## Build and start proxy + backend on the embedded defaults (Ctrl-C stops).
-run:
+run: web
 	@command -v cmake >/dev/null || python3 -m pip install --quiet cmake
 	$(CARGO) run --release --bin portcullis -- up
 
 ## Everything CI checks.
-test: deps lint unit check-configs policy regopy schemathesis jwt-hack tls-audit siem browser
+test: deps lint unit check-configs policy gate observability regopy schemathesis jwt-hack tls-audit siem browser
 
 deps:
 	@scripts/install-test-deps.sh
@@ -60,8 +60,40 @@ siem:
 	@if [ -x dashboards/siem/check.sh ]; then dashboards/siem/check.sh; else echo "no SIEM rules yet"; fi
 
 ## OIDC sign-in in a real browser (Debian's Chromium, playwright-core).
-browser: build
+browser: build web
 	PORTCULLIS_BIN=$(BIN_DEBUG) node --test tests/browser/
+
+## The web application: web/ -> web/dist (npm from the lock file; tsc, sink check,
+## esbuild, Subresource Integrity hashes in index.html). docs/web.md.
+web: web/node_modules/.package-lock.json
+	cd web && npm run build
+
+web/node_modules/.package-lock.json: web/package-lock.json web/package.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+
+## Secure-SDLC gate (docs/security-testing.md): cargo deny, cargo audit, npm audit,
+## semgrep, check-config on every shipped config, policy tests with coverage.
+gate: build
+	@scripts/install-gate-tools.sh
+	PORTCULLIS_BIN=$(BIN_DEBUG) scripts/gate.sh
+
+## Every injected defect fails the gate; the clean tree passes (several minutes).
+gate-selftest: build
+	@scripts/install-gate-tools.sh
+	PORTCULLIS_BIN=$(BIN_DEBUG) scripts/gate-selftest.sh
+
+## Prometheus config, rules and their unit tests, Alertmanager routing, dashboard type
+## check (docs/observability.md).
+observability:
+	@scripts/observability-deps.sh
+	scripts/observability-check.sh
+
+## Real Prometheus + Alertmanager against the product: every panel query has data and an
+## alert reaches a webhook. Not yet in `make test`: the backend's own /metrics and some
+## metrics the dashboards use are still missing (docs/observability.md).
+observability-live: build
+	@scripts/observability-deps.sh
+	PORTCULLIS_BIN=$(BIN_DEBUG) python3 tests/observability/live_test.py
 
 ## Regenerate docs/portcullis.schema.json from the code.
 schema: build
