@@ -26,6 +26,7 @@ mod sessions;
 pub mod store;
 mod throttle;
 mod tokens;
+mod turns;
 
 use axum::Router;
 use axum::routing::{delete, get, post};

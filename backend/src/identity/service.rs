@@ -26,7 +26,7 @@ pub struct IdentityService {
     /// Slots for password hashing, one per core (see `AppState::hashing` in `credentials`).
     pub(super) hashing: tokio::sync::Semaphore,
     /// Sign-in password checks, one at a time per client network (`credentials`).
-    pub(super) network_turns: super::credentials::NetworkTurns,
+    pub(super) network_turns: super::turns::NetworkTurns,
     pub(super) lockouts: prometheus::IntCounterVec,
     pub(super) logins: prometheus::IntCounterVec,
 }
@@ -82,7 +82,7 @@ impl IdentityService {
             settings,
             totp_sealer,
             hashing: tokio::sync::Semaphore::new(cores),
-            network_turns: super::credentials::NetworkTurns::default(),
+            network_turns: super::turns::NetworkTurns::default(),
             announcer,
             passwords: Passwords::try_new()?,
             keyring: RwLock::new(keyring),
