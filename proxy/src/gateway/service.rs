@@ -116,7 +116,7 @@ impl Gateway {
         if !head_only {
             session.write_response_body(Some(body), true).await?;
         }
-        if session.as_downstream().is_http2() {
+        if session.as_downstream().is_http2() && !session.as_downstream_mut().is_body_done() {
             discard_h2_request_body(session).await;
         }
         Ok(())
