@@ -59,6 +59,17 @@ fn rate_event(info: &RequestInfo<'_>, hit: &RuleHit, mode: Mode, key: &str) -> A
     .detail("store_error", hit.store_error)
 }
 
+/// Records a hit's audit event; the 429 when the route enforces rate limits, else
+/// `None` (report-only: the request goes on, the would-be refusal is logged).
+fn over_limit(ctx: &mut RequestCtx, hit: &RuleHit, event: AuditEvent) -> Option<Verdict> {
+    ctx.audit.push(event);
+    if ctx.modes.rate_limit.enforced() {
+        return Some(Verdict::Refuse(rate_limited(hit.headers())));
+    }
+    tracing::warn!(target: "portcullis::decision", request_id = ctx.request_id.as_str(), rule = %hit.rule, route = ctx.route_label(), "rate limit exceeded (report only)");
+    None
+}
+
 /// Pre-auth: the rules keyed by client IP or route.
 pub struct ClientLimit {
     pub rules: Arc<Rules>,
@@ -82,11 +93,9 @@ impl RequestGuard for ClientLimit {
         if let Some(hit) = &pre.denied {
             let mode = ctx.modes.rate_limit;
             let event = rate_event(&ctx.info(req.user_agent()), hit, mode, "client_ip_or_route");
-            ctx.audit.push(event);
-            if mode.enforced() {
-                return Verdict::Refuse(rate_limited(hit.headers()));
+            if let Some(refused) = over_limit(ctx, hit, event) {
+                return refused;
             }
-            tracing::warn!(target: "portcullis::decision", request_id = ctx.request_id.as_str(), rule = %hit.rule, route = ctx.route_label(), "rate limit exceeded (report only)");
         }
         ctx.rate_headers = pre.headers();
         Verdict::Continue
@@ -124,11 +133,9 @@ impl RequestGuard for SubjectLimit {
                 mode,
                 "subject",
             ));
-            ctx.audit.push(event);
-            if mode.enforced() {
-                return Verdict::Refuse(rate_limited(hit.headers()));
+            if let Some(refused) = over_limit(ctx, hit, event) {
+                return refused;
             }
-            tracing::warn!(target: "portcullis::decision", request_id = ctx.request_id.as_str(), rule = %hit.rule, "rate limit exceeded (report only)");
         }
         if post.tightest.is_some() {
             ctx.rate_headers = post.headers().or(ctx.rate_headers.take());
@@ -169,11 +176,9 @@ impl RequestGuard for ClassLimit {
                 Some(p) => p.annotate(event),
                 None => event,
             };
-            ctx.audit.push(event);
-            if mode.enforced() {
-                return Verdict::Refuse(rate_limited(hit.headers()));
+            if let Some(refused) = over_limit(ctx, hit, event) {
+                return refused;
             }
-            tracing::warn!(target: "portcullis::decision", request_id = ctx.request_id.as_str(), rule = %hit.rule, "rate limit exceeded (report only)");
         }
         if d.tightest.is_some() {
             ctx.rate_headers = d.headers().or(ctx.rate_headers.take());
