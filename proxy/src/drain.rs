@@ -2,7 +2,16 @@
 //! keep-alive connections after their current request, and exits as soon as
 //! no request is in flight, or when the grace period ends, whichever is
 //! first. Pingora's own SIGTERM path sleeps for the whole grace period even
-//! when idle, so we decide when to stop and then ask pingora for a fast exit.
+//! when idle, so we decide when to stop, then ask pingora for a graceful
+//! termination with a one-second grace period (`ServerConf::grace_period_seconds`,
+//! for the connections to write out the last answers).
+//!
+//! Not pingora's fast shutdown: that path never tells the services to stop, so
+//! their accept loops keep running while the runtimes shut down, and on a
+//! no-steal runtime a loop that meets the closed reactor fails every accept at
+//! once without yielding, logging millions of errors and keeping the process
+//! alive (`tests/gateway.rs`, the SIGTERM and SIGINT tests). The graceful path
+//! ends the accept loops first.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -64,7 +73,8 @@ impl Drain {
     }
 }
 
-/// Pingora shutdown watch: SIGTERM drains within `grace`, SIGINT exits now.
+/// Pingora shutdown watch: SIGTERM drains within `grace`, SIGINT exits now; both
+/// then end pingora's services and runtimes (see the module comment).
 pub struct DrainingSignals {
     pub drain: Arc<Drain>,
     pub grace: Duration,
@@ -78,7 +88,7 @@ impl ShutdownSignalWatch for DrainingSignals {
             signal(SignalKind::interrupt()),
         ) else {
             tracing::error!("cannot install signal handlers; shutting down");
-            return ShutdownSignal::FastShutdown;
+            return ShutdownSignal::GracefulTerminate;
         };
         tokio::select! {
             _ = term.recv() => {
@@ -92,6 +102,6 @@ impl ShutdownSignalWatch for DrainingSignals {
             }
             _ = int.recv() => tracing::info!("SIGINT: exiting"),
         }
-        ShutdownSignal::FastShutdown
+        ShutdownSignal::GracefulTerminate
     }
 }
