@@ -41,7 +41,7 @@ fn main() {
     std::fs::write(
         &config,
         format!(
-            "state_dir: {state}\nlog: {{format: text, level: warn}}\nproxy:\n  listen: {{https: '127.0.0.1:{https}', http: null, admin: '127.0.0.1:{admin}'}}\n  rate_limits: {{rules: [{{name: per_ip, key: client_ip, requests_per_period: 100000, burst_requests: 100000}}]}}\nshared:\n  policy_dir: '{root}/policies'\nbackend:\n  listen: '127.0.0.1:{backend}'\n  identity: {{max_sessions_per_user: 1000}}\n",
+            "state_dir: {state}\nlog: {{format: text, level: warn}}\nproxy:\n  listen: {{https: '127.0.0.1:{https}', http: null, admin: '127.0.0.1:{admin}'}}\n  rate_limits: {{rules: [{{name: per_ip, key: client_ip, requests_per_period: 100000, burst_requests: 100000}}]}}\nshared:\n  policy_dir: '{root}/policies'\nbackend:\n  listen: '127.0.0.1:{backend}'\n  admin_listen: null\n  identity: {{max_sessions_per_user: 1000}}\n",
             state = dir.path().join("var").display()
         ),
     )

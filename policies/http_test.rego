@@ -121,6 +121,8 @@ public_routes := [
 	["GET", ["monitoring", "health"], "health"],
 	["POST", [".portcullis", "csp-report"], "csp_report"],
 	["GET", ["api", "openapi.json"], "openapi"],
+	["GET", ["auth", "oidc", "providers"], "oidc_providers"],
+	["GET", ["auth", "session"], "auth_session"],
 	["GET", [], "app_page"],
 	["GET", ["assets", "app-3f2a.js"], "app_assets"],
 ]
@@ -221,6 +223,10 @@ test_matrix_ticket_comments if {
 	route_matrix_holds(["api", "tickets", "TCK-2026-000001", "comments"], {"GET": ticket_roles, "POST": ticket_roles})
 }
 
+test_matrix_ticket_history if {
+	route_matrix_holds(["api", "tickets", "TCK-2026-000001", "history"], {"GET": ticket_roles})
+}
+
 test_matrix_ticket_transitions if {
 	route_matrix_holds(["api", "tickets", "TCK-2026-000001", "transitions"], {"POST": ticket_roles})
 }
@@ -284,6 +290,11 @@ test_password_change_needs_no_role if {
 	decide("POST", ["auth", "password"], user([])).allow == true
 	decide("POST", ["auth", "mfa", "totp", "enroll"], user([])).allow == true
 	decide("GET", ["api", "tickets"], user([])).allow == false
+}
+
+test_matrix_own_sessions_any_authenticated if {
+	route_matrix_holds(["auth", "sessions"], {"GET": any_role, "DELETE": any_role})
+	route_matrix_holds(["auth", "sessions", "5b0e3c9a"], {"GET": any_role, "DELETE": any_role})
 }
 
 test_matrix_mfa_any_authenticated if {

@@ -25,6 +25,7 @@ shared:
   policy_dir: "$root/policies"
 backend:
   listen: "127.0.0.1:$backend"
+  admin_listen: null
 YAML
 password="jwt-hack-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
 printf 'username,email,display_name,department,roles,password_format,password\nvictim,victim@example.org,Victim,Facilities,employee,plaintext,%s\n' "$password" > users.csv

@@ -38,7 +38,7 @@ proxy:
   listen: {https: "127.0.0.1:$https", http: null, admin: "127.0.0.1:$admin"}
   tls: {certificate_file: server.pem, private_key_file: server.key}
 shared: {policy_dir: "$root/policies"}
-backend: {listen: "127.0.0.1:$backend"}
+backend: {listen: "127.0.0.1:$backend", admin_listen: null}
 YAML
 "$bin" --config portcullis.yaml up > portcullis.log 2>&1 &
 pid=$!

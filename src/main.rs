@@ -323,6 +323,9 @@ fn print_urls(settings: &Settings, with_backend: bool) {
             "  backend http://{}/  (reached only through the proxy)",
             settings.backend.listen
         );
+        if let Some(a) = settings.backend.admin_listen {
+            println!("  backend admin http://{}/metrics", shown(a));
+        }
     }
     println!(
         "  health  https://{}/monitoring/health",
@@ -346,26 +349,63 @@ fn backend_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// The backend's listeners, bound before anything serves.
+struct BackendListeners {
+    api: tokio::net::TcpListener,
+    /// `backend.admin_listen`: the backend's `/metrics`.
+    admin: Option<tokio::net::TcpListener>,
+}
+
+async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for the {what}: {e}"))
+}
+
 /// Opens the backend (database, migrations, policy, key) and binds its
-/// listener, failing fast before anything serves.
+/// listeners, failing fast before anything serves. Its metrics go to `registry`,
+/// which its admin listener serves.
 fn start_backend(
     rt: &tokio::runtime::Runtime,
     settings: &Settings,
     authorizer: Option<Arc<Authorizer>>,
     registry: &Registry,
-) -> anyhow::Result<(tokio::net::TcpListener, portcullis_backend::AppState)> {
+) -> anyhow::Result<(BackendListeners, portcullis_backend::AppState)> {
     rt.block_on(async {
         let state = portcullis_backend::open(&settings.backend, authorizer, registry).await?;
-        let listener = tokio::net::TcpListener::bind(settings.backend.listen)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot listen on {} for the backend: {e}",
-                    settings.backend.listen
-                )
-            })?;
-        Ok((listener, state))
+        let api = bind(settings.backend.listen, "backend").await?;
+        let admin = match settings.backend.admin_listen {
+            Some(a) => Some(bind(a, "backend's admin listener").await?),
+            None => None,
+        };
+        Ok((BackendListeners { api, admin }, state))
     })
+}
+
+/// Serves the backend's `/metrics` on its admin listener, if it has one.
+fn spawn_backend_admin(
+    rt: &tokio::runtime::Runtime,
+    admin: Option<tokio::net::TcpListener>,
+    registry: Registry,
+) {
+    if let Some(listener) = admin {
+        rt.spawn(async move {
+            if let Err(e) =
+                portcullis_backend::serve_admin(listener, registry, std::future::pending()).await
+            {
+                tracing::error!(error = %e, "backend admin listener stopped");
+            }
+        });
+    }
+}
+
+/// Process metrics (`process_*`: CPU, memory, file descriptors, start time) in
+/// `registry`. Under `portcullis up` both admin listeners show them, for one process.
+fn register_process_metrics(registry: &Registry) -> anyhow::Result<()> {
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
+    Ok(())
 }
 
 /// Proxy and backend in one process. The backend runs on its own runtime
@@ -380,15 +420,25 @@ fn up(settings: Settings) -> anyhow::Result<()> {
         &settings.proxy.policy_dir,
         settings.proxy.policy_time_limit,
     )?);
-    // One registry for the process: the proxy's /metrics shows both layers.
-    let registry = Registry::new();
+    // One registry per layer, each served by that layer's admin listener, so no
+    // series is scraped twice.
+    let (registry, backend_registry) = (Registry::new(), Registry::new());
+    register_process_metrics(&registry)?;
+    register_process_metrics(&backend_registry)?;
     let reload = reload_service(&registry)?;
     let rt = backend_runtime()?;
-    let (listener, state) =
-        start_backend(&rt, &settings, Some(Arc::clone(&authorizer)), &registry)?;
+    let (listeners, state) = start_backend(
+        &rt,
+        &settings,
+        Some(Arc::clone(&authorizer)),
+        &backend_registry,
+    )?;
+    spawn_backend_admin(&rt, listeners.admin, backend_registry);
     let state_for_audit = state.clone();
     rt.spawn(async move {
-        if let Err(e) = portcullis_backend::serve(listener, state, std::future::pending()).await {
+        if let Err(e) =
+            portcullis_backend::serve(listeners.api, state, std::future::pending()).await
+        {
             tracing::error!(error = %e, "backend stopped");
         }
     });
@@ -404,6 +454,7 @@ fn up(settings: Settings) -> anyhow::Result<()> {
 fn proxy(settings: Settings) -> anyhow::Result<()> {
     print_urls(&settings, false);
     let registry = Registry::new();
+    register_process_metrics(&registry)?;
     portcullis_proxy::run(settings.proxy, reload_service(&registry)?, None, registry)?;
     Ok(())
 }
@@ -413,21 +464,26 @@ fn proxy(settings: Settings) -> anyhow::Result<()> {
 fn backend(settings: Settings) -> anyhow::Result<()> {
     let rt = backend_runtime()?;
     let registry = Registry::new();
-    let (listener, state) = start_backend(&rt, &settings, None, &registry)?;
+    register_process_metrics(&registry)?;
+    let (listeners, state) = start_backend(&rt, &settings, None, &registry)?;
     let mut reload = reload_service(&registry)?;
     reload.add(portcullis_backend::policy_target(
         &state,
         settings.backend.policy_dir.clone(),
     ));
     reload.start()?;
+    spawn_backend_admin(&rt, listeners.admin, registry);
     let audit = state.audit.clone();
     println!(
         "Portcullis backend listening on http://{}/",
         settings.backend.listen
     );
+    if let Some(a) = settings.backend.admin_listen {
+        println!("  admin http://{a}/metrics");
+    }
     rt.block_on(async {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(portcullis_backend::serve(listener, state, async {
+        let server = tokio::spawn(portcullis_backend::serve(listeners.api, state, async {
             let _ = rx.await;
         }));
         shutdown_signal().await;

@@ -115,9 +115,18 @@ async fn signed_in_users_reach_the_api_and_anonymous_ones_do_not() {
     assert!(body["decision_id"].is_string(), "{body}");
     let m = p.metrics().await;
     assert!(
-        m.contains(r#"portcullis_policy_decisions_total{decision="deny",mode="enforce"}"#),
+        m.contains(
+            r#"portcullis_policy_decisions_total{decision="deny",mode="enforce",rule="role_not_permitted"} 1"#
+        ),
         "{m}"
     );
+    // Allowed requests count under the route that admitted them.
+    assert!(
+        m.contains(r#"portcullis_policy_decisions_total{decision="allow",mode="enforce",rule="tickets_collection"}"#),
+        "{m}"
+    );
+    // One subject's enforced denials in the trailing five minutes.
+    assert!(m.contains("portcullis_policy_denials_top_subject 1"), "{m}");
     assert!(m.contains("portcullis_policy_evaluation_duration_seconds_bucket"));
 }
 
@@ -1248,7 +1257,14 @@ async fn floods_of_sign_ins_and_reports_are_limited_folded_and_do_not_slow_a_rea
     // At shutdown the open windows are summarised with their counts.
     let mut p = p;
     p.signal("TERM");
-    p.wait_exit(Duration::from_secs(15)).await.expect("no exit");
+    if p.wait_exit(Duration::from_secs(15)).await.is_none() {
+        let log = p.log();
+        let tail: Vec<&str> = log.lines().rev().take(60).collect();
+        panic!(
+            "no exit within 15 s of SIGTERM; the log ends:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
     let summary = proxy_events(&p, "rate_limit.reject").into_iter().find(|e| {
         e["portcullis.details"]["aggregate"]["repeats"]
             .as_u64()
@@ -1259,4 +1275,193 @@ async fn floods_of_sign_ins_and_reports_are_limited_folded_and_do_not_slow_a_rea
         "{:?}",
         proxy_events(&p, "rate_limit.reject")
     );
+}
+
+/// The session id (`sid`) an access token names.
+fn sid_of(token: &str) -> String {
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    claims["sid"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn users_see_who_they_are_and_end_only_their_own_sessions() {
+    let p = started().await;
+    p.add_users(&[("bob", "employee", PW)]);
+    let token = |v: Value| v["access_token"].as_str().unwrap().to_owned();
+    let (phone, laptop) = (
+        token(p.login("alice", PW).await),
+        token(p.login("alice", PW).await),
+    );
+    let bob = token(p.login("bob", PW).await);
+
+    // Asking is never an error: anonymous callers learn they are anonymous.
+    let r = p.client().get(p.url("/auth/session")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"authenticated": false})
+    );
+    let me: Value = api(&p, &phone, reqwest::Method::GET, "/auth/session")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["authenticated"], true, "{me}");
+    assert_eq!(me["username"], "alice");
+    assert_eq!(me["roles"], json!(["employee"]));
+    assert_eq!(me["session_id"], sid_of(&phone));
+    assert_eq!(me["auth_method"], "password");
+    assert_eq!(
+        (me["mfa"].clone(), me["mfa_enrolled"].clone()),
+        (json!(false), json!(false))
+    );
+
+    // Her own sessions, this one marked; nobody else's.
+    let list = |t: &str| {
+        let r = api(&p, t, reqwest::Method::GET, "/auth/sessions");
+        async move { r.send().await.unwrap().json::<Vec<Value>>().await.unwrap() }
+    };
+    let mine = list(&phone).await;
+    let sids: Vec<&str> = mine
+        .iter()
+        .map(|s| s["session_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(sids.len(), 2, "{mine:?}");
+    assert!(sids.contains(&sid_of(&laptop).as_str()) && !sids.contains(&sid_of(&bob).as_str()));
+    let current: Vec<&Value> = mine.iter().filter(|s| s["current"] == true).collect();
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0]["session_id"], sid_of(&phone));
+
+    // Someone else's session is "not found", and stays alive.
+    let r = api(
+        &p,
+        &phone,
+        reqwest::Method::DELETE,
+        &format!("/auth/sessions/{}", sid_of(&bob)),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let tickets = |t: &str| api(&p, t, reqwest::Method::GET, "/api/tickets").send();
+    assert_eq!(tickets(&bob).await.unwrap().status(), StatusCode::OK);
+
+    // Ending her laptop's session from her phone: the laptop is refused, the phone is not.
+    let r = api(
+        &p,
+        &phone,
+        reqwest::Method::DELETE,
+        &format!("/auth/sessions/{}", sid_of(&laptop)),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(
+        r.headers().get("set-cookie").is_none(),
+        "another session's end clears no cookie here"
+    );
+    assert_eventually!(
+        tickets(&laptop).await.unwrap().status() == StatusCode::UNAUTHORIZED,
+        Duration::from_secs(5),
+        "the ended session still works"
+    );
+    assert_eq!(tickets(&phone).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(list(&phone).await.len(), 1);
+    // Ended once is ended: a second attempt finds nothing.
+    let again = api(
+        &p,
+        &phone,
+        reqwest::Method::DELETE,
+        &format!("/auth/sessions/{}", sid_of(&laptop)),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_FOUND);
+
+    // The trail says who ended it and why.
+    let root = token(p.login("root", PW).await);
+    let page: Value = api(
+        &p,
+        &root,
+        reqwest::Method::GET,
+        &format!(
+            "/admin/audit/logs?action=session.revoke&session_id={}",
+            sid_of(&laptop)
+        ),
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let events = page["items"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{page}");
+    assert_eq!(events[0]["portcullis.details"]["reason"], "user", "{page}");
+
+    // The sign-in page's providers: none configured here, and asking is public.
+    let r = p
+        .client()
+        .get(p.url("/auth/oidc/providers"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"providers": []}));
+}
+
+/// The `portcullis_*` series of a metrics page (name and labels), without values.
+fn series(page: &str) -> std::collections::BTreeSet<String> {
+    page.lines()
+        .filter(|l| l.starts_with("portcullis_"))
+        .filter_map(|l| l.rsplit_once(' ').map(|(s, _)| s.to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn each_layer_serves_its_own_metrics_with_sign_in_timings() {
+    let p = started().await;
+    let r = p
+        .client()
+        .post(p.url("/auth/login"))
+        .json(&json!({"username": "alice", "password": "not her password", "client": "api"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    p.login("alice", PW).await;
+
+    let (proxy, backend) = (p.metrics().await, p.backend_metrics().await);
+    for line in [
+        r#"portcullis_auth_logins_total{method="password",result="success"} 1"#,
+        r#"portcullis_auth_logins_total{method="password",result="failure"} 1"#,
+        r#"portcullis_auth_login_failures_total{method="password",reason="invalid_credentials"} 1"#,
+        r#"portcullis_auth_login_duration_seconds_count{method="password",result="success"} 1"#,
+        r#"portcullis_auth_login_duration_seconds_count{method="password",result="failure"} 1"#,
+        // Known label values start at zero.
+        r#"portcullis_auth_login_failures_total{method="backup_code",reason="mfa_failed"} 0"#,
+        r#"portcullis_auth_lockouts_total{kind="account"} 0"#,
+    ] {
+        assert!(backend.contains(line), "backend lacks `{line}`:\n{backend}");
+    }
+    for (name, page) in [("proxy", &proxy), ("backend", &backend)] {
+        assert!(
+            page.contains("process_resident_memory_bytes") && page.contains("process_open_fds"),
+            "{name} has no process metrics"
+        );
+    }
+    assert!(proxy.contains("portcullis_http_requests_total"));
+    assert!(!proxy.contains("portcullis_auth_logins_total"));
+    assert!(!backend.contains("portcullis_http_requests_total"));
+    // No series on both pages: a sum over both scrape targets would count it twice.
+    let twice: Vec<String> = series(&proxy)
+        .intersection(&series(&backend))
+        .cloned()
+        .collect();
+    assert!(twice.is_empty(), "exposed by both: {twice:#?}");
 }

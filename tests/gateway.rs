@@ -205,6 +205,14 @@ async fn errors_carry_security_headers_401_404_and_502() {
         StatusCode::SERVICE_UNAVAILABLE,
         "ready with the upstream down"
     );
+    // Counted by route and kind; the other kinds are there at zero.
+    let m = p.metrics().await;
+    for line in [
+        r#"portcullis_upstream_errors_total{kind="connect",route="api"} 1"#,
+        r#"portcullis_upstream_errors_total{kind="timeout",route="api"} 0"#,
+    ] {
+        assert!(m.contains(line), "no `{line}`:\n{m}");
+    }
 }
 
 #[tokio::test]
@@ -413,11 +421,11 @@ async fn csp_reports_are_accepted_counted_and_bad_ones_refused() {
 
     let m = p.metrics().await;
     assert!(
-        m.contains(r#"portcullis_csp_violations_total{directive="script-src-elem",route="api"} 1"#),
+        m.contains(r#"portcullis_csp_violations_total{directive="script-src-elem",disposition="enforce",route="api"} 1"#),
         "{m}"
     );
     assert!(
-        m.contains(r#"portcullis_csp_violations_total{directive="img-src",route="admin"} 1"#),
+        m.contains(r#"portcullis_csp_violations_total{directive="img-src",disposition="report",route="admin"} 1"#),
         "{m}"
     );
     let log = p.log();
@@ -630,17 +638,26 @@ async fn sigterm_drains_in_flight_requests_then_exits_within_grace() {
 
     // Idle: exits well within the grace period (the audit spools get a
     // bounded moment to hand over their last events).
-    let mut p = portcullis().grace_seconds(10).start().await;
-    let sent = Instant::now();
-    p.signal("TERM");
-    p.wait_exit(Duration::from_secs(10))
-        .await
-        .expect("idle proxy did not exit");
-    assert!(
-        sent.elapsed() < Duration::from_secs(8),
-        "took {:?}",
-        sent.elapsed()
-    );
+    // SIGINT (an operator's Ctrl-C) exits at once, by the same path.
+    for signal in ["TERM", "INT"] {
+        let mut p = portcullis().grace_seconds(10).start().await;
+        let sent = Instant::now();
+        p.signal(signal);
+        if p.wait_exit(Duration::from_secs(10)).await.is_none() {
+            let log = p.log();
+            panic!(
+                "idle proxy did not exit on SIG{signal}; {} failed accepts logged",
+                log.matches("Accept() failed").count()
+            );
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(8),
+            "SIG{signal} took {:?}",
+            sent.elapsed()
+        );
+        // The services stopped before their runtimes: no accept loop met a closed reactor.
+        assert!(!p.log().contains("Accept() failed"), "SIG{signal}");
+    }
 }
 
 #[tokio::test]
@@ -652,7 +669,7 @@ async fn self_signed_certificate_is_generated_when_none_is_configured() {
     std::fs::write(
         &config,
         format!(
-            "state_dir: {}\nproxy:\n  listen: {{https: 127.0.0.1:{https}, http: null, admin: 127.0.0.1:{admin}}}\n  upstreams: {{backend: {{address: '127.0.0.1:{backend}'}}}}\n  auth: {{revocation_feed_url: 'http://127.0.0.1:{backend}/auth/revocations', issuers: [{{issuer: portcullis, label: backend, audiences: [portcullis], jwks_url: 'http://127.0.0.1:{backend}/auth/jwks.json'}}]}}\nshared: {{policy_dir: '{policies}'}}\nbackend: {{listen: '127.0.0.1:{backend}'}}\n",
+            "state_dir: {}\nproxy:\n  listen: {{https: 127.0.0.1:{https}, http: null, admin: 127.0.0.1:{admin}}}\n  upstreams: {{backend: {{address: '127.0.0.1:{backend}'}}}}\n  auth: {{revocation_feed_url: 'http://127.0.0.1:{backend}/auth/revocations', issuers: [{{issuer: portcullis, label: backend, audiences: [portcullis], jwks_url: 'http://127.0.0.1:{backend}/auth/jwks.json'}}]}}\nshared: {{policy_dir: '{policies}'}}\nbackend: {{listen: '127.0.0.1:{backend}', admin_listen: null}}\n",
             state.display(),
             policies = support::policy_dir()
         ),

@@ -121,6 +121,7 @@ pub struct AuditLog {
 struct Inner {
     spool: Spool,
     redactor: Redactor,
+    metrics: Metrics,
     stop: watch::Sender<Option<tokio::time::Instant>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -171,6 +172,12 @@ impl AuditLog {
             }
         }
         let metrics = Metrics::new(&spool_settings.emitter)?;
+        metrics
+            .spool_max_bytes
+            .set(i64::try_from(spool_settings.max_bytes).unwrap_or(i64::MAX));
+        for reason in SpoolError::METRIC_REASONS {
+            metrics.emit_failures.with_label_values(&[reason]);
+        }
         let spool = Spool::open_with_metrics(&spool_settings, metrics.clone())?;
         let shared = spool.shared().clone();
         let head = *shared.committed.borrow();
@@ -208,6 +215,7 @@ impl AuditLog {
             inner: Arc::new(Inner {
                 spool,
                 redactor: Redactor::new(&redacted_keys),
+                metrics,
                 stop: stop_tx,
                 tasks: Mutex::new(tasks),
             }),
@@ -219,14 +227,28 @@ impl AuditLog {
     /// closed). With [`FullPolicy::Block`] this waits while the spool is full.
     pub async fn emit(&self, mut event: AuditEvent) -> Result<Seq, AuditError> {
         event.redact(&self.inner.redactor);
-        Ok(self.inner.spool.append(event).await?)
+        let appended = self.inner.spool.append(event).await;
+        Ok(self.counted(appended)?)
+    }
+
+    /// Counts an event the spool did not take (`portcullis_audit_emit_failures_total`).
+    fn counted(&self, appended: Result<Seq, SpoolError>) -> Result<Seq, SpoolError> {
+        if let Err(e) = &appended {
+            self.inner
+                .metrics
+                .emit_failures
+                .with_label_values(&[e.metric_reason()])
+                .inc();
+        }
+        appended
     }
 
     /// [`AuditLog::emit`] for threads outside the async runtime; blocks the calling thread
     /// (never call it from async code).
     pub fn emit_blocking(&self, mut event: AuditEvent) -> Result<Seq, AuditError> {
         event.redact(&self.inner.redactor);
-        Ok(self.inner.spool.append_blocking(event)?)
+        let appended = self.inner.spool.append_blocking(event);
+        Ok(self.counted(appended)?)
     }
 
     /// The checkpoint public key (also in `<key_file>.pub`), when checkpoints are on.
@@ -251,5 +273,16 @@ impl AuditLog {
                 task.abort();
             }
         }
+    }
+}
+
+/// What the fuzz targets in `fuzz/` call that is not public otherwise. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Parses one spool line (without its newline) as the spool's readers do.
+    pub fn parse_spool_line(
+        line: String,
+    ) -> Result<crate::spool::spooled::SpooledEvent, serde_json::Error> {
+        crate::spool::spooled::SpooledEvent::parse(line)
     }
 }

@@ -17,7 +17,12 @@ pub(crate) struct Metrics {
     /// `portcullis_audit_events_total{category}`: events written to the spool
     /// (checkpoints excluded).
     pub events: IntCounterVec,
+    /// `portcullis_audit_emit_failures_total{reason}`: events the spool did not take.
+    pub emit_failures: IntCounterVec,
+    /// `portcullis_audit_spool_max_bytes`: the spool's configured bound.
+    pub spool_max_bytes: IntGauge,
 }
+
 
 impl Metrics {
     /// Metrics for `emitter`, not yet registered anywhere.
@@ -53,6 +58,17 @@ impl Metrics {
                 ),
                 &["category"],
             )?,
+            emit_failures: IntCounterVec::new(
+                opts(
+                    "portcullis_audit_emit_failures_total",
+                    "Audit events the spool did not take (the audited action was refused, or the event is lost), by reason.",
+                ),
+                &["reason"],
+            )?,
+            spool_max_bytes: IntGauge::with_opts(opts(
+                "portcullis_audit_spool_max_bytes",
+                "The most bytes the spool may hold on disk (its configured bound).",
+            ))?,
         })
     }
 
@@ -64,6 +80,8 @@ impl Metrics {
             sink_lag,
             delivery_errors,
             events,
+            emit_failures,
+            spool_max_bytes,
         } = self;
         type Boxed = Box<dyn prometheus::core::Collector>;
         fn twice<C: prometheus::core::Collector + Clone + 'static>(c: &C) -> (Boxed, Boxed) {
@@ -75,6 +93,8 @@ impl Metrics {
             twice(sink_lag),
             twice(delivery_errors),
             twice(events),
+            twice(emit_failures),
+            twice(spool_max_bytes),
         ];
         let mut registered: Vec<Boxed> = Vec::new();
         for (collector, copy) in collectors {

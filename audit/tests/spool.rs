@@ -168,12 +168,42 @@ async fn reject_policy_refuses_when_full_and_drops_nothing() {
     settings.spool.checkpoint = None;
     let memory = Memory::default();
     memory.set_down(true);
-    let log = AuditLog::start_with_sinks(
-        settings,
-        vec![memory.sink("mem")],
-        &prometheus::Registry::new(),
-    )
-    .unwrap();
+    let registry = prometheus::Registry::new();
+    let log =
+        AuditLog::start_with_sinks(settings, vec![memory.sink("mem")], &registry).unwrap();
+    // The refusals are counted by reason, the bound is exported.
+    let gauge = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == name)
+            .flat_map(|f| f.get_metric().iter())
+            .find(|m| {
+                labels.iter().all(|(k, v)| {
+                    m.get_label()
+                        .iter()
+                        .any(|l| l.name() == *k && l.value() == *v)
+                })
+            })
+            .map_or(-1.0, |m| {
+                if m.get_counter().has_value() {
+                    m.get_counter().value()
+                } else {
+                    m.get_gauge().value()
+                }
+            })
+    };
+    let refused = |r: &'static str| {
+        gauge(
+            "portcullis_audit_emit_failures_total",
+            &[("emitter", "proxy"), ("reason", r)],
+        )
+    };
+    assert_eq!(refused("spool_full"), 0.0, "exported at zero from the start");
+    assert_eq!(
+        gauge("portcullis_audit_spool_max_bytes", &[("emitter", "proxy")]),
+        (128 * 1024) as f64
+    );
 
     let mut acked = Vec::new();
     let full_after = loop {
@@ -192,6 +222,8 @@ async fn reject_policy_refuses_when_full_and_drops_nothing() {
         Err(AuditError::Spool(SpoolError::Full))
     ));
     assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(refused("spool_full"), 2.0, "both refusals counted");
+    assert_eq!(refused("io"), 0.0);
 
     memory.set_down(false);
     eventually(

@@ -93,7 +93,7 @@ pub enum StartError {
 /// itself, and it must pass its own tests; the caller then registers
 /// [`policy_target`] to keep it current.
 ///
-/// Metrics go to `registry`, the process's one registry.
+/// Metrics go to `registry`, the backend's (served by its admin listener).
 pub async fn open(
     settings: &BackendSettings,
     authorizer: Option<Arc<Authorizer>>,
@@ -183,6 +183,17 @@ pub async fn serve(
         .await;
     keys.abort();
     served
+}
+
+/// Serves the admin listener (`/metrics` of `registry`) until `shutdown` resolves.
+pub async fn serve_admin(
+    listener: tokio::net::TcpListener,
+    registry: prometheus::Registry,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, monitoring::admin_router(registry))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Every route: each resource's router, the problem answers for unknown routes and

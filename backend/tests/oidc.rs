@@ -570,6 +570,7 @@ impl App {
         let configs: Vec<OidcProviderConfig> = serde_json::from_value(json!([
             {
                 "name": "idp",
+                "display_name": "Example IdP",
                 "issuer": idp.issuer,
                 "client_id": "portcullis",
                 "client_secret_file": "idp.secret",
@@ -1439,6 +1440,16 @@ async fn bad_sign_in_requests_get_problems(engine: Engine) {
     // Two providers: one must be named.
     let r = b.get(&format!("{}/auth/oidc/login", app.base)).await;
     problem(r, StatusCode::BAD_REQUEST, "oidc-unknown-provider").await;
+    // The sign-in page names them (the display name, else the name).
+    let r = b.get(&format!("{}/auth/oidc/providers", app.base)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"providers": [
+            {"name": "idp", "display_name": "Example IdP"},
+            {"name": "idp-sub", "display_name": "idp-sub"},
+        ]})
+    );
     let r = b
         .get(&format!(
             "{}/auth/oidc/login?provider=idp&extra=1",
@@ -1514,6 +1525,7 @@ fn provider_configuration_is_validated_with_paths() {
                 },
                 {
                     "name": "Okta!",
+                    "display_name": "Okta\u{0007}",
                     "issuer": "http://okta.example.com",
                     "client_id": "",
                     "client_secret_file": "okta.secret",
@@ -1547,6 +1559,7 @@ fn provider_configuration_is_validated_with_paths() {
         .into_lines();
     let expected = [
         "backend.identity.oidc[1].name:",
+        "backend.identity.oidc[1].display_name: use 1 to 64 printable characters",
         "backend.identity.oidc[1].issuer: use an https URL",
         "backend.identity.oidc[1].client_id: must not be empty",
         "backend.identity.oidc[1].redirect_uri: its path must end in /auth/oidc/callback",

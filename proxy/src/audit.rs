@@ -52,14 +52,14 @@ const FOLD_FLUSH_EVERY: Duration = Duration::from_secs(5);
 const FOLD_MAX_KEYS: usize = 10_000;
 
 /// The request path's audit: events a request collected are folded ([`FOLDED_ACTIONS`])
-/// and spooled, and a failure to spool is counted (`portcullis_audit_emit_failures_total`,
-/// which an alert watches) as well as logged.
+/// and spooled; a failure to spool is logged with the event's action, and the audit log
+/// counts it (`portcullis_audit_emit_failures_total{emitter,reason}`, which an alert
+/// watches).
 #[derive(Clone)]
 pub struct RequestAudit {
     log: AuditLog,
     folder: Arc<Aggregator>,
     folded: IntCounterVec,
-    failures: IntCounterVec,
 }
 
 impl RequestAudit {
@@ -71,20 +71,14 @@ impl RequestAudit {
             ),
             &["action"],
         )?;
-        let failures = IntCounterVec::new(
-            Opts::new(
-                "portcullis_audit_emit_failures_total",
-                "Audit events the proxy could not spool (lost unless the spool recovers)",
-            ),
-            &["action"],
-        )?;
+        for action in FOLDED_ACTIONS {
+            folded.with_label_values(&[action]);
+        }
         registry.register(Box::new(folded.clone()))?;
-        registry.register(Box::new(failures.clone()))?;
         Ok(Self {
             log,
             folder: Arc::new(Aggregator::new(FOLD_WINDOW, FOLD_MAX_KEYS)),
             folded,
-            failures,
         })
     }
 
@@ -134,7 +128,6 @@ impl RequestAudit {
         let emits = events.into_iter().map(|event| async move {
             let action = event.action().to_owned();
             if let Err(e) = self.log.emit(event).await {
-                self.failures.with_label_values(&[action.as_str()]).inc();
                 tracing::error!(target: "portcullis::audit", action = %action, error = %e, "audit event not recorded");
             }
         });

@@ -446,6 +446,7 @@ fn build_server(
     reload: &mut portcullis_reload::ReloadService,
 ) -> Result<ProxyServer, StartError> {
     let metrics = metrics::Metrics::try_new(registry)?;
+    metrics.init_routes(settings.routes.iter().map(|r| r.name.as_str()));
     let certificate = open_certificate(&settings.tls, &metrics, reload)?;
     let conf = ServerConf {
         threads: settings.worker_threads,
@@ -453,9 +454,13 @@ fn build_server(
         // wake-ups per request (work stealing cost more in scheduler time than it
         // balanced; BENCHMARKS.md has the A/B).
         work_stealing: false,
-        // Draining is ours (see `drain`): pingora is asked for a fast exit
-        // once in-flight requests are done.
-        grace_period_seconds: Some(0),
+        // Draining is ours (see `drain`): once in-flight requests are done,
+        // pingora stops its services (accept loops end, HTTP/2 connections get
+        // GOAWAY) and gives the connections one second to write out the last
+        // responses before the runtimes, and every task on them, are dropped.
+        // Without it an answer completed just before the drain ended could be
+        // lost in a connection's send buffer.
+        grace_period_seconds: Some(1),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
@@ -562,4 +567,39 @@ fn build_server(
         http_addr,
         admin_addr,
     })
+}
+
+/// What the fuzz targets in `fuzz/` call that is not public otherwise. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::net::IpAddr;
+    use std::sync::Arc;
+
+    pub use crate::csp_report::{ReportError, Violation, parse as parse_csp_report};
+    pub use crate::guards::rate_limit::login_account;
+
+    /// The policy input the policy guard builds for a request on no route, from a caller
+    /// verified with `principal` (`via_cookie` says how the credential came) or anonymous.
+    pub fn policy_input(
+        method: &http::Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &http::HeaderMap,
+        client_ip: Option<IpAddr>,
+        principal: Option<(crate::jwt::VerifiedToken, bool)>,
+    ) -> serde_json::Value {
+        let drain = Arc::new(crate::drain::Drain::default());
+        let mut ctx = crate::context::RequestCtx::new(drain.enter());
+        ctx.client_ip = client_ip;
+        ctx.principal =
+            principal.map(|(token, via_cookie)| crate::context::Principal { token, via_cookie });
+        let facts = crate::context::RequestFacts {
+            method,
+            path,
+            query,
+            headers,
+            host: None,
+        };
+        crate::guards::policy::policy_input(&facts, &ctx)
+    }
 }

@@ -19,6 +19,31 @@ pub struct Metrics {
     pub tls_not_after: IntGauge,
     pub in_flight: IntGauge,
     pub connections_refused: IntCounterVec,
+    /// `portcullis_upstream_errors_total{route,kind}`.
+    pub upstream_errors: IntCounterVec,
+}
+
+/// The `kind` label of an upstream error.
+pub const UPSTREAM_ERROR_KINDS: [&str; 5] = ["connect", "timeout", "read", "write", "other"];
+
+/// What went wrong talking to an upstream, as the `kind` label says it.
+pub fn upstream_error_kind(etype: &pingora::ErrorType) -> &'static str {
+    use pingora::ErrorType as E;
+    match etype {
+        E::ConnectTimedout | E::ReadTimedout | E::WriteTimedout => "timeout",
+        E::ConnectRefused
+        | E::ConnectNoRoute
+        | E::ConnectError
+        | E::BindError
+        | E::SocketError
+        | E::TLSHandshakeFailure
+        | E::TLSHandshakeTimedout => "connect",
+        E::ReadError | E::InvalidHTTPHeader | E::H1Error | E::H2Error | E::ConnectionClosed => {
+            "read"
+        }
+        E::WriteError => "write",
+        _ => "other",
+    }
 }
 
 /// Latency buckets in seconds, from 0.5 ms to 10 s.
@@ -56,9 +81,9 @@ impl Metrics {
         let csp_violations = IntCounterVec::new(
             Opts::new(
                 "portcullis_csp_violations_total",
-                "CSP violation reports received, by directive and route.",
+                "CSP violation reports received, by directive, route and disposition (enforce: blocked; report: report-only).",
             ),
-            &["directive", "route"],
+            &["directive", "route", "disposition"],
         )?;
         let tls_not_after = IntGauge::new(
             "portcullis_tls_certificate_expiry_timestamp_seconds",
@@ -82,6 +107,14 @@ impl Metrics {
         registry.register(Box::new(csp_violations.clone()))?;
         registry.register(Box::new(tls_not_after.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "portcullis_upstream_errors_total",
+                "Requests that failed talking to their upstream, by route and kind (connect, timeout, read, write, other).",
+            ),
+            &["route", "kind"],
+        )?;
+        registry.register(Box::new(upstream_errors.clone()))?;
         Ok(Self {
             registry: registry.clone(),
             requests,
@@ -91,11 +124,21 @@ impl Metrics {
             tls_not_after,
             in_flight,
             connections_refused,
+            upstream_errors,
         })
     }
 
-    /// Every metric of the process's registry (the proxy's, and under `portcullis up`
-    /// the backend's and both audit logs'), in Prometheus text format.
+    /// Exports the per-route counters at zero for each configured route.
+    pub fn init_routes<'a>(&self, routes: impl IntoIterator<Item = &'a str>) {
+        for route in routes {
+            for kind in UPSTREAM_ERROR_KINDS {
+                self.upstream_errors.with_label_values(&[route, kind]);
+            }
+        }
+    }
+
+    /// Every metric of the proxy's registry (the backend serves its own), in
+    /// Prometheus text format.
     pub fn render(&self) -> Vec<u8> {
         let families = self.registry.gather();
         let mut buf = Vec::new();

@@ -129,6 +129,7 @@ shared:
   policy_dir: '${path.join(root, 'policies')}'
 backend:
   listen: '127.0.0.1:${backend}'
+  admin_listen: null
   identity:
     oidc:
       - name: idp

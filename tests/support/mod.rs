@@ -55,6 +55,8 @@ pub struct Portcullis {
     pub http: u16,
     pub admin: u16,
     pub backend: u16,
+    /// The backend's admin listener (its `/metrics`); under `proxy` mode unused.
+    pub backend_admin: u16,
 }
 
 pub fn portcullis() -> Builder {
@@ -156,7 +158,7 @@ impl Builder {
         let dir = tempfile::tempdir().unwrap();
         let pki = TestPki::generate(dir.path());
         let (https, http, admin) = (free_port(), free_port(), free_port());
-        let backend = free_port();
+        let (backend, backend_admin) = (free_port(), free_port());
         let upstream = self
             .upstream
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], backend)));
@@ -187,7 +189,7 @@ impl Builder {
             auth_extra = self.extra_auth_yaml,
         );
         let yaml = format!(
-            "state_dir: {state}\nlog: {{format: text, level: info}}\nproxy:\n  listen: {{https: 127.0.0.1:{https}, http: 127.0.0.1:{http}, admin: 127.0.0.1:{admin}}}\n  tls: {{certificate_file: {cert}, private_key_file: {key}}}\n  trusted_proxies: {trusted}\n  shutdown: {{grace_seconds: {grace}}}\n  worker_threads: 2\n  upstreams:\n    backend: {{address: '{upstream}', connect_timeout_seconds: 1, read_timeout_seconds: 10}}\n{routes}{auth}shared:\n  policy_dir: '{policies}'\n{shared_extra}backend:\n  listen: 127.0.0.1:{backend}\n{backend_extra}audit:\n  ingest_url: {ingest}\n{audit}",
+            "state_dir: {state}\nlog: {{format: text, level: info}}\nproxy:\n  listen: {{https: 127.0.0.1:{https}, http: 127.0.0.1:{http}, admin: 127.0.0.1:{admin}}}\n  tls: {{certificate_file: {cert}, private_key_file: {key}}}\n  trusted_proxies: {trusted}\n  shutdown: {{grace_seconds: {grace}}}\n  worker_threads: 2\n  upstreams:\n    backend: {{address: '{upstream}', connect_timeout_seconds: 1, read_timeout_seconds: 10}}\n{routes}{auth}shared:\n  policy_dir: '{policies}'\n{shared_extra}backend:\n  listen: 127.0.0.1:{backend}\n  admin_listen: 127.0.0.1:{backend_admin}\n{backend_extra}audit:\n  ingest_url: {ingest}\n{audit}",
             state = dir.path().join("var").display(),
             cert = pki.cert_path.display(),
             key = pki.key_path.display(),
@@ -221,6 +223,7 @@ impl Builder {
             http,
             admin,
             backend,
+            backend_admin,
         };
         p.wait_live().await;
         p
@@ -275,6 +278,16 @@ impl Portcullis {
 
     pub async fn metrics(&self) -> String {
         reqwest::get(self.admin_url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The backend's own metrics (its admin listener), under `up`.
+    pub async fn backend_metrics(&self) -> String {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.backend_admin))
             .await
             .unwrap()
             .text()

@@ -68,6 +68,21 @@ pub enum SpoolError {
 }
 
 impl SpoolError {
+    /// Every [`SpoolError::metric_reason`].
+    pub(crate) const METRIC_REASONS: [&'static str; 5] =
+        ["spool_full", "too_large", "closed", "io", "other"];
+
+    /// The `reason` label of `portcullis_audit_emit_failures_total`.
+    pub(crate) fn metric_reason(&self) -> &'static str {
+        match self {
+            Self::Full | Self::FullTimeout { .. } => "spool_full",
+            Self::TooLarge { .. } => "too_large",
+            Self::Closed => "closed",
+            Self::Io { .. } | Self::Corrupt { .. } => "io",
+            Self::EmitterMismatch { .. } | Self::Key(_) | Self::Settings(_) => "other",
+        }
+    }
+
     /// A copy for each of several waiters (`io::Error` is not `Clone`).
     pub(super) fn duplicate(&self) -> Self {
         match self {

@@ -56,10 +56,7 @@ impl AppState {
             Ok(n) => n,
             Err(e) => return e,
         };
-        self.identity
-            .logins
-            .with_label_values(&["failure", "password"])
-            .inc();
+        self.identity.metrics.failed(method, reason);
         self.penalty(failures).await;
         invalid_credentials()
     }
@@ -113,6 +110,32 @@ pub(super) async fn login(
     headers: HeaderMap,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
+    let method = if req.backup_code.is_some() {
+        "backup_code"
+    } else {
+        "password"
+    };
+    let answer = sign_in(&s, &headers, req).await;
+    let result = match &answer {
+        Ok(_) => "success",
+        Err(e) => match e.parts() {
+            (_, "invalid-credentials", _) => "failure",
+            (_, "mfa-required" | "password-change-required", _) => "challenge",
+            _ => "error",
+        },
+    };
+    s.identity
+        .metrics
+        .answered(method, result, started.elapsed());
+    answer
+}
+
+async fn sign_in(
+    s: &AppState,
+    headers: &HeaderMap,
+    req: LoginRequest,
+) -> Result<Response, ApiError> {
     let now = now_unix();
     let username = req.username.trim().to_lowercase();
     if username.is_empty() || username.len() > 64 || req.password.len() > 1024 {
@@ -120,7 +143,7 @@ pub(super) async fn login(
     }
     let account_key = format!("account:{username}");
     // The same network key as the proxy's rate limits: an IPv6 client counts by its /64.
-    let network = client_ip(&headers)
+    let network = client_ip(headers)
         .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
         .map(portcullis_contract::headers::client_network)
         .unwrap_or_default();
@@ -131,11 +154,8 @@ pub(super) async fn login(
     if s.locked(&account_key, now).await? || s.locked(&ip_key, now).await? {
         // Same work and the same answer as a wrong password: no enumeration.
         // The outcome does not matter, only the work (a busy answer is fine too).
-        let _ = verify_password(&s, &req.password, None).await;
-        s.identity
-            .logins
-            .with_label_values(&["locked", "password"])
-            .inc();
+        let _ = verify_password(s, &req.password, None).await;
+        s.identity.metrics.failed("password", "locked");
         s.audit(login_failure(&username, "password", "locked"))
             .await?;
         return Err(invalid_credentials());
@@ -149,7 +169,7 @@ pub(super) async fn login(
         (Some(_), Some(c)) => Some(c.password.clone()),
         _ => None,
     };
-    let verified = verify_password(&s, &req.password, stored).await?;
+    let verified = verify_password(s, &req.password, stored).await?;
     let (Some((employee_id, _)), Some(credential), Some(verified)) = (found, credential, verified)
     else {
         return Err(s
@@ -246,7 +266,7 @@ pub(super) async fn login(
             });
         };
         check_new_password(&username, new_password)?;
-        let stored = new_credential(&s, new_password).await?;
+        let stored = new_credential(s, new_password).await?;
         store::set_credential(&s.db, employee_id, &stored, false).await?;
         s.audit(
             event(Category::Auth, "password.change", Outcome::Success)
@@ -256,7 +276,7 @@ pub(super) async fn login(
         )
         .await?;
     } else if verified == Verified::Upgrade {
-        let stored = new_credential(&s, &req.password).await?;
+        let stored = new_credential(s, &req.password).await?;
         store::set_credential(&s.db, employee_id, &stored, false).await?;
         s.audit(
             event(Category::Auth, "password.upgrade", Outcome::Success)
@@ -268,14 +288,11 @@ pub(super) async fn login(
     store::clear_failures(&s.db, &account_key).await?;
     let mfa = used_second_factor(&amr);
     let (sid, issued) = s
-        .start_session(employee_id, method, amr, &headers, None)
+        .start_session(employee_id, method, amr, headers, None)
         .await?;
     s.signed_in(&sid, employee_id, &username, method, mfa, None)
         .await?;
-    s.identity
-        .logins
-        .with_label_values(&["success", method])
-        .inc();
+    s.identity.metrics.succeeded(method);
     // Roles that need a second factor are withheld from this session: the
     // account has none enrolled yet (with one, the code was required above).
     let extra = if issued.withheld_roles.is_empty() {

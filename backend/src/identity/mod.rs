@@ -47,7 +47,7 @@ pub fn router() -> Router<AppState> {
     use self::second_factor::{admin_reset_mfa, totp_confirm, totp_enroll};
     use self::sessions::{
         admin_revoke_session, admin_revoke_user_sessions, admin_sessions, admin_user_sessions,
-        logout,
+        current_session, end_own_session, logout, own_sessions,
     };
     use self::tokens::refresh;
     Router::new()
@@ -56,6 +56,9 @@ pub fn router() -> Router<AppState> {
         .route("/auth/refresh", post(refresh))
         .route("/auth/jwks.json", get(jwks))
         .route(FEED_PATH, get(revocations))
+        .route("/auth/session", get(current_session))
+        .route("/auth/sessions", get(own_sessions))
+        .route("/auth/sessions/{sid}", delete(end_own_session))
         .route("/auth/password", post(change_password))
         .route("/auth/mfa/totp/enroll", post(totp_enroll))
         .route("/auth/mfa/totp/confirm", post(totp_confirm))

@@ -3,6 +3,8 @@
 //! Logout; RP-initiated logout.
 //!
 //! Routes:
+//! - `GET /auth/oidc/providers`: the configured providers' names and display
+//!   names (public; the sign-in page's buttons).
 //! - `GET /auth/oidc/login?provider=NAME&return_to=/path`: stores a pending
 //!   login (hashed `state` and `nonce`, 10 minutes, single use) bound to the
 //!   browser by the `__Host-portcullis-oidc` cookie, and redirects to the
@@ -37,12 +39,12 @@ mod store;
 pub use crate::settings::oidc::{OidcProviderConfig, validate_providers};
 pub use provider::{BACKCHANNEL_LOGOUT_EVENT, Claims, LogoutClaims, OidcError, Providers};
 
-use axum::Router;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
@@ -217,12 +219,28 @@ async fn callback(
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<CallbackQuery>,
 ) -> Response {
+    let started = std::time::Instant::now();
+    let resp = finish_sign_in(&s, &headers, &q).await;
+    // The hand-over page (200) means signed in; anything else was refused.
+    let result = if resp.status() == StatusCode::OK {
+        "success"
+    } else {
+        "failure"
+    };
+    s.identity
+        .metrics
+        .answered("oidc", result, started.elapsed());
+    resp
+}
+
+/// The callback's work: the pending sign-in, the code exchange, the session.
+async fn finish_sign_in(s: &AppState, headers: &HeaderMap, q: &CallbackQuery) -> Response {
     // The pending login must exist, be this browser's, and be unused.
     let state = q
         .state
         .as_deref()
         .filter(|v| !v.is_empty() && v.len() <= 512);
-    let browser = read_cookie(&headers, OIDC_COOKIE).filter(|v| !v.is_empty());
+    let browser = read_cookie(headers, OIDC_COOKIE).filter(|v| !v.is_empty());
     let (Some(state), Some(browser)) = (state, browser) else {
         return invalid_state().into_response();
     };
@@ -248,19 +266,16 @@ async fn callback(
         Err(e) => return ApiError::from(e).into_response(),
     };
     // From here on the pending login is spent: the browser's cookie goes too.
-    let outcome = complete(&s, &headers, &q, &claimed, state, browser).await;
+    let outcome = complete(s, headers, q, &claimed, state, browser).await;
     let mut resp = match outcome {
         Ok(r) => r,
         Err(e) => {
-            s.identity
-                .logins
-                .with_label_values(&["failure", "oidc"])
-                .inc();
             let reason = match &e {
                 ApiError::Custom { kind, .. } => *kind,
                 ApiError::Internal(_) => "internal",
                 _ => "other",
             };
+            s.identity.metrics.failed("oidc", reason);
             let refused = event(Category::Auth, "login", Outcome::Failure)
                 .level(Level::Warning)
                 .auth_method("oidc")
@@ -385,10 +400,7 @@ async fn complete(
         Some(&settings.name),
     )
     .await?;
-    s.identity
-        .logins
-        .with_label_values(&["success", "oidc"])
-        .inc();
+    s.identity.metrics.succeeded("oidc");
     // The same cookies as a browser password sign-in, then back to the page.
     let tokens = token_response(&issued, false, json!({}));
     let mut resp = continue_to(&claimed.return_to);
@@ -508,8 +520,21 @@ async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Result<Respons
 }
 
 /// Routes of OIDC sign-in and logout.
+/// `GET /auth/oidc/providers`, a public route: the providers one can sign in with,
+/// for the sign-in page's buttons (an empty list when single sign-on is off).
+async fn providers(State(s): State<AppState>) -> Json<Value> {
+    let list: Vec<Value> = s
+        .identity
+        .oidc
+        .names()
+        .map(|(name, display_name)| json!({ "name": name, "display_name": display_name }))
+        .collect();
+    Json(json!({ "providers": list }))
+}
+
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/auth/oidc/providers", get(providers))
         .route("/auth/oidc/login", get(login))
         .route("/auth/oidc/callback", get(callback))
         .route("/auth/oidc/backchannel-logout", post(backchannel_logout))

@@ -6,7 +6,7 @@
 use std::sync::{Arc, RwLock};
 
 use super::keys::Keyring;
-use super::metrics::counter;
+use super::metrics::{SignInMetrics, counter};
 use super::password::{PasswordError, Passwords};
 use super::{announce, mfa, oidc};
 use crate::model::Role;
@@ -27,8 +27,7 @@ pub struct IdentityService {
     pub(super) hashing: tokio::sync::Semaphore,
     /// Sign-in password checks, one at a time per client network (`credentials`).
     pub(super) network_turns: super::turns::NetworkTurns,
-    pub(super) lockouts: prometheus::IntCounterVec,
-    pub(super) logins: prometheus::IntCounterVec,
+    pub(super) metrics: SignInMetrics,
 }
 
 impl std::fmt::Debug for IdentityService {
@@ -87,18 +86,7 @@ impl IdentityService {
             passwords: Passwords::try_new()?,
             keyring: RwLock::new(keyring),
             oidc: oidc::Providers::default(),
-            lockouts: counter(
-                registry,
-                "portcullis_auth_lockouts_total",
-                "Sign-in lockouts, by key kind.",
-                &["kind"],
-            )?,
-            logins: counter(
-                registry,
-                "portcullis_auth_logins_total",
-                "Sign-in attempts, by result and method.",
-                &["result", "method"],
-            )?,
+            metrics: SignInMetrics::try_new(registry)?,
         })
     }
 }

@@ -1,6 +1,8 @@
 //! Sessions: ending one or all of an employee's (announced to the proxies when Redis
 //! is configured), the `session.revoke` and `logout` events, `POST /auth/logout`,
-//! and the administrators' session API (`/admin/sessions`, `/admin/users/{id}/sessions`).
+//! the caller's own sessions (`GET /auth/session`, `GET /auth/sessions`,
+//! `DELETE /auth/sessions/{sid}`) and the administrators' session API
+//! (`/admin/sessions`, `/admin/users/{id}/sessions`).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -15,7 +17,7 @@ use super::tokens::{AccessClaims, RefreshRequest, token_hash};
 use crate::AppState;
 use crate::audit_log::{Category, EventExt, Outcome, event};
 use crate::db::RepoError;
-use crate::directory::EndSessions;
+use crate::directory::{EndSessions, repo};
 use crate::http::policy::require_admin;
 use crate::http::validate::parse_id;
 use crate::http::{ApiError, Caller};
@@ -157,6 +159,100 @@ impl AppState {
         }
         Ok(())
     }
+}
+
+/// `GET /auth/session`, a public route: who the request is signed in as, for the web
+/// application (its access token is `HttpOnly`). Anonymous callers, and callers whose
+/// session has ended, get `{"authenticated": false}` rather than a 401, so asking is
+/// never an error.
+pub(super) async fn current_session(
+    State(s): State<AppState>,
+    caller: Result<Caller, ApiError>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let anonymous = || Json(json!({ "authenticated": false }));
+    let c = match caller {
+        Ok(c) => c,
+        Err(ApiError::Unauthenticated) => return Ok(anonymous()),
+        Err(e) => return Err(e),
+    };
+    let Some(sid) = c.identity.session_id.as_deref() else {
+        return Ok(anonymous());
+    };
+    let Some(session) = store::session(&s.db, sid).await? else {
+        return Ok(anonymous());
+    };
+    // The caller's roles already lack those withheld for want of a second factor;
+    // the page says which they are.
+    let mut held = repo::get_employee(&s.db, c.employee.id).await?.roles;
+    let withheld = s.identity.withhold_roles(&mut held, session.mfa);
+    let mfa_enrolled = matches!(store::totp(&s.db, c.employee.id).await?, Some((_, true)));
+    let e = &c.employee;
+    Ok(Json(json!({
+        "authenticated": true,
+        "employee_id": e.id,
+        "username": e.username,
+        "display_name": e.display_name,
+        "email": e.email,
+        "department_id": e.department_id,
+        "roles": e.roles,
+        "withheld_roles": withheld,
+        "auth_method": session.auth_method,
+        "oidc_provider": session.oidc_provider,
+        "mfa": session.mfa,
+        "mfa_enrolled": mfa_enrolled,
+        "session_id": session.session_id,
+        "session_expires_at": session.expires_at,
+        "session_absolute_expires_at": session.absolute_expires_at,
+    })))
+}
+
+/// One of the caller's sessions, marked when it is the one asking.
+#[derive(serde::Serialize)]
+pub(super) struct OwnSession {
+    #[serde(flatten)]
+    session: store::Session,
+    current: bool,
+}
+
+/// `GET /auth/sessions`: the caller's active sessions, oldest first.
+pub(super) async fn own_sessions(
+    State(s): State<AppState>,
+    c: Caller,
+) -> Result<Json<Vec<OwnSession>>, ApiError> {
+    let current = c.identity.session_id.as_deref();
+    let sessions = store::active_sessions(&s.db, Some(c.employee.id)).await?;
+    Ok(Json(
+        sessions
+            .into_iter()
+            .map(|session| OwnSession {
+                current: current == Some(session.session_id.as_str()),
+                session,
+            })
+            .collect(),
+    ))
+}
+
+/// `DELETE /auth/sessions/{sid}`: ends one of the caller's own sessions (another
+/// device, or this one). Anyone else's session, ended or not, is "not found": the
+/// answer does not tell whether such a session exists.
+pub(super) async fn end_own_session(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(sid): Path<String>,
+) -> Result<Response, ApiError> {
+    let own = store::session(&s.db, &sid)
+        .await?
+        .is_some_and(|session| session.employee_id == c.employee.id);
+    if !own || !s.revoke_session(&sid, "user").await? {
+        return Err(ApiError::NotFound("active session"));
+    }
+    s.session_revoked(&sid, "user", Some(&c)).await?;
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    if c.identity.session_id.as_deref() == Some(sid.as_str()) {
+        // This browser's own session: its cookies are of no further use.
+        clear_cookies(&mut resp);
+    }
+    Ok(resp)
 }
 
 pub(super) async fn admin_sessions(

@@ -43,7 +43,11 @@ impl AppState {
         .await?;
         let locked_until = (failures >= max).then_some(locked_until);
         if failures == max {
-            self.identity.lockouts.with_label_values(&[kind]).inc();
+            self.identity
+                .metrics
+                .lockouts
+                .with_label_values(&[kind])
+                .inc();
             self.audit(
                 event(Category::Auth, "lockout", Outcome::Failure)
                     .level(Level::Warning)

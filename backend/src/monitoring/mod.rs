@@ -1,8 +1,11 @@
-//! Monitoring and discovery: `GET /monitoring/health` and the OpenAPI document
-//! (`GET /api/openapi.json`).
+//! Monitoring and discovery: `GET /monitoring/health`, the OpenAPI document
+//! (`GET /api/openapi.json`), and the admin listener's routes ([`admin_router`]).
 
+mod admin;
 mod health;
 mod openapi;
+
+pub use self::admin::admin_router;
 
 use axum::Router;
 use axum::routing::get;

@@ -22,6 +22,11 @@ pub struct BackendConfig {
     /// Listening address. Default `127.0.0.1:8081`: keep it on loopback, the
     /// proxy is the only client.
     pub listen: String,
+    /// The backend's admin listener: `GET /metrics` (the backend's own metrics, also
+    /// under `portcullis up`, where the proxy's admin listener serves the proxy's)
+    /// and `GET /health/live`. Default `127.0.0.1:9091`; `null` turns it off. Keep it
+    /// on loopback or a private network.
+    pub admin_listen: Option<String>,
     /// `sqlite://FILE` or `postgres://…`. Default: `sqlite://<state_dir>/portcullis.db`.
     /// A password in the URL is refused: use `database_password_file`.
     pub database_url: Option<String>,
@@ -38,6 +43,7 @@ impl Default for BackendConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8081".to_owned(),
+            admin_listen: Some("127.0.0.1:9091".to_owned()),
             database_url: None,
             database_password_file: None,
             identity: IdentityConfig::default(),
@@ -50,6 +56,7 @@ impl Default for BackendConfig {
 #[derive(Debug, Clone)]
 pub struct BackendSettings {
     pub listen: SocketAddr,
+    pub admin_listen: Option<SocketAddr>,
     pub database_url: String,
     pub database_password_file: Option<PathBuf>,
     pub policy_dir: PathBuf,
@@ -80,6 +87,7 @@ impl BackendConfig {
     ) -> Result<BackendSettings, Problems> {
         let Self {
             listen,
+            admin_listen,
             database_url,
             database_password_file,
             identity,
@@ -96,6 +104,26 @@ impl BackendConfig {
                 )
             })
             .ok();
+        let admin_listen = match admin_listen {
+            None => Some(None),
+            Some(a) => match a.parse::<SocketAddr>() {
+                Ok(addr) if Some(addr) == listen => {
+                    problems.push(
+                        format!("{prefix}.admin_listen"),
+                        "must differ from backend.listen",
+                    );
+                    None
+                }
+                Ok(addr) => Some(Some(addr)),
+                Err(_) => {
+                    problems.push(
+                        format!("{prefix}.admin_listen"),
+                        format!("`{a}` is not an IP:port address"),
+                    );
+                    None
+                }
+            },
+        };
         let url = database_url.clone().unwrap_or_else(|| {
             format!(
                 "sqlite://{}?mode=rwc",
@@ -133,9 +161,10 @@ impl BackendConfig {
             .map(|t| t.settings("backend"))
             .map_err(|e| problems.append(e))
             .ok();
-        match (listen, audit, problems.is_empty()) {
-            (Some(listen), Some(audit), true) => Ok(BackendSettings {
+        match (listen, admin_listen, audit, problems.is_empty()) {
+            (Some(listen), Some(admin_listen), Some(audit), true) => Ok(BackendSettings {
                 listen,
+                admin_listen,
                 database_url: url,
                 database_password_file: database_password_file.as_deref().map(resolve),
                 policy_dir: shared.policy_dir.clone(),

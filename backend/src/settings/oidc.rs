@@ -18,6 +18,10 @@ use crate::model::Role;
 pub struct OidcProviderConfig {
     /// Short name, `a-z 0-9 _ -`, unique: `/auth/oidc/login?provider=NAME`.
     pub name: String,
+    /// What the sign-in page's button says ("Sign in with …"), at most 64
+    /// printable characters. Default: `name`.
+    #[serde(default)]
+    pub display_name: Option<String>,
     /// Issuer URL; its discovery document is
     /// `ISSUER/.well-known/openid-configuration`. https (http only on a
     /// loopback address).
@@ -81,6 +85,7 @@ pub fn default_role_mapping() -> BTreeMap<String, String> {
 #[derive(Debug, Clone)]
 pub struct ProviderSettings {
     pub name: String,
+    pub display_name: String,
     pub issuer: String,
     pub client_id: String,
     pub client_secret_file: PathBuf,
@@ -135,6 +140,7 @@ impl OidcProviderConfig {
     ) -> Option<ProviderSettings> {
         let Self {
             name,
+            display_name,
             issuer,
             client_id,
             client_secret_file,
@@ -155,6 +161,14 @@ impl OidcProviderConfig {
             problems.push(
                 format!("{prefix}.name"),
                 "use 1 to 32 of a-z, 0-9, `_`, `-`",
+            );
+        }
+        if let Some(d) = display_name
+            && (d.trim().is_empty() || d.chars().count() > 64 || d.chars().any(char::is_control))
+        {
+            problems.push(
+                format!("{prefix}.display_name"),
+                "use 1 to 64 printable characters",
             );
         }
         if let Some(u) = check_url(&format!("{prefix}.issuer"), issuer, problems)
@@ -224,6 +238,7 @@ impl OidcProviderConfig {
         }
         (problems.len() == before).then(|| ProviderSettings {
             name: name.clone(),
+            display_name: display_name.clone().unwrap_or_else(|| name.clone()),
             issuer: issuer.clone(),
             client_id: client_id.clone(),
             client_secret_file: if client_secret_file.is_absolute() {

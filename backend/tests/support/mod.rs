@@ -55,6 +55,7 @@ pub fn policy_dir() -> PathBuf {
 pub fn settings(dir: &Path, database_url: String, identity: IdentitySettings) -> BackendSettings {
     BackendSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: None,
         database_url,
         database_password_file: None,
         policy_dir: policy_dir(),

@@ -114,7 +114,7 @@ impl Gateway {
             .unwrap_or_else(|| "unknown".to_owned());
         self.metrics
             .csp_violations
-            .with_label_values(&[v.directive, route.as_str()])
+            .with_label_values(&[v.directive, route.as_str(), v.disposition.as_str()])
             .inc();
         let info = RequestInfo {
             request_id: &ctx.request_id,

@@ -245,14 +245,7 @@ impl Gateway {
             return Ok(());
         }
         let whole = ctx.login_body.take().unwrap_or_default().freeze();
-        let account = serde_json::from_slice::<serde_json::Value>(&whole)
-            .ok()
-            .and_then(|v| {
-                v.get("username")
-                    .and_then(|u| u.as_str())
-                    .map(str::to_owned)
-            });
-        if let Some(account) = account {
+        if let Some(account) = crate::guards::rate_limit::login_account(&whole) {
             let user_agent = crate::context::user_agent(&session.req_header().headers);
             if let Verdict::Refuse(refusal) =
                 self.login_limit.check(ctx, user_agent, &account).await

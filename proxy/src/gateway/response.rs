@@ -11,7 +11,7 @@ use portcullis_contract::headers::REQUEST_ID_HEADER;
 
 use super::service::Gateway;
 use crate::context::RequestCtx;
-use crate::metrics::{method_label, status_class};
+use crate::metrics::{method_label, status_class, upstream_error_kind};
 use crate::problem::Problem;
 
 /// The problem for a failure's status code.
@@ -137,6 +137,14 @@ impl Gateway {
             .unwrap_or(0);
         let method = method_label(&session.req_header().method);
         let route = ctx.route_label();
+        if let Some(e) = e
+            && e.esource() == &ErrorSource::Upstream
+        {
+            self.metrics
+                .upstream_errors
+                .with_label_values(&[route, upstream_error_kind(e.etype())])
+                .inc();
+        }
         let class = status_class(status);
         let elapsed = ctx.start.elapsed();
         self.metrics

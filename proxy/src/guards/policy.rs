@@ -22,10 +22,12 @@ use crate::problem::{Problem, Refusal};
 /// Policy metrics.
 #[derive(Clone)]
 pub struct PolicyMetrics {
-    /// `portcullis_policy_decisions_total{decision,mode}`.
+    /// `portcullis_policy_decisions_total{decision,mode,rule}`.
     pub decisions: IntCounterVec,
     /// `portcullis_policy_evaluation_duration_seconds`.
     pub evaluation: Histogram,
+    /// `portcullis_policy_denials_top_subject`.
+    top_subject: Arc<DenialsBySubject>,
 }
 
 impl PolicyMetrics {
@@ -33,9 +35,9 @@ impl PolicyMetrics {
         let decisions = IntCounterVec::new(
             Opts::new(
                 "portcullis_policy_decisions_total",
-                "Policy decisions, by decision and mode.",
+                "Policy decisions, by decision, mode and the rule that decided (a data.yaml route id or a deny rule).",
             ),
-            &["decision", "mode"],
+            &["decision", "mode", "rule"],
         )?;
         let evaluation = Histogram::with_opts(
             HistogramOpts::new(
@@ -46,12 +48,129 @@ impl PolicyMetrics {
                 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.1,
             ]),
         )?;
+        let top_subject = Arc::new(DenialsBySubject::try_new()?);
         registry.register(Box::new(decisions.clone()))?;
         registry.register(Box::new(evaluation.clone()))?;
+        registry.register(Box::new(SharedCollector(Arc::clone(&top_subject))))?;
         Ok(Self {
             decisions,
             evaluation,
+            top_subject,
         })
+    }
+}
+
+/// The `rule` label: the policy's rule name when it looks like one (route ids and
+/// rule names are short identifiers), else `other`, so a policy that put request
+/// data into its rule could not grow the label set without bound.
+fn rule_label(rule: &str) -> &str {
+    let identifier = !rule.is_empty()
+        && rule.len() <= 64
+        && rule
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b));
+    if identifier { rule } else { "other" }
+}
+
+/// How many subjects the denial window tracks; past that, new subjects share one
+/// entry (the gauge can then only overstate, never hide a subject).
+const TRACKED_SUBJECTS: usize = 10_000;
+/// Minutes in the trailing window.
+const WINDOW_MINUTES: usize = 5;
+const OVERFLOW_SUBJECT: &str = "\0overflow";
+
+/// Enforced policy denials per subject in the trailing five minutes, in one-minute
+/// buckets; exported as the largest count (`portcullis_policy_denials_top_subject`),
+/// computed when scraped. The subjects themselves stay out of the metrics (labels
+/// are bounded); the `policy.deny` audit events name them.
+struct DenialsBySubject {
+    window: std::sync::Mutex<Window>,
+    gauge: prometheus::IntGauge,
+}
+
+#[derive(Default)]
+struct Window {
+    /// The minute (Unix time / 60) the current bucket counts.
+    minute: u64,
+    counts: std::collections::HashMap<String, [u32; WINDOW_MINUTES]>,
+}
+
+impl Window {
+    /// Moves the window to `minute`, emptying the buckets of the minutes passed.
+    fn advance(&mut self, minute: u64) {
+        if minute <= self.minute {
+            return;
+        }
+        let passed = (minute - self.minute).min(WINDOW_MINUTES as u64);
+        for step in 1..=passed {
+            let slot = ((self.minute + step) % WINDOW_MINUTES as u64) as usize;
+            for buckets in self.counts.values_mut() {
+                buckets[slot] = 0;
+            }
+        }
+        self.counts.retain(|_, b| b.iter().any(|n| *n > 0));
+        self.minute = minute;
+    }
+
+    fn top(&self) -> u32 {
+        self.counts
+            .values()
+            .map(|b| b.iter().sum::<u32>())
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+fn unix_minute() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 60)
+}
+
+impl DenialsBySubject {
+    fn try_new() -> prometheus::Result<Self> {
+        Ok(Self {
+            window: std::sync::Mutex::default(),
+            gauge: prometheus::IntGauge::new(
+                "portcullis_policy_denials_top_subject",
+                "Enforced policy denials in the trailing 5 minutes of the subject with the most of them.",
+            )?,
+        })
+    }
+
+    fn record(&self, subject: &str, minute: u64) {
+        let Ok(mut w) = self.window.lock() else {
+            return;
+        };
+        w.advance(minute);
+        let key = if w.counts.len() < TRACKED_SUBJECTS || w.counts.contains_key(subject) {
+            subject
+        } else {
+            OVERFLOW_SUBJECT
+        };
+        let slot = (minute % WINDOW_MINUTES as u64) as usize;
+        w.counts.entry(key.to_owned()).or_default()[slot] += 1;
+    }
+
+    fn top(&self, minute: u64) -> u32 {
+        self.window.lock().map_or(0, |mut w| {
+            w.advance(minute);
+            w.top()
+        })
+    }
+}
+
+/// Registers an `Arc`-shared collector (the guard keeps recording into it).
+struct SharedCollector(Arc<DenialsBySubject>);
+
+impl prometheus::core::Collector for SharedCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.0.gauge.set(i64::from(self.0.top(unix_minute())));
+        self.0.gauge.collect()
     }
 }
 
@@ -87,7 +206,7 @@ fn query_map(raw: Option<&str>) -> Value {
 }
 
 /// The policy input: request, subject, source, route, time.
-fn policy_input(req: &RequestFacts<'_>, ctx: &RequestCtx) -> Value {
+pub(crate) fn policy_input(req: &RequestFacts<'_>, ctx: &RequestCtx) -> Value {
     let segments: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
     let mut headers = Map::new();
     for name in [
@@ -188,8 +307,14 @@ impl RequestGuard for PolicyGuard {
         let label = if decision.allow { "allow" } else { "deny" };
         self.metrics
             .decisions
-            .with_label_values(&[label, mode.label()])
+            .with_label_values(&[label, mode.label(), rule_label(&decision.rule)])
             .inc();
+        if !decision.allow
+            && mode.enforced()
+            && let Some(sub) = subject
+        {
+            self.metrics.top_subject.record(sub, unix_minute());
+        }
         if !decision.allow {
             let event = with_principal(
                 ctx.info(req.user_agent())
@@ -226,6 +351,34 @@ impl RequestGuard for PolicyGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_top_subject_counts_the_trailing_five_minutes() {
+        let d = DenialsBySubject::try_new().unwrap();
+        let start = 29_000_000;
+        for _ in 0..3 {
+            d.record("7", start);
+        }
+        d.record("8", start + 1);
+        d.record("7", start + 2);
+        assert_eq!(d.top(start + 2), 4);
+        // The first minute's three fall out of the window five minutes later.
+        assert_eq!(d.top(start + 5), 1);
+        assert_eq!(d.top(start + 7), 0);
+        // A long silence empties everything, and the map with it.
+        d.record("9", start + 100);
+        assert_eq!(d.top(start + 100), 1);
+        assert_eq!(d.window.lock().unwrap().counts.len(), 1);
+    }
+
+    #[test]
+    fn rule_labels_stay_bounded() {
+        assert_eq!(rule_label("ticket_comments"), "ticket_comments");
+        assert_eq!(rule_label("method_not_permitted"), "method_not_permitted");
+        assert_eq!(rule_label("/api/tickets/TCK-1?x=<script>"), "other");
+        assert_eq!(rule_label(&"a".repeat(65)), "other");
+        assert_eq!(rule_label(""), "other");
+    }
 
     #[test]
     fn query_strings_become_arrays() {

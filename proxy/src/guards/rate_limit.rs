@@ -187,6 +187,18 @@ impl RequestGuard for ClassLimit {
     }
 }
 
+/// The account a sign-in body names (its JSON `username`), for [`LoginAccountLimit`];
+/// `None` when the body is not JSON or names none.
+pub fn login_account(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("username")
+                .and_then(|u| u.as_str())
+                .map(str::to_owned)
+        })
+}
+
 /// The sign-in account's limit, checked once the sign-in body has been read
 /// (in `request_body_filter`, so not a [`RequestGuard`]).
 pub struct LoginAccountLimit {

@@ -214,6 +214,13 @@ impl Providers {
         Ok(Self { list })
     }
 
+    /// Each provider's name and display name, in configuration order.
+    pub fn names(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.list
+            .iter()
+            .map(|p| (p.settings.name.as_str(), p.settings.display_name.as_str()))
+    }
+
     /// Whether any provider is configured.
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
