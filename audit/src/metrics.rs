@@ -23,7 +23,6 @@ pub(crate) struct Metrics {
     pub spool_max_bytes: IntGauge,
 }
 
-
 impl Metrics {
     /// Metrics for `emitter`, not yet registered anywhere.
     pub(crate) fn new(emitter: &str) -> Result<Self, prometheus::Error> {

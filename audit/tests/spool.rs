@@ -169,8 +169,7 @@ async fn reject_policy_refuses_when_full_and_drops_nothing() {
     let memory = Memory::default();
     memory.set_down(true);
     let registry = prometheus::Registry::new();
-    let log =
-        AuditLog::start_with_sinks(settings, vec![memory.sink("mem")], &registry).unwrap();
+    let log = AuditLog::start_with_sinks(settings, vec![memory.sink("mem")], &registry).unwrap();
     // The refusals are counted by reason, the bound is exported.
     let gauge = |name: &str, labels: &[(&str, &str)]| -> f64 {
         registry
@@ -199,7 +198,11 @@ async fn reject_policy_refuses_when_full_and_drops_nothing() {
             &[("emitter", "proxy"), ("reason", r)],
         )
     };
-    assert_eq!(refused("spool_full"), 0.0, "exported at zero from the start");
+    assert_eq!(
+        refused("spool_full"),
+        0.0,
+        "exported at zero from the start"
+    );
     assert_eq!(
         gauge("portcullis_audit_spool_max_bytes", &[("emitter", "proxy")]),
         (128 * 1024) as f64

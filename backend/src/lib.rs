@@ -16,9 +16,11 @@
 //! - [`audit_log`]: recording events, the admin view and the proxy's ingest;
 //! - [`directory`] (employees, departments), then [`identity`] (sign-in, sessions,
 //!   tokens; builds on the directory) and [`tickets`] (uses the directory);
+//! - [`anomaly`]: the anomaly job over the audit table (uses `audit_log`);
 //! - [`monitoring`]: health and the OpenAPI document of the resources;
 //! - [`web`]: the web application's static files.
 
+pub mod anomaly;
 pub mod audit_log;
 pub mod db;
 pub mod directory;
@@ -54,6 +56,8 @@ pub struct AppState {
     pub audit: audit_log::Audit,
     /// The web application's files ([`web`]).
     pub web_dir: Arc<std::path::Path>,
+    /// The anomaly job ([`anomaly`]), run by [`serve`].
+    pub anomaly: Arc<anomaly::AnomalyJob>,
 }
 
 /// Why the backend could not start.
@@ -81,6 +85,8 @@ pub enum StartError {
     AuditLock(#[source] std::io::Error),
     #[error("audit log: {0}")]
     Audit(#[from] portcullis_audit::AuditError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// Opens the database (running migrations), starts the audit log (its spool,
@@ -129,6 +135,10 @@ pub async fn open(
         identity: Arc::new(identity),
         audit,
         web_dir: Arc::from(settings.web_dir.as_path()),
+        anomaly: Arc::new(anomaly::AnomalyJob::try_new(
+            settings.anomaly.clone(),
+            registry,
+        )?),
     };
     identity::bootstrap_admin(&state, &settings.initial_admin_file)
         .await
@@ -178,10 +188,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let keys = tokio::spawn(identity::keyring_maintenance(state.clone()));
+    let anomalies = tokio::spawn(Arc::clone(&state.anomaly).run_periodically(state.clone()));
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
     keys.abort();
+    anomalies.abort();
     served
 }
 

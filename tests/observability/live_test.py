@@ -59,6 +59,7 @@ import panel_queries  # noqa: E402
 PROM_DIR = ROOT / "dashboards" / "prometheus"
 AM_CONFIG = ROOT / "dashboards" / "alertmanager" / "alertmanager.yml"
 E2E_ALERT = "PortcullisBruteForceSignIn"
+ANOMALY_ALERT = "PortcullisAnomalyDetected"
 
 # Panel queries that cannot return data in a two-minute run, keyed by
 # (dashboard uid, panel title): why. Keep this short and true.
@@ -310,6 +311,12 @@ def run(tmp, bin_path, tools):
             "listen": f"127.0.0.1:{backend}",
             "identity": {"lockout": {"account_failures": 5, "ip_failures": 10000,
                                      "delay_after_failures": 10000}},
+            # The plumbing, not the rule (backend/src/anomaly has the rule's tests): a job
+            # that runs every second and flags any subject refused in the last five
+            # minutes, so the employee's denials below travel job -> metric ->
+            # Prometheus -> Alertmanager -> webhook.
+            "anomaly": {"interval_seconds": 1, "window_minutes": 5, "min_baseline_days": 0,
+                        "min_events": 1, "threshold": 0.5},
         },
         "audit": {"ingest_url": f"http://127.0.0.1:{backend}/internal/audit/ingest"},
     }
@@ -472,6 +479,21 @@ def run(tmp, bin_path, tools):
         check(alert["labels"].get("category") == "security" and alert["labels"].get("severity") == "critical"
               and alert["annotations"].get("summary", "").startswith("Brute force:"),
               "the delivered alert carries its labels and annotations", json.dumps(alert)[:800])
+    # --- the anomaly job's finding, end to end ------------------------------------------
+    def anomaly_delivered():
+        for path, payload in received:
+            for a in payload.get("alerts", []):
+                if a.get("labels", {}).get("alertname") == ANOMALY_ALERT and a.get("status") == "firing":
+                    return path, a
+        return None
+    got = wait_for(anomaly_delivered, 60)
+    check(got, f"{ANOMALY_ALERT} (the anomaly job flagged the refused employee) reaches the webhook",
+          f"received: {[p for p, _ in received]}")
+    if got:
+        path, alert = got
+        check(path == "/alerts/security" and alert["labels"].get("kind") in
+              ("denial_rate", "request_rate", "new_source_address", "off_hours", "distinct_tickets"),
+              "the anomaly alert names its kind and goes to the security team", json.dumps(alert)[:800])
     print(f"finished in {time.time() - t0:.1f}s", flush=True)
     hold = float(os.environ.get("OBS_HOLD_SECONDS", "0"))
     if hold:

@@ -2,6 +2,7 @@
 //! `identity` part in [`identity`] and the OIDC providers in [`oidc`]) and the
 //! validated [`BackendSettings`] the backend starts from.
 
+pub mod anomaly;
 pub mod identity;
 pub mod oidc;
 
@@ -13,6 +14,7 @@ use portcullis_contract::shared::{SharedSettings, resolve_path};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+pub use self::anomaly::{AnomalyConfig, AnomalySettings};
 pub use self::identity::{IdentityConfig, IdentitySettings, LockoutConfig, ThrottleSettings};
 
 /// The `backend:` section of the configuration file.
@@ -34,6 +36,8 @@ pub struct BackendConfig {
     pub database_password_file: Option<PathBuf>,
     /// Sign-in, sessions and tokens.
     pub identity: IdentityConfig,
+    /// The anomaly job: per-subject baselines from the audit table.
+    pub anomaly: AnomalyConfig,
     /// The built web application served at `/` and `/assets/` (`make web` builds it).
     /// Default `web/dist`, relative to the configuration file's folder.
     pub web_dir: PathBuf,
@@ -47,6 +51,7 @@ impl Default for BackendConfig {
             database_url: None,
             database_password_file: None,
             identity: IdentityConfig::default(),
+            anomaly: AnomalyConfig::default(),
             web_dir: PathBuf::from("web/dist"),
         }
     }
@@ -68,6 +73,7 @@ pub struct BackendSettings {
     /// Key sealing TOTP secrets at rest (32 bytes, created 0600 if missing).
     pub mfa_key_file: PathBuf,
     pub identity: IdentitySettings,
+    pub anomaly: AnomalySettings,
     /// The audit log: emitter `backend` for the service, `cli` for administrative
     /// commands (see `portcullis_audit::AuditTemplate`).
     pub audit: portcullis_audit::AuditSettings,
@@ -91,6 +97,7 @@ impl BackendConfig {
             database_url,
             database_password_file,
             identity,
+            anomaly,
             web_dir,
         } = self;
         let mut problems = Problems::default();
@@ -155,27 +162,31 @@ impl BackendConfig {
             shared.revocation_pubsub.clone(),
             &mut problems,
         );
+        let anomaly = anomaly.validate(&format!("{prefix}.anomaly"), &mut problems);
         // The `audit:` section replaces these defaults (see the binary's config).
         let audit = portcullis_audit::AuditConfig::default()
             .validate("audit", base, state_dir)
             .map(|t| t.settings("backend"))
             .map_err(|e| problems.append(e))
             .ok();
-        match (listen, admin_listen, audit, problems.is_empty()) {
-            (Some(listen), Some(admin_listen), Some(audit), true) => Ok(BackendSettings {
-                listen,
-                admin_listen,
-                database_url: url,
-                database_password_file: database_password_file.as_deref().map(resolve),
-                policy_dir: shared.policy_dir.clone(),
-                identity_key_file: shared.identity_key_file.clone(),
-                keyring_dir: state_dir.join("keys/jwt"),
-                initial_admin_file: state_dir.join("initial-admin.txt"),
-                mfa_key_file: state_dir.join("keys/mfa.key"),
-                identity,
-                audit,
-                web_dir: resolve(web_dir),
-            }),
+        match (listen, admin_listen, anomaly, audit, problems.is_empty()) {
+            (Some(listen), Some(admin_listen), Some(anomaly), Some(audit), true) => {
+                Ok(BackendSettings {
+                    listen,
+                    admin_listen,
+                    database_url: url,
+                    database_password_file: database_password_file.as_deref().map(resolve),
+                    policy_dir: shared.policy_dir.clone(),
+                    identity_key_file: shared.identity_key_file.clone(),
+                    keyring_dir: state_dir.join("keys/jwt"),
+                    initial_admin_file: state_dir.join("initial-admin.txt"),
+                    mfa_key_file: state_dir.join("keys/mfa.key"),
+                    identity,
+                    anomaly,
+                    audit,
+                    web_dir: resolve(web_dir),
+                })
+            }
             _ => Err(problems),
         }
     }

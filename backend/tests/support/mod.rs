@@ -64,6 +64,11 @@ pub fn settings(dir: &Path, database_url: String, identity: IdentitySettings) ->
         initial_admin_file: dir.join("initial-admin.txt"),
         mfa_key_file: dir.join("mfa.key"),
         identity,
+        // Backend tests run no anomaly job (its own tests drive it).
+        anomaly: portcullis_backend::settings::AnomalySettings {
+            enabled: false,
+            ..Default::default()
+        },
         audit: portcullis_audit::AuditConfig::default()
             .validate("audit", dir, dir)
             .unwrap()
