@@ -331,10 +331,11 @@ if wanted semgrep; then
     fi
     # Not only tracked files: a new file must be scanned before it is committed. Tests
     # are left out by semgrep's default ignore list (tests/, */tests/), and so are build
-    # output, dependencies and the rules' own test cases.
+    # output, dependencies, the rules' own test cases and the fuzz corpus (hostile inputs on
+    # purpose; its JWTs are signed by fixed test keys in fuzz/make-seeds.py that nothing trusts).
     ( cd "$ROOT" && semgrep scan --config .semgrep --metrics=off --disable-version-check \
         --no-git-ignore --exclude .semgrep --exclude target --exclude node_modules \
-        --exclude .git --exclude var --exclude web/dist --timeout 60 \
+        --exclude .git --exclude var --exclude web/dist --exclude fuzz/corpus --timeout 60 \
         --json --output "$LOG_DIR/semgrep.json" . ) >"$LOG_DIR/semgrep.log" 2>&1
     src=$?
     python3 - "$LOG_DIR/semgrep.json" <<'PY'
@@ -372,10 +373,11 @@ if wanted configs; then
   if ! bin_ok; then finish FAIL "PORTCULLIS_BIN not set or not executable (make gate builds and passes it)"
   else
     # Shipped configurations: YAML files whose top level holds portcullis sections,
-    # outside tests, policies (Rego data), dashboards and dependencies.
+    # outside tests, policies (Rego data), dashboards, dependencies and the fuzz corpus
+    # (hostile inputs on purpose).
     mapfile -t configs < <(cd "$ROOT" && find . \( -path ./target -o -path ./.git -o -name node_modules \
         -o -path ./tests -o -path '*/tests' -o -path ./policies -o -path ./dashboards -o -path ./.semgrep \
-        -o -path ./var -o -path ./web \) -prune -o \( -name '*.yaml' -o -name '*.yml' \) -type f -print \
+        -o -path ./var -o -path ./web -o -path ./fuzz \) -prune -o \( -name '*.yaml' -o -name '*.yml' \) -type f -print \
         | sed 's|^\./||' | sort | while read -r f; do
             grep -qE '^(proxy|backend|shared|audit):' "$f" && echo "$f"; done)
     if [ ${#configs[@]} = 0 ]; then finish FAIL "no configuration found (portcullis.yaml expected)"

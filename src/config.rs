@@ -41,17 +41,20 @@ pub struct PortcullisConfig {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// `json` (default) or `text`.
+    /// `auto` (default: `text` on a terminal, `json` otherwise), `json` or `text`.
     pub format: LogFormat,
-    /// A tracing filter such as `info` or `info,portcullis::access=warn`.
-    /// Default `info`.
+    /// A tracing filter such as `info` or `debug,portcullis::access=info`. Default
+    /// `info`. Unless the filter names them, pingora's own targets log from `warn` (its
+    /// start-up and shutdown chatter is not for operators) and the per-request line
+    /// (`portcullis::access`) is off: requests that matter are in the audit trail, and
+    /// the metrics count the rest.
     pub level: String,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            format: LogFormat::Json,
+            format: LogFormat::Auto,
             level: "info".to_owned(),
         }
     }
@@ -61,8 +64,27 @@ impl Default for LogConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
+    Auto,
     Json,
     Text,
+}
+
+/// Quiet defaults added to the configured filter for the targets it does not name.
+const QUIET_TARGETS: [(&str, &str); 2] = [("pingora", "warn"), ("portcullis::access", "off")];
+
+/// The tracing filter for `level`: the configured directives, plus [`QUIET_TARGETS`]
+/// for each target they leave unnamed.
+pub fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    let mut directives = level.trim().to_owned();
+    for (target, quiet) in QUIET_TARGETS {
+        if !level.contains(target) {
+            if !directives.is_empty() {
+                directives.push(',');
+            }
+            directives.push_str(&format!("{target}={quiet}"));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(&directives).map_err(|e| e.to_string())
 }
 
 /// Everything validated.
@@ -382,7 +404,7 @@ pub fn validate(mut config: PortcullisConfig, base: &Path) -> Result<Settings, C
     let shared = config
         .shared
         .validate("shared", base, &state_dir, &mut problems);
-    let log_filter = match tracing_subscriber::EnvFilter::try_new(&config.log.level) {
+    let log_filter = match log_filter(&config.log.level) {
         Ok(f) => Some(f),
         Err(e) => {
             problems.push("log.level", e);
@@ -461,6 +483,23 @@ pub fn schema() -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pingora_and_the_request_line_are_quiet_unless_named() {
+        let shown = |level: &str| log_filter(level).unwrap().to_string();
+        let plain = shown("info");
+        assert!(
+            plain.contains("pingora=warn") && plain.contains("portcullis::access=off"),
+            "{plain}"
+        );
+        // Naming a target is the operator's choice: no quiet default is added for it.
+        let asked = shown("info,portcullis::access=info,pingora_core=debug");
+        assert!(
+            !asked.contains("portcullis::access=off") && !asked.contains("pingora=warn"),
+            "{asked}"
+        );
+        assert!(log_filter("info,=[").is_err());
+    }
 
     #[test]
     fn empty_file_is_the_defaults() {

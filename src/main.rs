@@ -285,12 +285,18 @@ fn config_failure(file: &Path, e: &ConfigError) -> ExitCode {
 }
 
 fn init_logging(settings: &Settings) {
+    use std::io::IsTerminal;
+    let terminal = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(settings.log_filter.clone())
-        .with_writer(std::io::stderr);
-    match settings.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
+        .with_writer(std::io::stderr)
+        // Colours for people at a terminal only: a log file keeps plain text.
+        .with_ansi(terminal);
+    match (settings.log_format, terminal) {
+        (LogFormat::Json, _) | (LogFormat::Auto, false) => {
+            builder.json().flatten_event(true).init();
+        }
+        (LogFormat::Text, _) | (LogFormat::Auto, true) => builder.compact().init(),
     }
 }
 

@@ -229,8 +229,29 @@ async fn a_sign_in_body_in_pieces_reaches_the_backend_whole() {
     let response = exchange(&mut tls, &rest).await;
     assert_eq!(status(&response), 401, "{response}");
 
-    // An empty chunked body is refused by the backend, and leaves no stray bytes on the
-    // pooled upstream connection: the requests after it are answered normally.
+    // A sign-in whose account the per-account limit cannot read is refused before the
+    // backend: a JSON array in field order (which the backend's parser would take as
+    // username and password), no username, not JSON at all.
+    for body in [
+        r#"["alice","guess"]"#,
+        r#"{"password":"guess"}"#,
+        "username=alice",
+    ] {
+        let mut tls = connect(&config, p.https).await;
+        let head = format!(
+            "POST /auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let response = exchange(&mut tls, head.as_bytes()).await;
+        assert_eq!(status(&response), 400, "{body}: {response}");
+        assert!(
+            response.contains("A sign-in is a JSON object with a username"),
+            "{response}"
+        );
+    }
+
+    // An empty chunked body is refused (it names no account), and leaves no stray bytes
+    // on the pooled upstream connection: the requests after it are answered normally.
     let mut tls = connect(&config, p.https).await;
     let response = exchange(
         &mut tls,

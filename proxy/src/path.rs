@@ -254,6 +254,19 @@ mod tests {
         assert_eq!(normalise(&long), Err(PathError::TooLong));
     }
 
+    /// Found by `fuzz/fuzz_targets/path_normalise.rs` (issue 12), reported and not yet
+    /// decided: the limit bounds the request target, but escaping on the way upstream can
+    /// make the canonical spelling of an accepted path up to three times longer (each raw
+    /// `[`, `{`, space or non-ASCII byte becomes `%XX`), and normalising that again is
+    /// refused as too long.
+    #[test]
+    #[ignore = "known: the canonical spelling of a long path exceeds MAX_PATH_BYTES"]
+    fn the_canonical_spelling_of_a_long_path_is_accepted_again() {
+        let raw = format!("/{}", "[".repeat(4096));
+        let once = normalise(&raw).unwrap();
+        assert_eq!(normalise(once.encoded()), Ok(once));
+    }
+
     #[test]
     fn encoding_round_trips() {
         let p = normalise("/files/a%20b/%C3%A9t%C3%A9").unwrap();

@@ -189,15 +189,18 @@ impl Verifier<'_> {
                 }
             }
             Some(state) => {
-                let expected = state.last_seq + 1;
-                if parsed.seq > expected {
+                // No seq follows u64::MAX: whatever comes after it is out of order.
+                let expected = state.last_seq.checked_add(1);
+                if let Some(expected) = expected
+                    && parsed.seq > expected
+                {
                     return Err(Finding::Gap {
                         emitter: parsed.emitter.clone(),
                         expected,
                         found: parsed.seq,
                     });
                 }
-                if parsed.seq < expected {
+                if expected.is_none_or(|expected| parsed.seq < expected) {
                     return Err(bad(
                         Tamper::Reordered,
                         Some(&parsed),
@@ -255,7 +258,7 @@ impl Verifier<'_> {
             .get(field::CHECKPOINT_HASH)
             .and_then(Value::as_str)
             .ok_or_else(|| broken("no checkpoint hash"))?;
-        if seq + 1 != parsed.seq || hash != parsed.prev_hash {
+        if seq.checked_add(1) != Some(parsed.seq) || hash != parsed.prev_hash {
             return Err(broken(
                 "the checkpoint does not describe the event before it",
             ));
@@ -373,5 +376,59 @@ fn describe(item: &Item) -> String {
     match &item.file {
         Some(file) => format!("{}:{}", file.display(), item.line),
         None => format!("event {}", item.line),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// The events as lines whose hash chain is intact (what anyone can compute).
+    fn chained(events: &[Value]) -> Vec<String> {
+        let mut prev = GENESIS_HASH.to_owned();
+        events
+            .iter()
+            .map(|event| {
+                let mut object = event.as_object().cloned().unwrap();
+                object.insert(field::CHAIN_PREV_HASH.to_owned(), prev.clone().into());
+                let mut unhashed = Vec::new();
+                write_canonical_object(&object, &mut unhashed);
+                prev = chain_hash(&prev, &unhashed);
+                object.insert(field::CHAIN_HASH.to_owned(), prev.clone().into());
+                Value::Object(object).to_string()
+            })
+            .collect()
+    }
+
+    fn finding(lines: &[String]) -> (Tamper, u64) {
+        let error = verify_events(lines, None).unwrap_err();
+        let position = error.position().unwrap();
+        (position.tamper, position.line)
+    }
+
+    // Found by fuzz/fuzz_targets/audit_spool.rs: a seq of u64::MAX overflowed `+ 1` (a
+    // panic where overflow checks are on, such as debug builds) instead of being reported.
+
+    #[test]
+    fn a_checkpoint_of_the_largest_seq_is_reported() {
+        let lines = chained(&[json!({
+            "portcullis.emitter": "proxy",
+            "portcullis.chain.seq": 1,
+            "portcullis.checkpoint.seq": u64::MAX,
+            "portcullis.checkpoint.hash": GENESIS_HASH,
+            "portcullis.checkpoint.signature": "00",
+        })]);
+        assert_eq!(finding(&lines), (Tamper::BadCheckpoint, 1));
+    }
+
+    #[test]
+    fn an_event_after_the_largest_seq_is_reported() {
+        let lines = chained(&[
+            json!({"portcullis.emitter": "proxy", "portcullis.chain.seq": u64::MAX}),
+            json!({"portcullis.emitter": "proxy", "portcullis.chain.seq": 1}),
+        ]);
+        assert_eq!(finding(&lines), (Tamper::Reordered, 2));
     }
 }

@@ -108,8 +108,9 @@ pub struct LoginRequest {
 pub(super) async fn login(
     State(s): State<AppState>,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<LoginRequest>,
+    ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Response, ApiError> {
+    let req = login_request(body)?;
     let started = std::time::Instant::now();
     let method = if req.backup_code.is_some() {
         "backup_code"
@@ -338,5 +339,42 @@ impl AppState {
             return Err(refused);
         }
         Ok(())
+    }
+}
+
+/// The sign-in request in `body`, which must be a JSON object: serde's derive would
+/// also read the struct from an array in field order (`["alice","guess"]`), a spelling
+/// in which the proxy's per-account limit finds no `username` to count.
+fn login_request(body: serde_json::Value) -> Result<LoginRequest, ApiError> {
+    if !body.is_object() {
+        return Err(ApiError::Validation(
+            "A sign-in is a JSON object (see /api/openapi.json)".to_owned(),
+        ));
+    }
+    serde_json::from_value(body).map_err(|e| {
+        tracing::debug!(error = %e, "sign-in body refused");
+        ApiError::Validation(
+            "The body does not match the schema (see /api/openapi.json)".to_owned(),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::login_request;
+
+    /// Found by `fuzz/fuzz_targets/login_account.rs`: an array in field order was a
+    /// sign-in for its first element, uncounted by the proxy's per-account limit.
+    #[test]
+    fn a_sign_in_body_is_an_object() {
+        assert!(login_request(json!(["alice", "guess"])).is_err());
+        assert!(login_request(json!("alice")).is_err());
+        assert!(
+            login_request(json!({"username": "alice", "password": "guess", "extra": 1})).is_err()
+        );
+        let ok = login_request(json!({"username": "alice", "password": "guess"})).unwrap();
+        assert_eq!(ok.username, "alice");
     }
 }

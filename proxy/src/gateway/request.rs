@@ -245,14 +245,25 @@ impl Gateway {
             return Ok(());
         }
         let whole = ctx.login_body.take().unwrap_or_default().freeze();
-        if let Some(account) = crate::guards::rate_limit::login_account(&whole) {
-            let user_agent = crate::context::user_agent(&session.req_header().headers);
-            if let Verdict::Refuse(refusal) =
-                self.login_limit.check(ctx, user_agent, &account).await
-            {
-                ctx.late_refusal = Some(refusal);
-                return Error::e_explain(ErrorType::HTTPStatus(429), "sign-in rate limit");
-            }
+        let Some(account) = crate::guards::rate_limit::login_account(&whole) else {
+            // Fail closed: a sign-in whose account this limit cannot read must not reach
+            // the backend uncounted (a JSON array in field order, `["alice","guess"]`,
+            // was one: the backend's parser accepts it, the limit saw no `username`).
+            ctx.late_refusal = Some(Refusal::new(Problem::new(
+                400,
+                "bad-request",
+                "Bad request",
+                "A sign-in is a JSON object with a username",
+            )));
+            return Error::e_explain(
+                ErrorType::HTTPStatus(400),
+                "sign-in body without an account",
+            );
+        };
+        let user_agent = crate::context::user_agent(&session.req_header().headers);
+        if let Verdict::Refuse(refusal) = self.login_limit.check(ctx, user_agent, &account).await {
+            ctx.late_refusal = Some(refusal);
+            return Error::e_explain(ErrorType::HTTPStatus(429), "sign-in rate limit");
         }
         // An empty body ends as `None`: an empty chunk at the end would make pingora
         // write a chunked upstream body's terminator twice.

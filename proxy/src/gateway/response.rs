@@ -35,6 +35,12 @@ fn failure_problem(code: u16) -> Problem {
             "Bad request",
             "The request could not be read",
         ),
+        408 => Problem::new(
+            408,
+            "request-timeout",
+            "Request timeout",
+            "The request body did not arrive in time",
+        ),
         c if (400..500).contains(&c) => Problem::new(
             c,
             "client-error",
@@ -54,6 +60,8 @@ fn failure_problem(code: u16) -> Problem {
 fn failure_status(e: &Error) -> u16 {
     match e.etype() {
         ErrorType::HTTPStatus(code) => *code,
+        // The client declared a body and stopped sending it: its fault, not ours.
+        ErrorType::ReadTimedout if e.esource() != &ErrorSource::Upstream => 408,
         _ => match e.esource() {
             ErrorSource::Upstream => 502,
             ErrorSource::Downstream => match e.etype() {
@@ -171,5 +179,22 @@ impl Gateway {
         if !ctx.audit.is_empty() {
             self.audit.record(std::mem::take(&mut ctx.audit)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_that_never_arrives_is_the_clients_timeout() {
+        assert_eq!(
+            failure_status(&Error::new_down(ErrorType::ReadTimedout)),
+            408
+        );
+        assert_eq!(failure_status(&Error::new_in(ErrorType::ReadTimedout)), 408);
+        // An upstream that does not answer is still the gateway's problem.
+        assert_eq!(failure_status(&Error::new_up(ErrorType::ReadTimedout)), 502);
+        assert_eq!(failure_problem(408).status, 408);
     }
 }
