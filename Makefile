@@ -3,7 +3,7 @@ CARGO ?= cargo
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 BIN_DEBUG := $(TARGET_DIR)/debug/portcullis
 
-.PHONY: run test deps build lint layout unit check-configs policy regopy schemathesis jwt-hack tls-audit siem browser schema fmt bench bench-proxy web gate gate-selftest observability observability-live
+.PHONY: run test deps build lint layout unit check-configs policy regopy schemathesis jwt-hack tls-audit siem browser schema fmt bench bench-proxy web gate gate-selftest observability observability-live scan scan-testssl scan-sslyze scan-observatory scan-wapiti scan-smugglex fuzz-smoke
 
 ## Build and start proxy + backend on the embedded defaults (Ctrl-C stops).
 run: web
@@ -11,7 +11,7 @@ run: web
 	$(CARGO) run --release --bin portcullis -- up
 
 ## Everything CI checks.
-test: deps lint unit check-configs policy gate observability regopy schemathesis jwt-hack tls-audit siem browser
+test: deps lint unit check-configs policy gate observability observability-live regopy schemathesis jwt-hack tls-audit siem browser fuzz-smoke
 
 deps:
 	@scripts/install-test-deps.sh
@@ -57,7 +57,7 @@ tls-audit: build
 
 ## Sigma detection rules validate and convert.
 siem:
-	@if [ -x dashboards/siem/check.sh ]; then dashboards/siem/check.sh; else echo "no SIEM rules yet"; fi
+	dashboards/siem/check.sh
 
 ## OIDC sign-in in a real browser (Debian's Chromium, playwright-core).
 browser: build web
@@ -94,6 +94,69 @@ observability:
 observability-live: build
 	@scripts/observability-deps.sh
 	PORTCULLIS_BIN=$(BIN_DEBUG) python3 tests/observability/live_test.py
+
+## Every fuzz target in fuzz/ (cargo-fuzz, nightly) for FUZZ_SECONDS (10) each, from its
+## committed seeds; fails on a crash (the input is left in fuzz/artifacts/<target>/).
+## Installs cargo-fuzz if missing. What the runs find goes to the build folder, not to
+## fuzz/corpus; the targets' scratch files go to /dev/shm when there is one (the audit
+## spool's recovery fsyncs: 30x the runs). README.md "Fuzzing" has longer campaigns.
+FUZZ_SECONDS ?= 10
+# Past this many files a target's found corpus is merged down to the inputs that add coverage.
+FUZZ_CORPUS_FILES ?= 2000
+FUZZ_TARGETS := path_normalise jwt_verify csp_report config_load policy_input login_account audit_spool
+FUZZ_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR)/fuzz,$(CURDIR)/fuzz/target)
+FUZZ_CARGO := nice -n 19 cargo +nightly fuzz
+FUZZ_FLAGS := -s none --target-dir $(FUZZ_DIR)
+fuzz-smoke:
+	@tools=$$(scripts/install-fuzz-tools.sh | tail -n 1); export PATH="$$tools:$$PATH"; \
+	cd fuzz && $(if $(FUZZ_BUILD_JOBS),CARGO_BUILD_JOBS=$(FUZZ_BUILD_JOBS)) $(FUZZ_CARGO) build $(FUZZ_FLAGS) || exit 1; \
+	failed=""; tmp=$(FUZZ_DIR)/tmp; \
+	if [ -d /dev/shm ] && [ -w /dev/shm ]; then tmp=/dev/shm; fi; \
+	for t in $(FUZZ_TARGETS); do \
+	  found=$(FUZZ_DIR)/corpus/$$t; log=$(FUZZ_DIR)/logs/$$t.log; \
+	  mkdir -p "$$found" "$$tmp" "$$(dirname "$$log")"; \
+	  scratch=$$(mktemp -d "$$tmp/portcullis-fuzz-$$t.XXXXXX") || exit 1; \
+	  if TMPDIR="$$scratch" $(FUZZ_CARGO) run $(FUZZ_FLAGS) $$t "$$found" corpus/$$t -- \
+	      -max_total_time=$(FUZZ_SECONDS) -timeout=20 >"$$log" 2>&1; then \
+	    echo "fuzz $$t: ok, $$(grep -o 'Done [0-9]* runs in [0-9]* second(s)' "$$log" | tail -n 1)"; \
+	  else \
+	    echo "fuzz $$t: FAILED ($$log)"; tail -n 40 "$$log"; failed="$$failed $$t"; \
+	  fi; \
+	  if [ "$$(ls "$$found" | wc -l)" -gt $(FUZZ_CORPUS_FILES) ]; then \
+	    rm -rf "$$found.min"; mkdir -p "$$found.min"; \
+	    TMPDIR="$$scratch" $(FUZZ_CARGO) run $(FUZZ_FLAGS) $$t "$$found.min" "$$found" -- -merge=1 \
+	      >>"$$log" 2>&1 && rm -rf "$$found" && mv "$$found.min" "$$found"; \
+	  fi; \
+	  rm -rf "$$scratch"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz targets failed:$$failed"; exit 1; fi
+
+## External scanners against the running system on loopback, each starting its own
+## `portcullis up` (docs/security-testing.md, "External scanners"). Not part of `make test`.
+## Each installs its tool (scripts/install-scan-tools.sh, cached in ~/.cache/portcullis-tools)
+## and fails on a finding rated high or worse. `make scan` runs all and prints their times.
+scan: build web
+	scripts/scan-all.sh $(BIN_DEBUG)
+
+## testssl.sh: the `tls-audit` run (scripts/tls-audit.sh), installing testssl.sh if missing.
+scan-testssl: build
+	scripts/scan-testssl.sh $(BIN_DEBUG)
+
+## sslyze --mozilla_config=intermediate, plus its vulnerability checks.
+scan-sslyze: build
+	scripts/scan-sslyze.sh $(BIN_DEBUG)
+
+## MDN HTTP Observatory: security headers and HTTP->HTTPS redirect on three pages.
+scan-observatory: build web
+	scripts/scan-observatory.sh $(BIN_DEBUG)
+
+## wapiti: crawl + OpenAPI operations, signed in as an administrator, time-bounded.
+scan-wapiti: build web
+	scripts/scan-wapiti.sh $(BIN_DEBUG)
+
+## smugglex: request smuggling / desync checks (built from crates.io on first use).
+scan-smugglex: build
+	scripts/scan-smugglex.sh $(BIN_DEBUG)
 
 ## Regenerate docs/portcullis.schema.json from the code.
 schema: build

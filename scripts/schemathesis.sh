@@ -1,20 +1,37 @@
 #!/usr/bin/env bash
-# API fuzzing of the ticket API through the proxy with schemathesis (PyPI).
-# Starts `portcullis up` on free loopback ports, signs in an administrator
-# through the proxy, and runs schemathesis against /api/openapi.json with the
-# bearer token. Fails on any server error or response that violates the
-# OpenAPI document.
+# API fuzzing of the ticket API through the proxy with schemathesis (PyPI), once per role.
+# Starts `portcullis up` on free loopback ports, creates one user per role, signs each in
+# through the proxy and runs schemathesis against /api/openapi.json with that user's
+# bearer token: examples, coverage and fuzzing per operation, then the stateful phase,
+# which follows the OpenAPI links (create a ticket, then read, patch, move through the
+# workflow, assign, approve and comment on it; create an employee or a department, then
+# read, patch and delete it). Fails on any server error, any response that violates the
+# OpenAPI document, any schema-invalid request that is accepted, and on every
+# schemathesis warning (an operation that only ever got 404, or whose generated data was
+# mostly rejected). See docs/security-testing.md.
 # Usage: scripts/schemathesis.sh [path/to/portcullis] [max-examples]
 set -euo pipefail
 bin=$(realpath "${1:-target/debug/portcullis}")
 examples=${2:-30}
+# Stateful sequences per role at most (schemathesis may end the phase earlier: when a
+# replayed sequence meets different server state, Hypothesis stops it as flaky).
+sequences=$((examples * 2))
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+cleanup() {
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
 trap cleanup EXIT
 cd "$work"
-command -v schemathesis >/dev/null || python3 -m pip install --quiet schemathesis
+# 4.32 or later: fuzz dictionaries, `warnings.fail-on`, per-check expected statuses.
+python3 -c 'import sys
+from importlib.metadata import version
+v = tuple(int(p) for p in version("schemathesis").split(".")[:2])
+sys.exit(0 if (4, 32) <= v < (5, 0) else 1)' 2>/dev/null ||
+  python3 -m pip install --quiet 'schemathesis>=4.32,<5'
+started=$(date +%s)
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 https=$(free_port); admin=$(free_port); backend=$(free_port)
@@ -28,10 +45,23 @@ shared:
   policy_dir: "$root/policies"
 backend:
   listen: "127.0.0.1:$backend"
+  admin_listen: null
   identity: {access_token_ttl_seconds: 3600}
 YAML
+
+# One user per role, all in one department. The administrator is also a technician: it
+# cannot change its own roles or delete itself, so its run always has a technician to
+# assign tickets to, whatever it does to the other accounts (the role adds nothing an
+# administrator may not already do).
+roles=(employee developer technician department_head administrator)
 password="schemathesis-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
-printf 'username,email,display_name,department,roles,password_format,password\nfuzzadmin,fuzz@example.org,Fuzz Admin,Facilities,administrator;department_head,plaintext,%s\n' "$password" > users.csv
+{
+  echo 'username,email,display_name,department,roles,password_format,password'
+  for role in "${roles[@]}"; do
+    extra=; [ "$role" = administrator ] && extra=';technician'
+    echo "fuzz-${role//_/-},fuzz-${role//_/-}@example.org,Fuzz ${role//_/ },Facilities,$role$extra,plaintext,$password"
+  done
+} > users.csv
 "$bin" --config portcullis.yaml user import users.csv >/dev/null
 rm -f users.csv
 "$bin" --config portcullis.yaml up > portcullis.log 2>&1 &
@@ -41,18 +71,136 @@ for _ in $(seq 200); do
   sleep 0.1
 done
 ca=var/tls/self-signed.crt
-token=$(curl -sf --cacert "$ca" "https://localhost:$https/auth/login" -H 'content-type: application/json' \
-  -d "{\"username\":\"fuzzadmin\",\"password\":\"$password\",\"client\":\"api\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+base="https://localhost:$https"
+api() { curl -sf --cacert "$ca" -H "authorization: Bearer $1" "$base$2"; }
+declare -A token
+for role in "${roles[@]}"; do
+  token[$role]=$(curl -sf --cacert "$ca" "$base/auth/login" -H 'content-type: application/json' \
+    -d "{\"username\":\"fuzz-${role//_/-}\",\"password\":\"$password\",\"client\":\"api\"}" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+done
+
+# The document as the server serves it; without links the stateful phase has nothing to follow.
+curl -sf --cacert "$ca" "$base/api/openapi.json" > openapi.json
+links=$(python3 -c '
+import json, sys
+doc = json.load(open("openapi.json"))
+print(sum(len(r.get("links", {})) for item in doc["paths"].values() for op in item.values()
+          if isinstance(op, dict) for r in op.get("responses", {}).values()))')
+if [ "$links" -eq 0 ]; then
+  echo "schemathesis: /api/openapi.json declares no links; the stateful phase would test nothing" >&2
+  exit 1
+fi
+
+# Identifiers that exist, for fields the schema cannot enumerate: the department (it keeps
+# its tickets and employees, so it cannot be deleted) and the technicians.
+admin_token=${token[administrator]}
+department=$(api "$admin_token" /api/departments |
+  python3 -c 'import json,sys; print(next(d["id"] for d in json.load(sys.stdin) if d["name"] == "Facilities"))')
+technicians=$(api "$admin_token" /api/employees |
+  python3 -c 'import json,sys; print(", ".join(str(e["id"]) for e in json.load(sys.stdin) if "technician" in e["roles"]))')
+
+cat > schemathesis.toml <<TOML
+# Every warning fails the run: an operation that only ever got 404, one whose generated
+# data was mostly rejected, one that only ever got 401/403, ...
+[warnings]
+fail-on = true
+
+[auth.openapi.bearer]
+bearer = "\${PORTCULLIS_FUZZ_TOKEN}"
+
+[phases.stateful.generation]
+max-examples = $sequences
+
+# 428 Precondition Required is the answer to a change without If-Match.
+[checks.missing_required_header]
+expected-statuses = [400, 401, 403, 406, 415, 422, 428]
+# A malformed If-Match names no version: the condition is false (412).
+[checks.negative_data_rejection]
+expected-statuses = [400, 401, 403, 404, 405, 406, 409, 412, 415, 422, 428, 429]
+
+# Values that name something that exists, used for most generated cases (the rest stay random).
+[dictionaries.departments]
+values = [$department]
+[dictionaries.technicians]
+values = [$technicians]
+# Every ticket starts at version 1 and open.
+[dictionaries.versions]
+values = ['"1"']
+[dictionaries.first_step]
+values = ["in_progress"]
+
+[parameters]
+"body.department_id" = { dictionary = "departments", probability = 0.9 }
+"body.assignee_id" = { dictionary = "technicians", probability = 0.9 }
+"header.If-Match" = { dictionary = "versions", probability = 0.9 }
+"body.to" = { dictionary = "first_step", probability = 0.5 }
+TOML
+
+# The operations each role can complete on the data it creates itself. The proxy's route
+# policy (policies/data.yaml) refuses the directory to all but department heads (read) and
+# administrators, and assignment and approval to all but them; tickets.rego lets
+# employees, developers and technicians move only their own tickets, and only to closed or
+# reopened, which needs someone else to resolve them first: a run as one of these roles
+# cannot reach a successful transition, so it leaves that operation out.
+reporter_ops="create_ticket list_tickets get_ticket update_ticket add_comment list_comments ticket_history health"
+declare -A ops=(
+  [employee]=$reporter_ops
+  [developer]=$reporter_ops
+  [technician]=$reporter_ops
+  [department_head]="$reporter_ops transition_ticket assign_ticket approve_ticket
+    list_employees get_employee list_departments get_department"
+  [administrator]=all
+)
+checks=not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection,missing_required_header,ignored_auth,use_after_free,ensure_resource_availability
+
+run_role() {
+  local role=$1 filter=() rc=0
+  if [ "${ops[$role]}" != all ]; then
+    for op in ${ops[$role]}; do filter+=(--include-operation-id "$op"); done
+  fi
+  PORTCULLIS_FUZZ_TOKEN=${token[$role]} schemathesis --config-file schemathesis.toml run openapi.json \
+    --url "$base" \
+    --tls-verify "$ca" \
+    --checks "$checks" \
+    --max-examples "$examples" \
+    --phases examples,coverage,fuzzing,stateful \
+    --no-color "${filter[@]}" > "run.$role.log" 2>&1 || rc=$?
+  echo "$rc" > "run.$role.rc"
+}
+
+# The other roles side by side, then the administrator alone: it may change or delete
+# their accounts.
+runs=()
+for role in "${roles[@]}"; do
+  [ "$role" = administrator ] && continue
+  run_role "$role" &
+  runs+=($!)
+done
+wait "${runs[@]}"
+run_role administrator
 
 status=0
-schemathesis run "https://localhost:$https/api/openapi.json" \
-  --url "https://localhost:$https" \
-  --tls-verify "$ca" \
-  --header "Authorization: Bearer $token" \
-  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance \
-  --max-examples "$examples" \
-  --phases examples,coverage,fuzzing \
-  --no-color || status=$?
+summary=()
+for role in "${roles[@]}"; do
+  echo "=== schemathesis as $role ==="
+  cat "run.$role.log"
+  rc=$(cat "run.$role.rc")
+  tested=$(sed -n 's/^ *Tested: *\([0-9]*\).*/\1/p' "run.$role.log" | head -n1)
+  scenarios=$(sed -n 's/^ *Scenarios: *\([0-9]*\).*/\1/p' "run.$role.log" | head -n1)
+  links_covered=$(sed -n 's/^ *API Links: *\([0-9]*\) covered.*/\1/p' "run.$role.log" | head -n1)
+  warnings=$(grep -c '^  ⚠️' "run.$role.log" || true)
+  if [ "$rc" -ne 0 ]; then status=1; fi
+  if [ -z "$scenarios" ] || [ "$scenarios" -eq 0 ]; then
+    echo "schemathesis as $role: no stateful sequence ran" >&2
+    status=1
+  fi
+  summary+=("$(printf '%-16s rc=%d  operations=%-3s stateful sequences=%-4s links covered=%-3s warnings=%s' \
+    "$role" "$rc" "${tested:-?}" "${scenarios:-0}" "${links_covered:-0}" "$warnings")")
+done
+
+echo "=== schemathesis summary ($(( $(date +%s) - started )) s) ==="
+printf '%s\n' "${summary[@]}"
 if [ "$status" -ne 0 ]; then
   echo "--- portcullis log (tail) ---"; tail -n 40 portcullis.log
 fi

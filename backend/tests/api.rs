@@ -270,6 +270,18 @@ async fn tickets_get_ids_etags_and_optimistic_concurrency(engine: Engine) {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::PRECONDITION_REQUIRED);
+    // A tag that names no version is no precondition either (and no version is invented).
+    for unusable in ["*", "\"1\", \"2\"", "W/\"1\"", "1", "\"x\""] {
+        let r = app
+            .req(Method::PATCH, &path, u.alice)
+            .header("if-match", unusable)
+            .json(&json!({"title": "Unusable If-Match"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::PRECONDITION_REQUIRED, "{unusable}");
+        assert!(r.headers().get("etag").is_none(), "{unusable}");
+    }
     let r = app
         .req(Method::PATCH, &path, u.alice)
         .header("if-match", "\"1\"")
@@ -601,6 +613,8 @@ async fn pagination_is_stable_and_filters_apply(engine: Engine) {
         "/api/tickets?status=bogus",
         "/api/tickets?cursor=abc",
         "/api/tickets?unknown=1",
+        "/api/tickets?status=%3Cscript%3Eecho-me%3C%2Fscript%3E",
+        "/api/tickets?echo-me%3Cb%3E=1",
     ] {
         let r = app
             .req(Method::GET, bad, app.users.admin)
@@ -613,6 +627,11 @@ async fn pagination_is_stable_and_filters_apply(engine: Engine) {
             r.status()
         );
         assert_eq!(r.headers()["content-type"], "application/problem+json");
+        // The parser's message, which quotes the input, stays in the log.
+        let text = r.text().await.unwrap();
+        for echoed in ["echo-me", "bogus", "unknown", "abc", "variant"] {
+            assert!(!text.contains(echoed), "{bad}: {text}");
+        }
     }
     app.finish().await;
 }

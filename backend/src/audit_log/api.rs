@@ -35,26 +35,34 @@ const MAX_FILTER_CHARS: usize = 1024;
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Events at or after this time (RFC 3339, e.g. `2026-03-01T00:00:00Z`).
+    #[param(format = DateTime)]
     from: Option<String>,
     /// Events before this time (RFC 3339).
+    #[param(format = DateTime)]
     to: Option<String>,
     /// `user.id`: an employee id, or on a failed sign-in the user name tried.
+    #[param(min_length = 1, max_length = 1024)]
     user_id: Option<String>,
     /// `auth`, `user`, `maintenance`, `system`, `api` or `security`.
     category: Option<String>,
     /// `event.action`, e.g. `login`, `ticket.update`, `policy.deny`.
+    #[param(min_length = 1, max_length = 1024)]
     action: Option<String>,
     /// `success`, `failure` or `unknown`.
     outcome: Option<String>,
     /// `info`, `warning`, `error` or `critical`.
     level: Option<String>,
     /// `http.request.id`: every event of one request, proxy and backend.
+    #[param(min_length = 1, max_length = 1024)]
     request_id: Option<String>,
     /// `portcullis.session.id`.
+    #[param(min_length = 1, max_length = 1024)]
     session_id: Option<String>,
     /// `proxy`, `backend` or `cli`.
+    #[param(min_length = 1, max_length = 1024)]
     emitter: Option<String>,
     /// Page size, 1 to 500, default 100 (list only).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
     /// `next_cursor` of the previous page (list only).
     cursor: Option<String>,

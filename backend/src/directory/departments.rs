@@ -43,7 +43,7 @@ pub(crate) async fn create_department(
     Ok((StatusCode::CREATED, Json(d)))
 }
 
-#[utoipa::path(get, path = "/api/departments/{id}", tag = "directory", params(("id" = i64, Path)),
+#[utoipa::path(get, path = "/api/departments/{id}", tag = "directory", params(("id" = i64, Path, minimum = 1)),
     responses((status = 200, description = "The department", body = Department)))]
 pub(crate) async fn get_department(
     State(s): State<AppState>,
@@ -59,7 +59,7 @@ pub(crate) async fn get_department(
     ))
 }
 
-#[utoipa::path(patch, path = "/api/departments/{id}", tag = "directory", params(("id" = i64, Path)), request_body = NewDepartment,
+#[utoipa::path(patch, path = "/api/departments/{id}", tag = "directory", params(("id" = i64, Path, minimum = 1)), request_body = NewDepartment,
     responses((status = 200, description = "Renamed", body = Department)))]
 pub(crate) async fn rename_department(
     State(s): State<AppState>,
@@ -84,7 +84,7 @@ pub(crate) async fn rename_department(
     Ok(Json(d))
 }
 
-#[utoipa::path(delete, path = "/api/departments/{id}", tag = "directory", params(("id" = i64, Path)),
+#[utoipa::path(delete, path = "/api/departments/{id}", tag = "directory", params(("id" = i64, Path, minimum = 1)),
     responses((status = 204, description = "Deleted")))]
 pub(crate) async fn delete_department(
     State(s): State<AppState>,

@@ -96,7 +96,7 @@ pub(crate) async fn create_employee(
     Ok((StatusCode::CREATED, Json(e)))
 }
 
-#[utoipa::path(get, path = "/api/employees/{id}", tag = "directory", params(("id" = i64, Path)),
+#[utoipa::path(get, path = "/api/employees/{id}", tag = "directory", params(("id" = i64, Path, minimum = 1)),
     responses((status = 200, description = "The employee", body = Employee)))]
 pub(crate) async fn get_employee(
     State(s): State<AppState>,
@@ -112,7 +112,7 @@ pub(crate) async fn get_employee(
     ))
 }
 
-#[utoipa::path(patch, path = "/api/employees/{id}", tag = "directory", params(("id" = i64, Path)), request_body = EmployeePatch,
+#[utoipa::path(patch, path = "/api/employees/{id}", tag = "directory", params(("id" = i64, Path, minimum = 1)), request_body = EmployeePatch,
     responses((status = 200, description = "Updated", body = Employee)))]
 pub(crate) async fn update_employee(
     State(s): State<AppState>,
@@ -204,7 +204,7 @@ pub(crate) async fn update_employee(
     Ok(Json(after))
 }
 
-#[utoipa::path(delete, path = "/api/employees/{id}", tag = "directory", params(("id" = i64, Path)),
+#[utoipa::path(delete, path = "/api/employees/{id}", tag = "directory", params(("id" = i64, Path, minimum = 1)),
     responses((status = 204, description = "Deleted")))]
 pub(crate) async fn delete_employee(
     State(s): State<AppState>,

@@ -14,17 +14,19 @@ fn etag(version: i64) -> HeaderValue {
 }
 
 /// The version named by `If-Match`, required on every change of a versioned resource.
+///
+/// Anything but one strong tag of a version (`*`, a list, a weak tag, garbage) is
+/// answered like a missing header (428): it names no version to compare, and a 412
+/// would have to invent the current one.
 pub fn if_match(headers: &HeaderMap) -> Result<i64, ApiError> {
-    let raw = headers
+    headers
         .get(header::IF_MATCH)
-        .ok_or(ApiError::PreconditionRequired)?
-        .to_str()
-        .map_err(|_| ApiError::PreconditionFailed { current_version: 0 })?
-        .trim();
-    raw.strip_prefix('"')
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .and_then(|raw| raw.strip_prefix('"'))
         .and_then(|r| r.strip_suffix('"'))
         .and_then(|v| v.parse::<i64>().ok())
-        .ok_or(ApiError::PreconditionFailed { current_version: 0 })
+        .ok_or(ApiError::PreconditionRequired)
 }
 
 /// `body` as JSON with `status` and the `ETag` of `version`.

@@ -75,7 +75,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| Self(q.0))
-            .map_err(|e: QueryRejection| ApiError::BadRequest(e.body_text()))
+            .map_err(|e: QueryRejection| {
+                // The parser's message quotes the client's names and values: logged, not
+                // echoed (a page could reflect it).
+                tracing::debug!(error = %e.body_text(), "query string refused");
+                ApiError::BadRequest(
+                    "The query string does not match what this operation accepts (see /api/openapi.json)"
+                        .to_owned(),
+                )
+            })
     }
 }
 

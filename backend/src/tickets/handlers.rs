@@ -106,8 +106,10 @@ pub struct ListParams {
     assignee_id: Option<i64>,
     reporter_id: Option<i64>,
     /// 1 to 200, default 50.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
     /// From `next_cursor` of the previous page.
+    #[param(pattern = r"^[1-9][0-9]{0,17}$")]
     cursor: Option<String>,
 }
 
@@ -150,7 +152,7 @@ pub(crate) async fn list_tickets(
     }))
 }
 
-#[utoipa::path(get, path = "/api/tickets/{id}", tag = "tickets", params(("id" = String, Path, description = "TCK-<year>-<6 digits>")),
+#[utoipa::path(get, path = "/api/tickets/{id}", tag = "tickets", params(("id" = String, Path, description = "TCK-<year>-<6 digits>", pattern = r"^TCK-[0-9]{4}-[0-9]{6}$")),
     responses((status = 200, description = "The ticket", body = Ticket, headers(("ETag" = String)))))]
 pub(crate) async fn get_ticket(
     State(s): State<AppState>,
@@ -192,7 +194,8 @@ where
 }
 
 #[utoipa::path(patch, path = "/api/tickets/{id}", tag = "tickets", request_body = TicketPatch,
-    params(("id" = String, Path), ("If-Match" = String, Header, description = "The ETag you read")),
+    params(("id" = String, Path, description = "TCK-<year>-<6 digits>", pattern = r"^TCK-[0-9]{4}-[0-9]{6}$"),
+        ("If-Match" = String, Header, description = "The ETag you read: `\"<version>\"`, one strong tag", pattern = r#"^"[0-9]{1,18}"$"#)),
     responses((status = 200, description = "Updated", body = Ticket, headers(("ETag" = String)))))]
 pub(crate) async fn update_ticket(
     State(s): State<AppState>,
@@ -239,8 +242,9 @@ pub(crate) async fn update_ticket(
 }
 
 #[utoipa::path(post, path = "/api/tickets/{id}/transitions", tag = "tickets", request_body = Transition,
-    params(("id" = String, Path), ("If-Match" = String, Header)),
-    responses((status = 200, description = "Moved to the new status", body = Ticket)))]
+    params(("id" = String, Path, description = "TCK-<year>-<6 digits>", pattern = r"^TCK-[0-9]{4}-[0-9]{6}$"),
+        ("If-Match" = String, Header, description = "The ETag you read: `\"<version>\"`, one strong tag", pattern = r#"^"[0-9]{1,18}"$"#)),
+    responses((status = 200, description = "Moved to the new status", body = Ticket, headers(("ETag" = String)))))]
 pub(crate) async fn transition_ticket(
     State(s): State<AppState>,
     c: Caller,
@@ -277,8 +281,9 @@ pub(crate) async fn transition_ticket(
 }
 
 #[utoipa::path(put, path = "/api/tickets/{id}/assignment", tag = "tickets", request_body = Assignment,
-    params(("id" = String, Path), ("If-Match" = String, Header)),
-    responses((status = 200, description = "Assigned", body = Ticket)))]
+    params(("id" = String, Path, description = "TCK-<year>-<6 digits>", pattern = r"^TCK-[0-9]{4}-[0-9]{6}$"),
+        ("If-Match" = String, Header, description = "The ETag you read: `\"<version>\"`, one strong tag", pattern = r#"^"[0-9]{1,18}"$"#)),
+    responses((status = 200, description = "Assigned", body = Ticket, headers(("ETag" = String)))))]
 pub(crate) async fn assign_ticket(
     State(s): State<AppState>,
     c: Caller,
@@ -315,8 +320,9 @@ pub(crate) async fn assign_ticket(
 }
 
 #[utoipa::path(post, path = "/api/tickets/{id}/approval", tag = "tickets",
-    params(("id" = String, Path), ("If-Match" = String, Header)),
-    responses((status = 200, description = "Approved", body = Ticket)))]
+    params(("id" = String, Path, description = "TCK-<year>-<6 digits>", pattern = r"^TCK-[0-9]{4}-[0-9]{6}$"),
+        ("If-Match" = String, Header, description = "The ETag you read: `\"<version>\"`, one strong tag", pattern = r#"^"[0-9]{1,18}"$"#)),
+    responses((status = 200, description = "Approved", body = Ticket, headers(("ETag" = String)))))]
 pub(crate) async fn approve_ticket(
     State(s): State<AppState>,
     c: Caller,
@@ -343,7 +349,7 @@ pub(crate) async fn approve_ticket(
     .await
 }
 
-#[utoipa::path(get, path = "/api/tickets/{id}/comments", tag = "tickets", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/api/tickets/{id}/comments", tag = "tickets", params(("id" = String, Path, description = "TCK-<year>-<6 digits>", pattern = r"^TCK-[0-9]{4}-[0-9]{6}$")),
     responses((status = 200, description = "Comments, oldest first", body = Vec<Comment>)))]
 pub(crate) async fn list_comments(
     State(s): State<AppState>,
@@ -354,7 +360,7 @@ pub(crate) async fn list_comments(
     Ok(Json(repo::list_comments(&s.db, &id).await?))
 }
 
-#[utoipa::path(post, path = "/api/tickets/{id}/comments", tag = "tickets", params(("id" = String, Path)), request_body = NewComment,
+#[utoipa::path(post, path = "/api/tickets/{id}/comments", tag = "tickets", params(("id" = String, Path, description = "TCK-<year>-<6 digits>", pattern = r"^TCK-[0-9]{4}-[0-9]{6}$")), request_body = NewComment,
     responses((status = 201, description = "Added", body = Comment)))]
 pub(crate) async fn add_comment(
     State(s): State<AppState>,
@@ -378,7 +384,7 @@ pub(crate) async fn add_comment(
     Ok((StatusCode::CREATED, Json(comment)))
 }
 
-#[utoipa::path(get, path = "/api/tickets/{id}/history", tag = "tickets", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/api/tickets/{id}/history", tag = "tickets", params(("id" = String, Path, description = "TCK-<year>-<6 digits>", pattern = r"^TCK-[0-9]{4}-[0-9]{6}$")),
     responses((status = 200, description = "The hash-chained history, oldest first", body = Vec<HistoryEntry>)))]
 pub(crate) async fn ticket_history(
     State(s): State<AppState>,
