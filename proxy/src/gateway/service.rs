@@ -47,26 +47,28 @@ pub struct Gateway {
     pub(crate) keepalive_idle_seconds: u64,
 }
 
-/// Request body read and thrown away, at most, after an early answer over HTTP/2.
-const H2_DISCARD_BYTES: usize = 1 << 20;
-const H2_DISCARD_TIME: Duration = Duration::from_secs(2);
+/// Request body read and thrown away, at most, after an early answer.
+const DISCARD_BYTES: usize = 1 << 20;
+const DISCARD_TIME: Duration = Duration::from_secs(2);
 
-/// After answering an h2 request whose body is still arriving (a refusal, a 413):
-/// reads and drops what the client keeps sending, up to a bound. Dropping the stream
-/// at once resets it, and the reset can overtake the queued answer: the client then
-/// sees a closed stream instead of the status and problem body. Past the bound the
-/// stream is reset anyway.
-async fn discard_h2_request_body(session: &mut Session) {
+/// After answering a request whose body is still arriving (a refusal, a 413): reads and
+/// drops what the client keeps sending, up to a bound. Over HTTP/2, dropping the stream
+/// at once resets it, and the reset can overtake the queued answer. Over HTTP/1 the
+/// connection closes after such an answer, and closing a socket with unread data makes
+/// the kernel send a reset that can destroy the answer before the client reads it (the
+/// client then sees a broken pipe instead of the status and problem body). Past the
+/// bound the stream is reset, or the connection closed, anyway.
+async fn discard_request_body(session: &mut Session) {
     let drain = async {
         let mut read = 0;
-        while read <= H2_DISCARD_BYTES {
+        while read <= DISCARD_BYTES {
             match session.read_request_body().await {
                 Ok(Some(chunk)) => read += chunk.len(),
                 Ok(None) | Err(_) => break,
             }
         }
     };
-    let _ = tokio::time::timeout(H2_DISCARD_TIME, drain).await;
+    let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
 }
 
 pub(super) fn peer_ip(session: &Session) -> Option<IpAddr> {
@@ -116,8 +118,8 @@ impl Gateway {
         if !head_only {
             session.write_response_body(Some(body), true).await?;
         }
-        if session.as_downstream().is_http2() && !session.as_downstream_mut().is_body_done() {
-            discard_h2_request_body(session).await;
+        if !session.as_downstream_mut().is_body_done() {
+            discard_request_body(session).await;
         }
         Ok(())
     }
