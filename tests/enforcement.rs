@@ -1335,30 +1335,25 @@ async fn users_see_who_they_are_and_end_only_their_own_sessions() {
     assert_eq!(current.len(), 1);
     assert_eq!(current[0]["session_id"], sid_of(&phone));
 
+    // Ending a session, as the holder of `token`.
+    let end = |token: &str, victim: &str| {
+        api(
+            &p,
+            token,
+            reqwest::Method::DELETE,
+            &format!("/auth/sessions/{}", sid_of(victim)),
+        )
+        .send()
+    };
+
     // Someone else's session is "not found", and stays alive.
-    let r = api(
-        &p,
-        &phone,
-        reqwest::Method::DELETE,
-        &format!("/auth/sessions/{}", sid_of(&bob)),
-    )
-    .send()
-    .await
-    .unwrap();
+    let r = end(&phone, &bob).await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let tickets = |t: &str| api(&p, t, reqwest::Method::GET, "/api/tickets").send();
     assert_eq!(tickets(&bob).await.unwrap().status(), StatusCode::OK);
 
     // Ending her laptop's session from her phone: the laptop is refused, the phone is not.
-    let r = api(
-        &p,
-        &phone,
-        reqwest::Method::DELETE,
-        &format!("/auth/sessions/{}", sid_of(&laptop)),
-    )
-    .send()
-    .await
-    .unwrap();
+    let r = end(&phone, &laptop).await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert!(
         r.headers().get("set-cookie").is_none(),
@@ -1372,15 +1367,7 @@ async fn users_see_who_they_are_and_end_only_their_own_sessions() {
     assert_eq!(tickets(&phone).await.unwrap().status(), StatusCode::OK);
     assert_eq!(list(&phone).await.len(), 1);
     // Ended once is ended: a second attempt finds nothing.
-    let again = api(
-        &p,
-        &phone,
-        reqwest::Method::DELETE,
-        &format!("/auth/sessions/{}", sid_of(&laptop)),
-    )
-    .send()
-    .await
-    .unwrap();
+    let again = end(&phone, &laptop).await.unwrap();
     assert_eq!(again.status(), StatusCode::NOT_FOUND);
 
     // The trail says who ended it and why.

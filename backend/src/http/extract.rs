@@ -29,8 +29,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             Ok(Json(v)) => Ok(Self(v)),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType),
             Err(JsonRejection::JsonDataError(e)) => {
-                tracing::debug!(error = %e.body_text(), "request body refused");
-                Err(ApiError::Validation(schema_mismatch(&e)))
+                // Not the parser's message: it quotes values, a password among them.
+                let said = schema_mismatch(&e);
+                tracing::debug!(error = %said, "request body refused");
+                Err(ApiError::Validation(said))
             }
             Err(e) => {
                 tracing::debug!(error = %e.body_text(), "request body refused");
@@ -76,9 +78,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
             .await
             .map(|q| Self(q.0))
             .map_err(|e: QueryRejection| {
-                // The parser's message quotes the client's names and values: logged, not
-                // echoed (a page could reflect it).
-                tracing::debug!(error = %e.body_text(), "query string refused");
+                // The parser's message quotes the client's names and values (a token
+                // pasted into a URL among them): neither echoed nor logged.
+                tracing::debug!(status = %e.status(), "query string refused");
                 ApiError::BadRequest(
                     "The query string does not match what this operation accepts (see /api/openapi.json)"
                         .to_owned(),

@@ -143,12 +143,17 @@ impl DenialsBySubject {
             return;
         };
         w.advance(minute);
-        let key = if w.counts.len() < TRACKED_SUBJECTS || w.counts.contains_key(subject) {
+        let slot = (minute % WINDOW_MINUTES as u64) as usize;
+        // A subject already tracked costs no allocation.
+        if let Some(buckets) = w.counts.get_mut(subject) {
+            buckets[slot] += 1;
+            return;
+        }
+        let key = if w.counts.len() < TRACKED_SUBJECTS {
             subject
         } else {
             OVERFLOW_SUBJECT
         };
-        let slot = (minute % WINDOW_MINUTES as u64) as usize;
         w.counts.entry(key.to_owned()).or_default()[slot] += 1;
     }
 
