@@ -3,7 +3,7 @@ CARGO ?= cargo
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 BIN_DEBUG := $(TARGET_DIR)/debug/portcullis
 
-.PHONY: run test deps build lint layout unit check-configs policy regopy schemathesis jwt-hack tls-audit siem browser schema fmt bench bench-proxy web gate gate-selftest observability observability-live scan scan-testssl scan-sslyze scan-observatory scan-wapiti scan-smugglex fuzz-smoke
+.PHONY: run test deps build lint layout unit check-configs policy regopy schemathesis jwt-hack tls-audit siem browser schema fmt bench bench-proxy web gate gate-selftest observability observability-live scan scan-testssl scan-sslyze scan-observatory scan-wapiti scan-smugglex fuzz-smoke dr-drill screenshots
 
 ## Build and start proxy + backend on the embedded defaults (Ctrl-C stops).
 run: web
@@ -11,7 +11,7 @@ run: web
 	$(CARGO) run --release --bin portcullis -- up
 
 ## Everything CI checks.
-test: deps lint unit check-configs policy gate observability observability-live regopy schemathesis jwt-hack tls-audit siem browser fuzz-smoke
+test: deps lint unit check-configs policy gate gate-selftest observability observability-live regopy schemathesis jwt-hack tls-audit siem browser fuzz-smoke
 
 deps:
 	@scripts/install-test-deps.sh
@@ -62,6 +62,18 @@ siem:
 ## OIDC sign-in in a real browser (Debian's Chromium, playwright-core).
 browser: build web
 	PORTCULLIS_BIN=$(BIN_DEBUG) node --test tests/browser/
+
+## Screenshots for docs/screenshots/: the monitoring dashboard in Chromium (its browser
+## test), and each Grafana dashboard's panel layout drawn with the series a real
+## Prometheus answered for every panel query during the live observability test
+## (docs/observability.md).
+PANEL_SNAPSHOT := $(TARGET_DIR)/panel-snapshot.json
+screenshots: build web
+	@scripts/observability-deps.sh
+	@[ -d tests/browser/node_modules ] || (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+	PORTCULLIS_SCREENSHOTS=docs/screenshots PORTCULLIS_BIN=$(BIN_DEBUG) node --test tests/browser/monitoring.test.mjs
+	PORTCULLIS_PANEL_SNAPSHOT=$(PANEL_SNAPSHOT) PORTCULLIS_BIN=$(BIN_DEBUG) python3 tests/observability/live_test.py
+	node tests/browser/grafana-layout.mjs docs/screenshots $(PANEL_SNAPSHOT)
 
 ## The web application: web/ -> web/dist (npm from the lock file; tsc, sink check,
 ## esbuild, Subresource Integrity hashes in index.html). docs/web.md.
@@ -176,3 +188,8 @@ bench-proxy:
 
 fmt:
 	$(CARGO) fmt --all
+
+## Disaster-recovery drill on SQLite and PostgreSQL: back up while writing, destroy,
+## restore, compare; prints the measured RTO (docs/runbooks/disaster-recovery.md).
+dr-drill:
+	$(CARGO) test --workspace --test dr_drill -- --nocapture --test-threads 1

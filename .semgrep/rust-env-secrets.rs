@@ -14,4 +14,8 @@ fn settings() {
     let ci = std::env::var_os("CI").is_some();
     // ok: portcullis.rust.secret-from-environment
     let v = env!("CARGO_PKG_VERSION");
+    // ok: portcullis.rust.secret-from-environment
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY");
+    // ruleid: portcullis.rust.secret-from-environment
+    let c = std::env::var("CREDENTIALS_TOKEN");
 }

@@ -227,6 +227,24 @@ test_matrix_ticket_history if {
 	route_matrix_holds(["api", "tickets", "TCK-2026-000001", "history"], {"GET": ticket_roles})
 }
 
+test_matrix_ticket_attachments if {
+	route_matrix_holds(["api", "tickets", "TCK-2026-000001", "attachments"], {"GET": ticket_roles, "POST": ticket_roles})
+}
+
+test_matrix_ticket_attachment if {
+	route_matrix_holds(
+		["api", "tickets", "TCK-2026-000001", "attachments", "0192f0e4-0000-7000-8000-000000000001"],
+		{"GET": ticket_roles, "DELETE": ticket_roles},
+	)
+}
+
+test_matrix_ticket_attachment_versions if {
+	route_matrix_holds(
+		["api", "tickets", "TCK-2026-000001", "attachments", "0192f0e4-0000-7000-8000-000000000001", "versions"],
+		{"POST": ticket_roles},
+	)
+}
+
 test_matrix_ticket_transitions if {
 	route_matrix_holds(["api", "tickets", "TCK-2026-000001", "transitions"], {"POST": ticket_roles})
 }
@@ -313,7 +331,7 @@ test_unknown_admin_path_is_forbidden_even_for_administrators if {
 }
 
 test_unknown_path_is_forbidden if {
-	every segments in [["api"], ["api", "tickets", "1", "attachments"], ["api", "tickets", "1", "2", "3", "4"], ["ADMIN", "users"]] {
+	every segments in [["api"], ["api", "tickets", "1", "attachments", "2", "3"], ["api", "tickets", "1", "2", "3", "4"], ["ADMIN", "users"]] {
 		d := decide("GET", segments, user(["administrator"]))
 		d.allow == false
 		d.reason == "forbidden"

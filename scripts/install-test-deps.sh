@@ -36,3 +36,10 @@ fi
 if [ ! -d tests/browser/node_modules ]; then
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# The S3 server the attachment tests store objects in (moto's server mode), in a venv of
+# its own so its pinned dependencies stay out of the system's Python.
+moto_venv="$HOME/.cache/portcullis-tools/moto"
+if [ ! -x "$moto_venv/bin/moto_server" ]; then
+  python3 -m venv "$moto_venv"
+  "$moto_venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
+fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Differential test of the shipped policy bundle: every decision of the
-route (http), object (tickets) and directory policies over a generated
+route (http), object (tickets, attachments) and directory policies over a generated
 matrix of inputs is computed by Portcullis (regorus, through
 `portcullis policy eval`) and by regopy (rego-cpp, an independent Rego
 implementation). Any disagreement fails.
@@ -25,6 +25,9 @@ METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 PATHS = ["/", "/api/tickets", "/api/tickets/TCK-2026-000001", "/api/tickets/TCK-2026-000001/comments",
          "/api/tickets/TCK-2026-000001/transitions", "/api/tickets/TCK-2026-000001/assignment",
          "/api/tickets/TCK-2026-000001/approval", "/api/tickets/TCK-2026-000001/history",
+         "/api/tickets/TCK-2026-000001/attachments",
+         "/api/tickets/TCK-2026-000001/attachments/0192f0e4-0000-7000-8000-000000000001",
+         "/api/tickets/TCK-2026-000001/attachments/0192f0e4-0000-7000-8000-000000000001/versions",
          "/api/employees", "/api/employees/7", "/api/departments", "/api/departments/3",
          "/api/openapi.json", "/admin/audit/logs", "/admin/audit/logs/count", "/admin/sessions",
          "/admin/users/7/sessions", "/monitoring/health", "/monitoring/dashboard", "/auth/login",
@@ -43,6 +46,16 @@ def http_cases():
                "subject": subject, "source": {"ip": "192.0.2.1"},
                "route": (path.split("/")[1] or "app") if path != "/" else "app",
                "time": {"unix_seconds": 1790000000}}
+
+
+def attachment_cases():
+    owners = [("7", None, "1"), ("8", "7", "1"), ("8", None, "1"), ("8", "9", "2"), ("7", "7", "2")]
+    for roles, action, (reporter, assignee, dept), status, uploader in itertools.product(
+            ROLES, ["read", "upload", "delete", "rename"], owners, ["open", "closed"], ["7", "8", None]):
+        yield {"subject": {"id": "7", "roles": roles, "department_id": "1"}, "action": action,
+               "ticket": {"reporter_id": reporter, "assignee_id": assignee, "department_id": dept,
+                          "status": status},
+               "attachment": {"created_by": uploader}}
 
 
 def ticket_cases():
@@ -77,6 +90,7 @@ def scope_cases():
 SUITES = [
     ("data.portcullis.http.decision", list(http_cases())),
     ("data.portcullis.tickets.decision", list(ticket_cases())),
+    ("data.portcullis.attachments.decision", list(attachment_cases())),
     ("data.portcullis.directory.decision", list(directory_cases())),
     ("data.portcullis.tickets.list_scope", list(scope_cases())),
 ]

@@ -47,6 +47,10 @@ backend:
   listen: "127.0.0.1:$backend"
   admin_listen: null
   identity: {access_token_ttl_seconds: 3600}
+  # Any bytes are an accepted attachment here, so generated uploads succeed and the
+  # stateful phase reaches download, versions and delete (type sniffing has its own tests).
+  attachments:
+    allowed_types: [application/octet-stream, text/plain, application/pdf, image/png, image/jpeg, image/gif, image/webp]
 YAML
 
 # One user per role, all in one department. The administrator is also a technician: it
@@ -137,16 +141,52 @@ values = ["in_progress"]
 "body.to" = { dictionary = "first_step", probability = 0.5 }
 TOML
 
+# The administrator's run also reaches the operations on one attachment (download, new
+# version, delete): the stateful phase gets there only through a chain of links that a
+# short phase may not finish. So one ticket with many attachments exists before the run,
+# and most generated cases of those operations name that ticket and one of them (deletes
+# use up some; the rest keep the others reachable). Only the administrator's run gets
+# these values: for the other roles that ticket is someone else's.
+seed_ticket=$(curl -sf --cacert "$ca" -H "authorization: Bearer $admin_token" "$base/api/tickets" \
+  -H 'content-type: application/json' \
+  -d "{\"title\":\"schemathesis attachments\",\"description\":\"seeded\",\"priority\":\"low\",\"department_id\":$department}" |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+seed_aids=()
+for n in $(seq 40); do
+  seed_aids+=("$(curl -sf --cacert "$ca" -H "authorization: Bearer $admin_token" \
+    -H 'content-type: application/octet-stream' --data-binary "seeded attachment $n" \
+    "$base/api/tickets/$seed_ticket/attachments?filename=seed-$n.txt" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')")
+done
+aid_values=$(printf '"%s", ' "${seed_aids[@]}")
+{
+  cat schemathesis.toml
+  cat <<TOML
+[dictionaries.seed_ticket]
+values = ["$seed_ticket"]
+[dictionaries.seed_attachments]
+values = [${aid_values%, }]
+TOML
+} > schemathesis.administrator.toml
+python3 - "$seed_ticket" <<'PY'
+import sys
+ticket = sys.argv[1]
+text = open("schemathesis.administrator.toml").read()
+text = text.replace('[parameters]\n', '[parameters]\n"path.id" = { dictionary = "seed_ticket", probability = 0.2 }\n"path.aid" = { dictionary = "seed_attachments", probability = 0.9 }\n', 1)
+open("schemathesis.administrator.toml", "w").write(text)
+PY
+
 # The operations each role can complete on the data it creates itself. The proxy's route
 # policy (policies/data.yaml) refuses the directory to all but department heads (read) and
 # administrators, and assignment and approval to all but them; tickets.rego lets
 # employees, developers and technicians move only their own tickets, and only to closed or
 # reopened, which needs someone else to resolve them first: a run as one of these roles
-# cannot reach a successful transition, so it leaves that operation out.
+# cannot reach a successful transition, so it leaves that operation out. Developers also
+# read the monitoring endpoints (/monitoring/errors, /monitoring/performance).
 reporter_ops="create_ticket list_tickets get_ticket update_ticket add_comment list_comments ticket_history health"
 declare -A ops=(
   [employee]=$reporter_ops
-  [developer]=$reporter_ops
+  [developer]="$reporter_ops errors performance"
   [technician]=$reporter_ops
   [department_head]="$reporter_ops transition_ticket assign_ticket approve_ticket
     list_employees get_employee list_departments get_department"
@@ -159,7 +199,9 @@ run_role() {
   if [ "${ops[$role]}" != all ]; then
     for op in ${ops[$role]}; do filter+=(--include-operation-id "$op"); done
   fi
-  PORTCULLIS_FUZZ_TOKEN=${token[$role]} schemathesis --config-file schemathesis.toml run openapi.json \
+  local config=schemathesis.toml
+  [ -f "schemathesis.$role.toml" ] && config=schemathesis.$role.toml
+  PORTCULLIS_FUZZ_TOKEN=${token[$role]} schemathesis --config-file "$config" run openapi.json \
     --url "$base" \
     --tls-verify "$ca" \
     --checks "$checks" \

@@ -2,6 +2,7 @@
 //! `user create`, `user import`, `keys rotate`, `policy test`, `policy eval`.
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
 use portcullis_backend::audit_log::{Category, Outcome, event};
@@ -10,6 +11,8 @@ use portcullis_backend::identity::password::ImportedPassword;
 use portcullis_backend::model::{NewEmployee, Role};
 use portcullis_backend::{AppState, identity as auth};
 use serde::Deserialize;
+
+use crate::progress::Bar;
 
 /// The operating-system account running the command, for the audit details.
 #[allow(
@@ -102,86 +105,171 @@ impl KindSummary for csv::Error {
     }
 }
 
-/// `portcullis user import FILE`: stores Argon2id only (legacy hashes are
-/// wrapped, plaintext is hashed in memory); nothing of the passwords is
-/// written anywhere else or printed.
-pub async fn import_users(state: &AppState, file: &Path) -> anyhow::Result<()> {
-    let rows = read_rows(file)?;
-    let (mut created, mut skipped) = (0, 0);
+/// A row of an import file, checked.
+struct ImportPlan {
+    imported: ImportedPassword,
+    new: NewEmployee,
+    department: Option<String>,
+}
+
+/// Checks every row before anything is stored: a bad row anywhere stops the import with
+/// nothing changed, named by its position (never by its password).
+fn plan_import(rows: Vec<ImportRow>) -> anyhow::Result<Vec<ImportPlan>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut plans = Vec::with_capacity(rows.len());
     for (i, row) in rows.into_iter().enumerate() {
         let n = i + 1;
+        let username = row.username.trim().to_lowercase();
+        if username.is_empty() {
+            bail!("user {n}: the username is empty");
+        }
+        if !seen.insert(username.clone()) {
+            bail!("user {n} ({username}): listed twice in the file");
+        }
         let imported = match row.password_format.as_str() {
             "plaintext" => ImportedPassword::Plaintext(row.password),
             "bcrypt" => ImportedPassword::Bcrypt(row.password),
             "sha256" => ImportedPassword::Sha256Hex(row.password),
-            other => bail!(
-                "user {n} ({}): unknown password_format `{other}`",
-                row.username
-            ),
+            other => bail!("user {n} ({username}): unknown password_format `{other}`"),
         };
         let roles: Vec<Role> = row
             .roles
             .iter()
             .map(|r| {
-                Role::parse(r).ok_or_else(|| {
-                    anyhow::anyhow!("user {n} ({}): unknown role `{r}`", row.username)
-                })
+                Role::parse(r)
+                    .ok_or_else(|| anyhow::anyhow!("user {n} ({username}): unknown role `{r}`"))
             })
             .collect::<Result<_, _>>()?;
-        let department_id = match row
-            .department
-            .as_deref()
-            .map(str::trim)
-            .filter(|d| !d.is_empty())
-        {
-            Some(name) => Some(department_named(state, name).await?),
-            None => None,
-        };
-        let stored = state
-            .identity
-            .passwords
-            .import(&imported)
-            .map_err(|e| anyhow::anyhow!("user {n} ({}): {e}", row.username))?;
-        let new = NewEmployee {
-            username: row.username.trim().to_lowercase(),
-            email: row.email,
-            display_name: row.display_name,
-            department_id,
-            roles,
-        };
-        match repo::create_employee(&state.db, &new, false).await {
-            Ok(e) => {
-                auth::store::set_credential(&state.db, e.id, &stored, false).await?;
-                record(
-                    state,
-                    cli_event(Category::User, "user.create")
-                        .detail("target_user_id", e.id.to_string())
-                        .detail("target_username", e.username.clone())
-                        .detail(
-                            "roles",
-                            e.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-                        )
-                        .detail("source", "import"),
-                )
-                .await?;
-                created += 1;
-            }
-            Err(repo::RepoError::Conflict(_)) => {
-                eprintln!("user {n} ({}): already exists, skipped", new.username);
-                skipped += 1;
-            }
-            Err(e) => return Err(e.into()),
-        }
+        plans.push(ImportPlan {
+            imported,
+            new: NewEmployee {
+                username,
+                email: row.email,
+                display_name: row.display_name,
+                department_id: None,
+                roles,
+            },
+            department: row
+                .department
+                .map(|d| d.trim().to_owned())
+                .filter(|d| !d.is_empty()),
+        });
     }
+    Ok(plans)
+}
+
+/// What `user import` did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ImportReport {
+    pub total: u64,
+    pub created: u64,
+    pub skipped: u64,
+    pub interrupted: bool,
+}
+
+/// `portcullis user import FILE [--json]`: stores Argon2id only (legacy hashes are
+/// wrapped, plaintext is hashed in memory); nothing of the passwords is written anywhere
+/// else or printed. Every row is checked first; then each user is stored with its
+/// credential and its `user.create` event in one transaction, so Ctrl-C between users
+/// leaves whole users only, and a second run skips those that exist and imports the rest.
+pub async fn import_users(
+    state: &AppState,
+    file: &Path,
+    json: bool,
+    stop: &AtomicBool,
+) -> anyhow::Result<ImportReport> {
+    let plans = plan_import(read_rows(file)?)?;
+    let mut report = ImportReport {
+        total: plans.len() as u64,
+        ..ImportReport::default()
+    };
+    let bar = Bar::new("import", json);
+    bar.set_length(report.total);
+    let result = import_each(state, plans, stop, &bar, &mut report).await;
+    bar.finish();
+    // The summary is recorded however the run ended.
     record(
         state,
         cli_event(Category::User, "user.import")
-            .detail("created", created)
-            .detail("skipped", skipped)
+            .detail("created", report.created)
+            .detail("skipped", report.skipped)
+            .detail("total", report.total)
+            .detail("interrupted", report.interrupted)
             .detail("file", file.display().to_string()),
     )
     .await?;
-    println!("imported {created} user(s), skipped {skipped}");
+    result?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "imported {} user(s), skipped {} (already there){}",
+            report.created,
+            report.skipped,
+            if report.interrupted {
+                format!(
+                    "; interrupted with {} left: run it again to import them",
+                    report.total - report.created - report.skipped
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(report)
+}
+
+async fn import_each(
+    state: &AppState,
+    plans: Vec<ImportPlan>,
+    stop: &AtomicBool,
+    bar: &Bar,
+    report: &mut ImportReport,
+) -> anyhow::Result<()> {
+    for (i, mut plan) in plans.into_iter().enumerate() {
+        if crate::progress::interrupted(stop) {
+            report.interrupted = true;
+            break;
+        }
+        let n = i + 1;
+        let username = plan.new.username.clone();
+        if let Some(name) = &plan.department {
+            plan.new.department_id = Some(department_named(state, name).await?);
+        }
+        let stored = state
+            .identity
+            .passwords
+            .import(&plan.imported)
+            .map_err(|e| anyhow::anyhow!("user {n} ({username}): {e}"))?;
+        let mut tx = state.db.begin().await?;
+        match repo::insert_employee(&mut tx, &plan.new, false).await {
+            Ok(e) => {
+                auth::store::set_credential(&mut *tx, e.id, &stored, false).await?;
+                let created = cli_event(Category::User, "user.create")
+                    .detail("target_user_id", e.id.to_string())
+                    .detail("target_username", e.username.clone())
+                    .detail(
+                        "roles",
+                        e.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                    )
+                    .detail("source", "import");
+                state
+                    .commit_audited(tx, [created])
+                    .await
+                    .map_err(|e| anyhow::anyhow!("user {n} ({username}) not stored: {e}"))?;
+                report.created += 1;
+            }
+            Err(repo::RepoError::Conflict(_)) => {
+                tx.rollback().await?;
+                if !bar.is_visible() {
+                    eprintln!("user {n} ({username}): already exists, skipped");
+                }
+                report.skipped += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        bar.inc(1, &username);
+    }
     Ok(())
 }
 
@@ -241,7 +329,7 @@ pub async fn create_user(
         legacy_scheme: None,
         legacy_params: None,
     };
-    auth::store::set_credential(&state.db, e.id, &stored, true).await?;
+    auth::store::set_credential(state.db.pool(), e.id, &stored, true).await?;
     record(
         state,
         cli_event(Category::User, "user.create")
@@ -262,9 +350,53 @@ pub async fn create_user(
 }
 
 /// `portcullis keys rotate`.
-pub async fn rotate_keys(state: &AppState, dir: &Path, overlap_seconds: i64) -> anyhow::Result<()> {
+pub async fn rotate_keys(
+    state: &AppState,
+    dir: &Path,
+    overlap_seconds: i64,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<()> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut ring = auth::keys::Keyring::open(dir, now)?;
+    let keys: Vec<serde_json::Value> = ring
+        .records()
+        .iter()
+        .map(|r| {
+            serde_json::json!({"kid": r.kid, "state": r.state, "transition_at": r.transition_at})
+        })
+        .collect();
+    let pending = ring
+        .records()
+        .iter()
+        .find(|r| r.state == auth::keys::KeyState::Next)
+        .map(|r| r.kid.clone());
+    if dry_run {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "kind": "jwt", "dry_run": true, "keys": keys,
+                    "would_add": pending.is_none(), "pending": pending,
+                    "signs_from": now + overlap_seconds,
+                })
+            );
+        } else {
+            for k in &keys {
+                println!("key {} {}", k["kid"], k["state"]);
+            }
+            match &pending {
+                Some(kid) => println!(
+                    "dry run: nothing to do, key {kid} is already waiting to sign (refused)"
+                ),
+                None => println!(
+                    "dry run: a new signing key would be added to {} (published now, signing {overlap_seconds} s later)",
+                    dir.display()
+                ),
+            }
+        }
+        return Ok(());
+    }
     let event = ring.rotate(now, overlap_seconds)?;
     drop(ring);
     let os_user = os_user();
@@ -276,9 +408,16 @@ pub async fn rotate_keys(state: &AppState, dir: &Path, overlap_seconds: i64) -> 
     )
     .await?;
     if let auth::keys::KeyEvent::Added { kid } = event {
-        println!(
-            "added signing key {kid}: published now, signs from {overlap_seconds} s on; the old key retires after the longest token lifetime"
-        );
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"kind": "jwt", "dry_run": false, "added": kid, "signs_from": now + overlap_seconds})
+            );
+        } else {
+            println!(
+                "added signing key {kid}: published now, signs from {overlap_seconds} s on; the old key retires after the longest token lifetime"
+            );
+        }
     }
     Ok(())
 }

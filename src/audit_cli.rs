@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use portcullis_audit::{
-    AuditEvent, Category, Level, Outcome, PublicKey, VerifyError, VerifyReport,
+    AuditEvent, Category, Level, Outcome, TrustedKeys, VerifyError, VerifyReport,
 };
 use portcullis_backend::Db;
 
@@ -47,9 +47,66 @@ fn print_report(what: &str, report: &VerifyReport) {
     );
     for c in &report.chains {
         println!(
-            "  {}: seq {}..{}, {} checkpoint(s), {} signature(s) verified, last hash {}",
-            c.emitter, c.first_seq, c.last_seq, c.checkpoints, c.checkpoints_verified, c.last_hash
+            "  {}: seq {}..{}, {} checkpoint(s), {} signature(s) verified, last hash {}{}",
+            c.emitter,
+            c.first_seq,
+            c.last_seq,
+            c.checkpoints,
+            c.checkpoints_verified,
+            c.last_hash,
+            c.cut_seq
+                .map(|s| format!(", starts after the retention cut at seq {s}"))
+                .unwrap_or_default()
         );
+    }
+}
+
+/// One verification as JSON (`audit verify --json`).
+fn finding_json(target: &str, signed: bool, finding: &Finding) -> serde_json::Value {
+    use serde_json::json;
+    match finding {
+        Finding::Ok(r) => json!({
+            "target": target,
+            "status": "ok",
+            "signatures_checked": signed,
+            "events": r.events,
+            "files": r.files,
+            "chains": r.chains.iter().map(|c| json!({
+                "emitter": c.emitter,
+                "first_seq": c.first_seq,
+                "last_seq": c.last_seq,
+                "last_hash": c.last_hash,
+                "checkpoints": c.checkpoints,
+                "checkpoints_verified": c.checkpoints_verified,
+                "cut_seq": c.cut_seq,
+            })).collect::<Vec<_>>(),
+        }),
+        Finding::Tampered {
+            position,
+            tamper,
+            emitter,
+            seq,
+            detail,
+        } => json!({
+            "target": target,
+            "status": "tampered",
+            "position": position,
+            "tamper": tamper,
+            "emitter": emitter,
+            "seq": seq,
+            "detail": detail,
+        }),
+        Finding::Unreadable(e) => json!({"target": target, "status": "unreadable", "error": e}),
+    }
+}
+
+/// A note about what was not checked: on standard output, or standard error with
+/// `--json` (which keeps standard output for the one JSON object).
+fn note(json: bool, text: &str) {
+    if json {
+        eprintln!("{text}");
+    } else {
+        println!("{text}");
     }
 }
 
@@ -104,8 +161,9 @@ pub fn verify(
     key: Option<&Path>,
     database: bool,
     emitter: Option<&str>,
+    json: bool,
 ) -> ExitCode {
-    let key = match key.map(PublicKey::read_file).transpose() {
+    let key = match key.map(TrustedKeys::read_file).transpose() {
         Ok(k) => k,
         Err(e) => {
             eprintln!("portcullis: {e}");
@@ -130,7 +188,7 @@ pub fn verify(
         let db = connect(settings).await;
         let findings = match (database, path) {
             (true, _) => match &db {
-                Ok(db) => verify_database(settings, db, key.as_ref(), emitter).await,
+                Ok(db) => verify_database(settings, db, key.as_ref(), emitter, json).await,
                 Err(e) => vec![(
                     "audit_events".to_owned(),
                     false,
@@ -139,12 +197,24 @@ pub fn verify(
             },
             (false, Some(path)) => {
                 if key.is_none() {
-                    println!(
-                        "note: no --key given: checkpoint signatures are checked for consistency only"
+                    note(
+                        json,
+                        "note: no --key given: checkpoint signatures are checked for consistency only",
                     );
                 }
                 let target = path.display().to_string();
-                let finding = match portcullis_audit::verify_file(path, key.as_ref()) {
+                // A bar by bytes (with an ETA) on a terminal: a trail can be gigabytes.
+                let bar = crate::progress::Bar::new("verify", json);
+                let verified = portcullis_audit::verify_file_with_progress(
+                    path,
+                    key.as_ref(),
+                    &mut |done, total| {
+                        bar.set_length(total);
+                        bar.set_position(done);
+                    },
+                );
+                bar.finish();
+                let finding = match verified {
                     Ok(report) => Finding::Ok(report),
                     Err(VerifyError::Tampered(bad)) => Finding::Tampered {
                         position: match &bad.file {
@@ -165,6 +235,14 @@ pub fn verify(
         let mut code = ExitCode::SUCCESS;
         let mut worst = 0u8;
         for (target, _, finding) in &findings {
+            if json {
+                worst = worst.max(match finding {
+                    Finding::Ok(_) => 0,
+                    Finding::Tampered { .. } => EXIT_TAMPERED,
+                    Finding::Unreadable(_) => EXIT_FAILURE,
+                });
+                continue;
+            }
             match finding {
                 Finding::Ok(report) => print_report(target, report),
                 Finding::Tampered {
@@ -186,6 +264,16 @@ pub fn verify(
                     worst = worst.max(EXIT_FAILURE);
                 }
             }
+        }
+        if json {
+            let targets: Vec<_> = findings
+                .iter()
+                .map(|(t, signed, f)| finding_json(t, *signed, f))
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({"ok": worst == 0, "exit_code": worst, "targets": targets})
+            );
         }
         if worst > 0 {
             code = ExitCode::from(worst);
@@ -248,14 +336,34 @@ async fn record(settings: &Settings, db: Option<&Db>, findings: &[(String, bool,
 async fn verify_database(
     settings: &Settings,
     db: &Db,
-    key: Option<&PublicKey>,
+    key: Option<&TrustedKeys>,
     only: Option<&str>,
+    json: bool,
 ) -> Vec<(String, bool, Finding)> {
     use portcullis_backend::audit_log::store;
+    // Where retention cut a chain, verification starts at the signed anchor.
+    let cuts = match portcullis_backend::retention::chain_cuts(db).await {
+        Ok(cuts) => cuts,
+        Err(e) => {
+            return vec![(
+                "audit_chain_cuts".to_owned(),
+                false,
+                Finding::Unreadable(e.to_string()),
+            )];
+        }
+    };
     let emitters = match only {
         Some(e) => vec![e.to_owned()],
         None => match store::emitters(db).await {
-            Ok(e) => e,
+            Ok(mut e) => {
+                for (cut, _) in &cuts {
+                    if !e.contains(&cut.emitter) {
+                        e.push(cut.emitter.clone());
+                    }
+                }
+                e.sort();
+                e
+            }
             Err(e) => {
                 return vec![(
                     "audit_events".to_owned(),
@@ -266,7 +374,7 @@ async fn verify_database(
         },
     };
     if emitters.is_empty() {
-        println!("audit_events: no events");
+        note(json, "audit_events: no events");
     }
     let mut findings = Vec::new();
     for emitter in emitters {
@@ -285,25 +393,61 @@ async fn verify_database(
                 .audit
                 .public_key_file(&emitter)
                 .filter(|p| p.is_file())
-                .and_then(|p| PublicKey::read_file(&p).ok()),
+                .and_then(|p| TrustedKeys::read_file(&p).ok()),
         };
         let key = key.or(own_key.as_ref());
         if key.is_none() {
-            println!(
-                "note: {emitter}: no checkpoint public key: signatures are checked for consistency only"
+            note(
+                json,
+                &format!(
+                    "note: {emitter}: no checkpoint public key: signatures are checked for consistency only"
+                ),
             );
         }
-        let finding = match portcullis_audit::verify_events(rows.iter().map(|(_, l)| l), key) {
+        let cut = cuts.iter().find(|(c, _)| c.emitter == emitter);
+        let verified = match cut {
+            None => portcullis_audit::verify_events(rows.iter().map(|(_, l)| l), key),
+            Some((cut, signed_by)) => {
+                // The cut is signed by the emitter that ran retention (`cli`, `backend`).
+                let signer_key = match key {
+                    Some(k) => Some(k.clone()),
+                    None => settings
+                        .audit
+                        .public_key_file(signed_by)
+                        .filter(|p| p.is_file())
+                        .and_then(|p| TrustedKeys::read_file(&p).ok()),
+                };
+                if signer_key.is_none() {
+                    note(
+                        json,
+                        &format!(
+                            "note: {emitter}: no public key of {signed_by}: the chain cut's signature is checked for consistency only"
+                        ),
+                    );
+                }
+                portcullis_audit::verify_events_after(
+                    cut,
+                    signer_key.as_ref(),
+                    rows.iter().map(|(_, l)| l),
+                    key,
+                )
+            }
+        };
+        let finding = match verified {
             Ok(report) => Finding::Ok(report),
             Err(VerifyError::Tampered(bad)) => {
-                let row = usize::try_from(bad.line)
-                    .ok()
-                    .and_then(|i| i.checked_sub(1))
-                    .and_then(|i| rows.get(i))
-                    .map_or_else(
-                        || format!("position {}", bad.line),
-                        |(id, _)| format!("row audit_event_id={id}"),
-                    );
+                let row = if bad.line == 0 {
+                    format!("audit_chain_cuts emitter={emitter}")
+                } else {
+                    usize::try_from(bad.line)
+                        .ok()
+                        .and_then(|i| i.checked_sub(1))
+                        .and_then(|i| rows.get(i))
+                        .map_or_else(
+                            || format!("position {}", bad.line),
+                            |(id, _)| format!("row audit_event_id={id}"),
+                        )
+                };
                 Finding::Tampered {
                     position: row,
                     tamper: bad.tamper.to_string(),

@@ -170,6 +170,7 @@ fn parse_collecting(text: &str) -> Result<(PortcullisConfig, Problems), ConfigEr
             problems.push(*old, format!("moved to `{new}`"));
         }
     }
+    passwords_in_urls(&value, "", &mut problems);
     let follows = FollowsBackend::absent_in(&value);
     loop {
         match serde_path_to_error::deserialize::<_, PortcullisConfig>(value.clone()) {
@@ -188,13 +189,72 @@ fn parse_collecting(text: &str) -> Result<(PortcullisConfig, Problems), ConfigEr
                     }
                     _ => path,
                 };
-                problems.push(structural_path(&path), inner);
+                let message = match unknown_field(&inner) {
+                    Some(key) if looks_like_a_secret(key) => format!(
+                        "secrets are never written in the configuration: put the value in a \
+                         file (mode 0600) and name that file with a `*_file` setting, or a \
+                         systemd credential as `credential:NAME` ({inner})"
+                    ),
+                    _ => inner,
+                };
+                problems.push(structural_path(&path), message);
                 let removed = remove_at(&mut value, &path);
                 if !removed || problems.len() >= MAX_STRUCTURAL_PROBLEMS {
                     return Err(ConfigError::Invalid(problems));
                 }
             }
         }
+    }
+}
+
+/// A key that would hold a secret inline (`password`, `client_secret`, `token`, …).
+/// There is no such key: secrets come from files; the refusal says so.
+fn looks_like_a_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    !key.ends_with("_file")
+        && [
+            "password",
+            "secret",
+            "token",
+            "private_key",
+            "api_key",
+            "passphrase",
+        ]
+        .iter()
+        .any(|s| key.contains(s))
+}
+
+/// Records every string value that is a URL with a password in it
+/// (`postgres://user:secret@host/db`): a secret written inline. The message names the
+/// place, never the value.
+fn passwords_in_urls(value: &yaml_serde::Value, path: &str, problems: &mut Problems) {
+    match value {
+        yaml_serde::Value::String(s)
+            if s.contains("://")
+                && url::Url::parse(s)
+                    .is_ok_and(|u| u.password().is_some_and(|p| !p.is_empty())) =>
+        {
+            problems.push(
+                structural_path(path),
+                "a password written in a URL: secrets are never written in the \
+                     configuration; leave it out of the URL and put it in a file named by the \
+                     matching `*_file` setting (e.g. `backend.database_password_file`), or a \
+                     systemd credential as `credential:NAME`",
+            );
+        }
+        yaml_serde::Value::Mapping(m) => {
+            for (k, v) in m {
+                if let Some(k) = k.as_str() {
+                    passwords_in_urls(v, &join(path, k), problems);
+                }
+            }
+        }
+        yaml_serde::Value::Sequence(items) => {
+            for (i, v) in items.iter().enumerate() {
+                passwords_in_urls(v, &format!("{}[{i}]", structural_path(path)), problems);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -440,6 +500,9 @@ pub fn validate(mut config: PortcullisConfig, base: &Path) -> Result<Settings, C
             }
         }
     }
+    if let (Some(p), Some(b)) = (&proxy, &backend) {
+        upload_limits_agree(p, b, &mut problems);
+    }
     match (proxy, backend, audit, log_filter) {
         (Some(mut proxy), Some(mut backend), Some(audit), Some(log_filter))
             if problems.is_empty() =>
@@ -458,6 +521,32 @@ pub fn validate(mut config: PortcullisConfig, base: &Path) -> Result<Settings, C
             })
         }
         _ => Err(ConfigError::Invalid(problems)),
+    }
+}
+
+/// A path the attachment uploads take through the proxy.
+const UPLOAD_PATH: &str = "/api/tickets/TCK-2026-000001/attachments";
+
+/// The proxy route that carries attachment uploads must let through the bodies the
+/// backend accepts (`max_body_bytes` unset, or at least `backend.attachments.max_bytes`);
+/// otherwise an upload the backend allows fails at the proxy with 413.
+fn upload_limits_agree(
+    proxy: &portcullis_proxy::ProxySettings,
+    backend: &portcullis_backend::BackendSettings,
+    problems: &mut Problems,
+) {
+    let want = backend.attachments.max_bytes;
+    if let Some(route) = proxy.routes.find(UPLOAD_PATH)
+        && let Some(max) = route.max_body_bytes
+        && max < want
+    {
+        problems.push(
+            "proxy.routes",
+            format!(
+                "route `{}` (which carries attachment uploads) has max_body_bytes {max}, below backend.attachments.max_bytes {want}: raise it to at least {want}",
+                route.name
+            ),
+        );
     }
 }
 
@@ -502,11 +591,69 @@ mod tests {
     }
 
     #[test]
+    fn upload_limits_of_proxy_and_backend_must_agree() {
+        let refused = |yaml: &str| match parse(yaml).and_then(|c| validate(c, Path::new(""))) {
+            Err(ConfigError::Invalid(lines)) => Some(lines.to_string()),
+            _ => None,
+        };
+        let low = "proxy:\n  routes:\n    - {name: api, path_prefix: /api, max_body_bytes: 1000}\n    - {name: auth, path_prefix: /auth}\n    - {name: admin, path_prefix: /admin}\n    - {name: monitoring, path_prefix: /monitoring}\n    - {name: app, path_prefix: /}\n";
+        let msg = refused(low).unwrap_or_default();
+        assert!(
+            msg.contains("max_body_bytes 1000") && msg.contains("26214400"),
+            "{msg}"
+        );
+        let agreed = format!("{low}backend:\n  attachments: {{max_bytes: 1000}}\n");
+        assert_eq!(refused(&agreed), None);
+        let s = validate(parse("{}").unwrap(), Path::new("")).unwrap();
+        let api = s.proxy.routes.find(UPLOAD_PATH).unwrap();
+        assert_eq!(api.max_body_bytes, Some(s.backend.attachments.max_bytes));
+    }
+
+    #[test]
     fn empty_file_is_the_defaults() {
         let c = parse("# nothing but a comment\n").unwrap();
         let s = validate(c, Path::new("")).unwrap();
         assert_eq!(s.proxy.https_addr.to_string(), "0.0.0.0:8443");
         assert_eq!(s.backend.listen.to_string(), "127.0.0.1:8081");
+    }
+
+    #[test]
+    fn a_secret_written_inline_is_refused_without_echoing_it() {
+        let yaml = "backend:\n  database_password: hunter2-inline\naudit:\n  sinks:\n    - {type: http, name: siem, url: \"https://siem.example/\", token: s3cr3t-inline}\n";
+        let Err(ConfigError::Invalid(lines)) = parse(yaml) else {
+            panic!("an inline secret was accepted")
+        };
+        let msg = lines.to_string();
+        assert!(msg.contains("backend.database_password"), "{msg}");
+        assert!(
+            msg.contains("secrets are never written in the configuration"),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains("hunter2-inline") && !msg.contains("s3cr3t-inline"),
+            "{msg}"
+        );
+        assert!(looks_like_a_secret("client_secret") && !looks_like_a_secret("client_secret_file"));
+        assert!(!looks_like_a_secret("htps"));
+    }
+
+    #[test]
+    fn a_password_in_a_url_is_refused_without_echoing_it() {
+        let yaml = "backend:\n  database_url: 'postgres://app:pw-in-url-7f3@db.example/portcullis'\nproxy:\n  rate_limits:\n    store: {kind: redis, url: 'redis://:redis-pw-91c@127.0.0.1:6379/0'}\n";
+        let Err(ConfigError::Invalid(lines)) = parse(yaml) else {
+            panic!("a password in a URL was accepted")
+        };
+        let msg = lines.to_string();
+        assert!(msg.contains("backend.database_url"), "{msg}");
+        assert!(msg.contains("proxy.rate_limits.store.url"), "{msg}");
+        assert!(msg.contains("database_password_file"), "{msg}");
+        assert!(
+            !msg.contains("pw-in-url-7f3") && !msg.contains("redis-pw-91c"),
+            "{msg}"
+        );
+        // A user name alone is no secret.
+        let fine = "backend:\n  database_url: 'postgres://app@db.example/portcullis'\n";
+        assert!(parse(fine).is_ok());
     }
 
     #[test]

@@ -2,7 +2,11 @@
 
 mod admin_cli;
 mod audit_cli;
+mod backup_cli;
 mod config;
+mod keys_cli;
+mod progress;
+mod retention_cli;
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
@@ -59,6 +63,10 @@ enum Command {
     CheckConfig {
         /// The file to check.
         file: PathBuf,
+        /// Also print the effective settings: every default filled in, every path
+        /// resolved. Secrets never appear (they are files, named by path).
+        #[arg(long)]
+        print: bool,
     },
     /// Print the JSON Schema of the configuration file.
     ConfigSchema,
@@ -72,7 +80,7 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
-    /// Token signing keys.
+    /// Token signing keys and the key-encryption keys of attachments.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
@@ -87,6 +95,110 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Data retention: archive, then delete what expired (docs/retention.md).
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
+    /// Legal holds: what they name is kept from retention.
+    Hold {
+        #[command(subcommand)]
+        command: HoldCommand,
+    },
+    /// Consistent online copy of the database, attachments and key metadata, with a
+    /// SHA-256 manifest (docs/runbooks/disaster-recovery.md).
+    Backup {
+        /// The backup folder (created; must be empty if it exists).
+        #[arg(long)]
+        out: PathBuf,
+        /// Encrypt every file to this age recipient (`age1…`, or a file of recipients).
+        #[arg(long)]
+        age_recipient: Option<String>,
+        /// Also copy key material (`<state_dir>/keys/`); by default only the key-encryption
+        /// keys' metadata. Use with --age-recipient.
+        #[arg(long)]
+        include_keys: bool,
+        /// Machine-readable summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup made by `portcullis backup` after verifying its manifest.
+    Restore {
+        /// The backup folder.
+        #[arg(long)]
+        from: PathBuf,
+        /// age identity file, for an encrypted backup.
+        #[arg(long)]
+        identity: Option<PathBuf>,
+        /// Overwrite a database that already holds data.
+        #[arg(long)]
+        force: bool,
+        /// Machine-readable summary.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RetentionCommand {
+    /// Archive (gzip JSON lines + SHA-256 manifest), then delete, what expired under
+    /// `backend.retention`; resumes a run that was interrupted. Exit 130 when interrupted.
+    Run {
+        /// Judge expiry as of this time (RFC 3339) instead of now (tests, drills).
+        #[arg(long)]
+        now: Option<String>,
+        /// Machine-readable summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a run's archive folder against its manifest, or with --store the run's copy
+    /// in `backend.retention.archive_store`.
+    Verify {
+        /// The run's archive folder (holds manifest.json); with --store, the folder's name
+        /// (such as `2026-12-05-run-000001`) names the run in the store.
+        dir: PathBuf,
+        /// Check the copy in the configured archive store instead of the folder.
+        #[arg(long)]
+        store: bool,
+        /// Machine-readable summary.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct HoldTargetArgs {
+    /// A ticket, by its public id (tck-…).
+    #[arg(long)]
+    ticket: Option<String>,
+    /// A subject: an employee's user name or id (audit events' `user.id`).
+    #[arg(long)]
+    subject: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum HoldCommand {
+    /// Place a legal hold.
+    Add {
+        #[command(flatten)]
+        target: HoldTargetArgs,
+        /// Why (case number, request).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Release the hold in force on a ticket or subject.
+    Remove {
+        #[command(flatten)]
+        target: HoldTargetArgs,
+    },
+    /// List holds in force (--all: released ones too).
+    List {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -97,9 +209,10 @@ enum AuditCommand {
     Verify {
         /// File or folder of `*.jsonl` audit events.
         path: Option<PathBuf>,
-        /// Public key (64 hex digits, the checkpoint key's `.pub` file) that must have
-        /// signed every checkpoint. With --database the default is each emitter's
-        /// configured key.
+        /// The trusted checkpoint public keys: a file with one key per line (64 hex
+        /// digits), such as the checkpoint key's `.pub` file, which lists the current key
+        /// and those used before each rotation. Every checkpoint must verify with one of
+        /// them. With --database the default is each emitter's configured key file.
         #[arg(long)]
         key: Option<PathBuf>,
         /// Verify the database table `audit_events`, each emitter's chain in seq order.
@@ -108,6 +221,10 @@ enum AuditCommand {
         /// With --database: only this emitter (`proxy`, `backend`, `cli`).
         #[arg(long, requires = "database")]
         emitter: Option<String>,
+        /// One JSON object on standard output (each target's result); the exit status
+        /// is the same.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -130,13 +247,78 @@ enum UserCommand {
     /// Import users from CSV (header: username,email,display_name,department,roles,password_format,password)
     /// or a JSON array of the same fields. Passwords may be plaintext, bcrypt or sha256;
     /// only Argon2id is stored.
-    Import { file: PathBuf },
+    ///
+    /// Every row is checked before anything is stored. A progress bar on a terminal;
+    /// Ctrl-C stops between users (exit 130) and a second run imports the rest (users that
+    /// exist are skipped).
+    Import {
+        file: PathBuf,
+        /// One JSON object on standard output: total, created, skipped, interrupted.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Add a signing key: published at once, signing after the overlap, the old key retired later.
-    Rotate,
+    /// `--kind jwt` (default): add a signing key, published at once, signing after the
+    /// overlap, the old key retired later. `--kind kek`: make a new key-encryption key
+    /// current and re-wrap every attachment's data key under it (content is not
+    /// re-encrypted); interrupted, it resumes with `--resume`. `--kind identity`: stage a
+    /// new proxy↔backend identity key (accepted, not yet signing); run again after
+    /// `--settle-seconds` to make it sign; `keys retire --kind identity` ends the old one.
+    /// `--kind audit-checkpoint`: a new checkpoint signing key per emitter; the old public
+    /// key stays in the `.pub` file, so `audit verify` accepts both.
+    Rotate {
+        #[arg(long, value_enum, default_value_t = KeyKind::Jwt)]
+        kind: KeyKind,
+        /// Say what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON object on standard output.
+        #[arg(long)]
+        json: bool,
+        /// `kek` only: no new key; finish re-wrapping under the current one.
+        #[arg(long)]
+        resume: bool,
+        /// `kek` only: stop after re-wrapping this many data keys (resume later).
+        #[arg(long)]
+        max_objects: Option<u64>,
+        /// `identity` only: how long a staged key must have been in place before it may
+        /// sign, so that every process accepts it first (raise it when a secret manager
+        /// carries the key files to other hosts).
+        #[arg(long, default_value_t = 20)]
+        settle_seconds: u64,
+    },
+    /// Delete a key-encryption key (refused while any attachment still uses it), or the
+    /// previous identity key after a rotation.
+    Retire {
+        #[arg(long, value_enum)]
+        kind: RetireKind,
+        /// `kek`: the key id (`kek-…`, a file name in `<state_dir>/keys/kek/`).
+        #[arg(long, required_if_eq("kind", "kek"))]
+        id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum KeyKind {
+    /// Token signing keys (`<state_dir>/keys/jwt/`).
+    Jwt,
+    /// Key-encryption keys of attachments (`<state_dir>/keys/kek/`).
+    Kek,
+    /// The proxy↔backend identity key (`shared.identity_key_file`).
+    Identity,
+    /// The audit checkpoint signing keys (`audit.checkpoint.key_file`, one per emitter).
+    AuditCheckpoint,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum RetireKind {
+    Kek,
+    Identity,
 }
 
 #[derive(Subcommand)]
@@ -183,8 +365,11 @@ fn main() -> ExitCode {
     let _ = portcullis_proxy::crypto_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { file } => match config::load(Some(&file)) {
-            Ok(_) => {
+        Command::CheckConfig { file, print } => match config::load(Some(&file)) {
+            Ok(settings) => {
+                if print {
+                    println!("{settings:#?}");
+                }
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
             }
@@ -225,6 +410,10 @@ fn main() -> ExitCode {
                     | Command::Backend
                     | Command::User { .. }
                     | Command::Keys { .. }
+                    | Command::Retention {
+                        command: RetentionCommand::Run { .. }
+                    }
+                    | Command::Hold { .. }
             ) && let Err(e) = settings.prepare_policy()
             {
                 eprintln!("portcullis: {e}");
@@ -237,6 +426,7 @@ fn main() -> ExitCode {
                         key,
                         database,
                         emitter,
+                        json,
                     },
             } = command
             {
@@ -246,9 +436,41 @@ fn main() -> ExitCode {
                     key.as_deref(),
                     database,
                     emitter.as_deref(),
+                    json,
                 );
             }
             let result = match command {
+                Command::Retention {
+                    command: RetentionCommand::Run { now, json },
+                } => retention_run(&settings, now.as_deref(), json),
+                Command::Retention {
+                    command: RetentionCommand::Verify { dir, store, json },
+                } => {
+                    if store {
+                        retention_cli::verify_store(&settings, &dir, json)
+                    } else {
+                        retention_cli::verify(&dir, json)
+                    }
+                }
+                Command::Hold { command } => hold(&settings, command),
+                Command::Backup {
+                    out,
+                    age_recipient,
+                    include_keys,
+                    json,
+                } => backup_cli::backup(
+                    &settings,
+                    &out,
+                    age_recipient.as_deref(),
+                    include_keys,
+                    json,
+                ),
+                Command::Restore {
+                    from,
+                    identity,
+                    force,
+                    json,
+                } => backup_cli::restore(&settings, &from, identity.as_deref(), force, json),
                 Command::Up => up(settings),
                 Command::Proxy => proxy(settings),
                 Command::Backend => backend(settings),
@@ -256,9 +478,7 @@ fn main() -> ExitCode {
                     command: DbCommand::Migrate { dry_run },
                 } => db_migrate(&settings, dry_run),
                 Command::User { command } => user(&settings, command),
-                Command::Keys {
-                    command: KeysCommand::Rotate,
-                } => keys_rotate(&settings),
+                Command::Keys { command } => keys(&settings, command),
                 Command::CheckConfig { .. }
                 | Command::ConfigSchema
                 | Command::Policy { .. }
@@ -266,6 +486,10 @@ fn main() -> ExitCode {
             };
             match result {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.is::<progress::Interrupted>() => {
+                    eprintln!("portcullis: {e}");
+                    ExitCode::from(progress::EXIT_INTERRUPTED)
+                }
                 Err(e) => {
                     tracing::error!("{e:#}");
                     eprintln!("portcullis: {e:#}");
@@ -431,7 +655,7 @@ fn up(settings: Settings) -> anyhow::Result<()> {
     let (registry, backend_registry) = (Registry::new(), Registry::new());
     register_process_metrics(&registry)?;
     register_process_metrics(&backend_registry)?;
-    let reload = reload_service(&registry)?;
+    let mut reload = reload_service(&registry)?;
     let rt = backend_runtime()?;
     let (listeners, state) = start_backend(
         &rt,
@@ -439,7 +663,12 @@ fn up(settings: Settings) -> anyhow::Result<()> {
         Some(Arc::clone(&authorizer)),
         &backend_registry,
     )?;
+    // The backend's copy of the identity key (the proxy adds its own).
+    if let Some(target) = portcullis_contract::identity::reload_target(&state.identity_key) {
+        reload.add(target);
+    }
     spawn_backend_admin(&rt, listeners.admin, backend_registry);
+    spawn_retention(&rt, &settings, &state);
     let state_for_audit = state.clone();
     rt.spawn(async move {
         if let Err(e) =
@@ -477,8 +706,12 @@ fn backend(settings: Settings) -> anyhow::Result<()> {
         &state,
         settings.backend.policy_dir.clone(),
     ));
+    if let Some(target) = portcullis_contract::identity::reload_target(&state.identity_key) {
+        reload.add(target);
+    }
     reload.start()?;
     spawn_backend_admin(&rt, listeners.admin, registry);
+    spawn_retention(&rt, &settings, &state);
     let audit = state.audit.clone();
     println!(
         "Portcullis backend listening on http://{}/",
@@ -546,12 +779,106 @@ where
     })
 }
 
-/// `portcullis keys rotate`.
-fn keys_rotate(settings: &Settings) -> anyhow::Result<()> {
+/// `portcullis retention run`: interrupted (Ctrl-C) between batches, it exits 130 and
+/// the next run resumes.
+fn retention_run(settings: &Settings, now: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let now = now.map(retention_cli::parse_now).transpose()?;
+    let stop = progress::interrupt_flag()?;
+    with_cli_state(settings, async move |state| {
+        if retention_cli::run(state, settings, now, json, &stop).await? {
+            Ok(())
+        } else {
+            Err(progress::Interrupted("retention run").into())
+        }
+    })
+}
+
+fn hold(settings: &Settings, command: HoldCommand) -> anyhow::Result<()> {
+    with_cli_state(settings, async move |state| match command {
+        HoldCommand::Add { target, reason } => {
+            let target = retention_cli::target(state, target.ticket, target.subject).await?;
+            retention_cli::hold_add(state, target, &reason).await
+        }
+        HoldCommand::Remove { target } => {
+            let target = retention_cli::target(state, target.ticket, target.subject).await?;
+            retention_cli::hold_remove(state, target).await
+        }
+        HoldCommand::List { all, json } => retention_cli::hold_list(state, all, json).await,
+    })
+}
+
+/// The retention schedule of a serving process (`backend.retention.interval_seconds`),
+/// signing chain cuts with the backend emitter's checkpoint key.
+fn spawn_retention(
+    rt: &tokio::runtime::Runtime,
+    settings: &Settings,
+    state: &portcullis_backend::AppState,
+) {
+    let retention = settings.backend.retention.clone();
+    if !retention.enabled {
+        return;
+    }
+    let audit = &settings.backend.audit;
+    let signer = match audit
+        .spool
+        .checkpoint
+        .as_ref()
+        .map(|cp| portcullis_audit::CutSigner::load(&cp.key_file))
+        .transpose()
+    {
+        Ok(s) => s.map(Arc::new),
+        Err(e) => {
+            tracing::error!(error = %e, "retention: the checkpoint key cannot sign chain cuts; audit events are kept");
+            None
+        }
+    };
+    rt.spawn(portcullis_backend::retention::run_periodically(
+        state.clone(),
+        retention,
+        signer,
+        audit.spool.emitter.clone(),
+    ));
+}
+
+/// `portcullis keys rotate|retire`.
+fn keys(settings: &Settings, command: KeysCommand) -> anyhow::Result<()> {
     let dir = settings.backend.keyring_dir.clone();
     let overlap = settings.backend.identity.key_overlap_seconds;
-    with_cli_state(settings, async move |state| {
-        admin_cli::rotate_keys(state, &dir, overlap).await
+    let identity_file = settings.backend.identity_key_file.clone();
+    let audit = settings.audit.clone();
+    with_cli_state(settings, async move |state| match command {
+        KeysCommand::Rotate {
+            kind,
+            dry_run,
+            json,
+            resume,
+            max_objects,
+            settle_seconds,
+        } => {
+            if kind != KeyKind::Kek && (resume || max_objects.is_some()) {
+                anyhow::bail!("--resume and --max-objects apply to --kind kek only");
+            }
+            match kind {
+                KeyKind::Jwt => admin_cli::rotate_keys(state, &dir, overlap, dry_run, json).await,
+                KeyKind::Kek => {
+                    keys_cli::rotate_kek(state, dry_run, json, resume, max_objects).await
+                }
+                KeyKind::Identity => {
+                    let settle = Duration::from_secs(settle_seconds);
+                    keys_cli::rotate_identity(state, &identity_file, settle, dry_run, json).await
+                }
+                KeyKind::AuditCheckpoint => {
+                    keys_cli::rotate_audit_checkpoint(state, &audit, dry_run, json).await
+                }
+            }
+        }
+        KeysCommand::Retire { kind, id, json } => match (kind, id) {
+            (RetireKind::Kek, Some(id)) => keys_cli::retire_kek(state, &id, json).await,
+            (RetireKind::Kek, None) => anyhow::bail!("--kind kek needs --id"),
+            (RetireKind::Identity, _) => {
+                keys_cli::retire_identity(state, &identity_file, json).await
+            }
+        },
     })
 }
 
@@ -574,7 +901,14 @@ fn user(settings: &Settings, command: UserCommand) -> anyhow::Result<()> {
             )
             .await
         }
-        UserCommand::Import { file } => admin_cli::import_users(state, &file).await,
+        UserCommand::Import { file, json } => {
+            let stop = progress::interrupt_flag()?;
+            let report = admin_cli::import_users(state, &file, json, &stop).await?;
+            if report.interrupted {
+                return Err(progress::Interrupted("user import").into());
+            }
+            Ok(())
+        }
     })
 }
 

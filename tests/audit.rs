@@ -1,7 +1,8 @@
 //! The audit trail end to end (`portcullis up`): a scripted session produces exactly the
 //! expected audit events in the database table (read through the admin API), the proxy's
 //! among them; the export streams in bounded memory; `portcullis audit verify` finds an
-//! edited row and an edited file line; only the proxy may write to the ingest endpoint.
+//! edited row and an edited file line; only the proxy may write to the ingest endpoint;
+//! a refusal's event is on disk before the refusal is answered.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -464,6 +465,40 @@ async fn a_scripted_session_leaves_exactly_the_expected_audit_trail() {
         out.contains("copy.jsonl:3") && out.contains("edited"),
         "{out}"
     );
+    // The same for scripts: one JSON object, the same exit status.
+    let (code, out) = p.cli_status(&["audit", "verify", copy.to_str().unwrap(), "--json"]);
+    assert_eq!(code, Some(2), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("{out}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["targets"][0]["status"], "tampered", "{v}");
+    assert_eq!(v["targets"][0]["tamper"], "edited", "{v}");
+    assert!(
+        v["targets"][0]["position"]
+            .as_str()
+            .unwrap()
+            .ends_with("copy.jsonl:3"),
+        "{v}"
+    );
+    let (ok, out) = p.cli(&["audit", "verify", "--database", "--json"]);
+    assert!(ok, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("{out}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(
+        v["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["status"] == "ok" && t["signatures_checked"] == true),
+        "{v}"
+    );
 
     // An edited row in the table is found, by row.
     let db = sqlite(&p).await;
@@ -710,4 +745,59 @@ async fn an_export_of_100000_events_streams_in_bounded_memory() {
         "peak memory grew by {grown_mib} MiB during the export (RSS peak seen {} MiB)",
         peak_rss / 1024
     );
+}
+
+/// Every file under `dir`, read as text (the spool's segments), concatenated.
+fn read_tree(dir: &std::path::Path) -> String {
+    let mut all = String::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            all.push_str(&read_tree(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            all.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    all
+}
+
+/// The proxy spools (fsyncs) a refusal's audit event before it answers: by the time the
+/// client holds its 401 or 403, the event naming that request is in the spool on disk.
+#[tokio::test]
+async fn a_refusal_is_spooled_before_it_is_answered() {
+    let p = portcullis().start().await;
+    let client = p.http1_client();
+    let spool = p.state_dir().join("audit/proxy");
+    // A forged token (token.reject) and a cross-site sign-out with the session's refresh
+    // cookie and no CSRF token (csrf.reject): the first of each kind is recorded at once.
+    let refusals = [
+        (
+            client
+                .get(p.url("/api/tickets"))
+                .bearer_auth("eyJhbGciOiJFZERTQSJ9.e30.bm90LWEtc2lnbmF0dXJl"),
+            "token.reject",
+        ),
+        (
+            client
+                .post(p.url("/auth/logout"))
+                .header("cookie", "__Host-portcullis-refresh=forged")
+                .header("origin", "https://evil.example"),
+            "csrf.reject",
+        ),
+    ];
+    for (request, action) in refusals {
+        let r = request.send().await.unwrap();
+        assert!(
+            r.status() == 401 || r.status() == 403,
+            "{action}: {}",
+            r.status()
+        );
+        let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let on_disk = read_tree(&spool);
+        let line = on_disk
+            .lines()
+            .find(|l| l.contains(&id))
+            .unwrap_or_else(|| panic!("{action} of request {id} is not in the spool yet"));
+        assert!(line.contains(action), "{line}");
+    }
 }

@@ -297,3 +297,113 @@ fn from_another_folder_the_built_in_bundle_serves_and_offline_commands_need_no_p
         "edited"
     );
 }
+
+fn json_of(out: &str) -> serde_json::Value {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON line in {out}"));
+    serde_json::from_str(line).unwrap()
+}
+
+/// `user import` checks every row before it stores any: a bad row at the end leaves
+/// nothing imported. `--json` prints a summary for scripts. Ctrl-C stops it between users
+/// with exit 130 and whole users only; the next run imports the rest.
+#[test]
+fn user_import_is_all_checked_first_interruptible_and_resumable() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let header = "username,email,display_name,department,roles,password_format,password\n";
+    let row = |n: usize| {
+        format!("u{n},u{n}@example.org,U {n},Facilities,employee,plaintext,Imported-Secret-{n}\n")
+    };
+    let file = dir.path().join("users.csv");
+
+    // Row 3 of 3 is bad: nothing is stored, so a correct file then imports all three.
+    std::fs::write(
+        &file,
+        format!(
+            "{header}{}{}u1,x@example.org,X,,employee,md5,abc\n",
+            row(1),
+            row(2)
+        ),
+    )
+    .unwrap();
+    let (ok, out) = run(&cfg, &["user", "import", file.to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("user 3 (u1): listed twice"), "{out}");
+    std::fs::write(&file, format!("{header}{}{}{}", row(1), row(2), row(3))).unwrap();
+    let (ok, out) = run(&cfg, &["user", "import", file.to_str().unwrap(), "--json"]);
+    assert!(ok, "{out}");
+    let report = json_of(&out);
+    assert_eq!(
+        (
+            report["total"].as_u64(),
+            report["created"].as_u64(),
+            report["skipped"].as_u64()
+        ),
+        (Some(3), Some(3), Some(0)),
+        "{out}"
+    );
+    assert_eq!(report["interrupted"], false);
+
+    // Many users (each an Argon2id hash): interrupted once the first few are in.
+    let many = 1000;
+    let text: String = std::iter::once(header.to_owned())
+        .chain((10..10 + many).map(row))
+        .collect();
+    std::fs::write(&file, text).unwrap();
+    let child = Command::new(support::binary())
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "user",
+            "import",
+            file.to_str().unwrap(),
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let trail = dir.path().join("var/audit/cli.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string(&trail)
+        .unwrap_or_default()
+        .contains("\"target_username\":\"u10\"")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no user imported after 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(130), "{stdout}{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let first = json_of(&stdout);
+    assert_eq!(first["interrupted"], true, "{stdout}");
+    let done = first["created"].as_u64().unwrap();
+    assert!(done >= 1 && done < many as u64, "{stdout}");
+
+    let (ok, out) = run(&cfg, &["user", "import", file.to_str().unwrap(), "--json"]);
+    assert!(ok, "{out}");
+    let second = json_of(&out);
+    assert_eq!(second["skipped"].as_u64(), Some(done), "{out}");
+    assert_eq!(
+        second["created"].as_u64(),
+        Some(many as u64 - done),
+        "{out}"
+    );
+    assert!(!out.contains("Imported-Secret"), "a password was printed");
+}

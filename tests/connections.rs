@@ -1,8 +1,11 @@
 //! The HTTPS listener's connection handling, against the real binary: TLS sessions
 //! resume (tickets and session ids), a connection that never finishes its handshake is
 //! closed, connections past the limit are closed at once while others are served, idle
-//! keep-alive connections end, and a sign-in body that arrives in pieces reaches the
-//! backend whole without corrupting the pooled upstream connection.
+//! keep-alive connections end, a request head that trickles in is cut at its deadline
+//! while slow bodies and idle keep-alive are not, hundreds of silent, idle and trickling
+//! connections do not keep a normal client from being served, too many header fields
+//! are answered 431 over either protocol, and a sign-in body that arrives in pieces
+//! reaches the backend whole without corrupting the pooled upstream connection.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -264,4 +267,188 @@ async fn a_sign_in_body_in_pieces_reaches_the_backend_whole() {
         let mut tls = connect(&config, p.https).await;
         assert_eq!(status(&exchange(&mut tls, HEALTH).await), 200);
     }
+}
+
+#[tokio::test]
+async fn a_request_head_that_trickles_in_is_cut_at_its_deadline_and_slow_bodies_are_not() {
+    let p = portcullis()
+        .proxy_yaml("  limits: {request_head_timeout_seconds: 2}\n")
+        .start()
+        .await;
+    let config = client_config(&p.pki.ca_pem, &[&rustls::version::TLS13]);
+
+    // Slowloris: a head one header line at a time, each well within pingora's per-read
+    // timeout. The connection ends at the head's deadline, not when the client likes.
+    let mut slow = connect(&config, p.https).await;
+    let started = Instant::now();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    let mut cut_after = None;
+    for i in 0..12 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let line = format!("X-Trickle-{i}: x\r\n");
+        if slow.write_all(line.as_bytes()).await.is_err() || slow.flush().await.is_err() {
+            cut_after = Some(started.elapsed());
+            break;
+        }
+        // Meanwhile a normal client is served at once.
+        if i == 1 {
+            let mut other = connect(&config, p.https).await;
+            assert_eq!(status(&exchange(&mut other, HEALTH).await), 200);
+        }
+    }
+    let cut_after = match cut_after {
+        Some(t) => t,
+        None => {
+            assert!(closed_within(&mut slow, Duration::from_secs(2)).await);
+            started.elapsed()
+        }
+    };
+    assert!(
+        cut_after >= Duration::from_millis(1800) && cut_after < Duration::from_secs(5),
+        "cut after {cut_after:?}"
+    );
+    let metrics = p.metrics().await;
+    assert!(
+        metrics.contains("portcullis_connections_refused_total{reason=\"request_head_timeout\"} 1"),
+        "{metrics}"
+    );
+
+    // The deadline is per head: a keep-alive connection idle for longer than it between
+    // requests, and a request whose body arrives slowly after a prompt head, are served.
+    let mut tls = connect(&config, p.https).await;
+    assert_eq!(status(&exchange(&mut tls, HEALTH).await), 200);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(status(&exchange(&mut tls, HEALTH).await), 200);
+    let body = br#"{"username":"nobody-here","password":"not the password"}"#;
+    let head = format!(
+        "POST /auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    for piece in body[..body.len() - 1].chunks(12) {
+        tls.write_all(piece).await.unwrap();
+        tls.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let response = exchange(&mut tls, &body[body.len() - 1..]).await;
+    assert_eq!(status(&response), 401, "{response}");
+}
+
+/// Hundreds of hostile connections at once, with the default limits: TCP connections
+/// that never start TLS, TLS connections that never send a request, and request heads
+/// trickling in a line at a time. A normal client is served promptly all the while, and
+/// none of the hostile ones is let in past its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_idle_and_trickling_connections_do_not_stop_a_normal_client() {
+    let p = portcullis().start().await;
+    let config = client_config(&p.pki.ca_pem, &[&rustls::version::TLS13]);
+    let mut silent = Vec::new();
+    for _ in 0..200 {
+        silent.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", p.https))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        idle.push(connect(&config, p.https).await);
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut trickling = Vec::new();
+    for n in 0..100 {
+        let mut tls = connect(&config, p.https).await;
+        let stop = Arc::clone(&stop);
+        trickling.push(tokio::spawn(async move {
+            let _ = tls
+                .write_all(b"GET /monitoring/health HTTP/1.1\r\nHost: localhost\r\n")
+                .await;
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let line = format!("X-Slow-{n}-{i}: x\r\n");
+                if tls.write_all(line.as_bytes()).await.is_err() || tls.flush().await.is_err() {
+                    break;
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }));
+    }
+    // 400 hostile connections are open; a normal client still gets prompt answers.
+    for _ in 0..10 {
+        let started = Instant::now();
+        let mut tls = connect(&config, p.https).await;
+        assert_eq!(status(&exchange(&mut tls, HEALTH).await), 200);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "a normal request took {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in trickling {
+        t.await.unwrap();
+    }
+    // The silent ones were all closed at their handshake deadline (10 s by default).
+    let metrics = p.metrics().await;
+    assert!(
+        !metrics.contains("reason=\"connection_limit\""),
+        "no connection was refused for the limit: {metrics}"
+    );
+    let started = Instant::now();
+    for s in &mut silent {
+        let left = Duration::from_secs(15).saturating_sub(started.elapsed());
+        assert!(
+            closed_within(s, left).await,
+            "a silent connection stayed open"
+        );
+    }
+    drop(idle);
+}
+
+/// A request with more header fields than `proxy.limits.max_request_headers` is answered
+/// 431 over HTTP/1.1 and HTTP/2 alike (HTTP/2 has no count bound of its own), and one
+/// within the limit is served.
+#[tokio::test]
+async fn too_many_header_fields_are_answered_431_over_h1_and_h2() {
+    let p = portcullis()
+        .proxy_yaml("  limits: {max_request_headers: 40}\n")
+        .start()
+        .await;
+    let config = client_config(&p.pki.ca_pem, &[&rustls::version::TLS13]);
+    let request = |fields: usize| {
+        let mut r = String::from("GET /monitoring/health HTTP/1.1\r\nHost: localhost\r\n");
+        for i in 0..fields {
+            r.push_str(&format!("X-Field-{i}: {i}\r\n"));
+        }
+        r.push_str("\r\n");
+        r
+    };
+    let mut tls = connect(&config, p.https).await;
+    assert_eq!(
+        status(&exchange(&mut tls, request(30).as_bytes()).await),
+        200
+    );
+    let mut tls = connect(&config, p.https).await;
+    let refused = exchange(&mut tls, request(60).as_bytes()).await;
+    assert_eq!(status(&refused), 431, "{refused}");
+    assert!(refused.contains("too-many-headers"), "{refused}");
+
+    let h2 = p.client();
+    let send = |fields: usize| {
+        let mut r = h2.get(p.url("/monitoring/health"));
+        for i in 0..fields {
+            r = r.header(format!("x-field-{i}"), i.to_string());
+        }
+        r.send()
+    };
+    let r = send(30).await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    let r = send(60).await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 431);
 }

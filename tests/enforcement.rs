@@ -318,28 +318,12 @@ async fn key_rotation_keeps_old_and_new_tokens_valid_through_the_proxy() {
     );
 }
 
-/// Redis at 127.0.0.1:6379 (the machine's): required when `CI` is set.
-#[allow(
-    clippy::disallowed_methods,
-    reason = "a missing Redis fails the run under CI (the CI flag, not configuration)"
-)]
-async fn redis_available() -> bool {
-    let up = tokio::net::TcpStream::connect("127.0.0.1:6379")
-        .await
-        .is_ok();
-    assert!(
-        up || std::env::var_os("CI").is_none(),
-        "Redis is not running at 127.0.0.1:6379"
-    );
-    up
-}
-
 /// With the proxy's own polling slowed to once a minute, only the backend's
 /// announcement on Redis can make the proxy refuse a logged-out token
 /// within a second.
 #[tokio::test]
 async fn a_revocation_announced_on_redis_reaches_the_proxy_within_one_second() {
-    if !redis_available().await {
+    if !support::redis_available().await {
         eprintln!("skipped: no Redis at 127.0.0.1:6379");
         return;
     }

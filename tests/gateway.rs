@@ -193,6 +193,7 @@ async fn errors_carry_security_headers_401_404_and_502() {
     let r = p.client().get(p.url("/api/tickets")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
     assert_security_headers(r.headers());
+    let r_request_id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["type"], "urn:portcullis:problem:bad-gateway");
     assert!(
@@ -213,6 +214,32 @@ async fn errors_carry_security_headers_401_404_and_502() {
     ] {
         assert!(m.contains(line), "no `{line}`:\n{m}");
     }
+    // And recorded as an `http.error` audit event (the proxy's file sink) with the
+    // request id, the route, the problem answered and the cause, for /monitoring/errors.
+    let request_id = r_request_id;
+    let errors = || {
+        std::fs::read_to_string(p.state_dir().join("audit/proxy.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["event.action"] == "http.error")
+            .collect::<Vec<_>>()
+    };
+    assert_eventually!(
+        errors().len() == 1,
+        Duration::from_secs(10),
+        "no http.error event: {:?}",
+        errors()
+    );
+    let e = &errors()[0];
+    assert_eq!(e["event.outcome"], "failure");
+    assert_eq!(e["log.level"], "error");
+    assert_eq!(e["portcullis.route"], "api");
+    assert_eq!(e["http.request.id"], request_id.as_str());
+    let d = &e["portcullis.details"];
+    assert_eq!(d["problem"], "urn:portcullis:problem:bad-gateway");
+    assert_eq!(d["status"], 502);
+    assert_eq!(d["cause"], "upstream");
 }
 
 #[tokio::test]

@@ -47,6 +47,12 @@ pub struct AuditConfig {
     /// proxy↔backend identity key), so the admin view shows them. Default
     /// `http://127.0.0.1:8081/internal/audit/ingest`; `null` disables it.
     pub ingest_url: Option<String>,
+    /// This instance's name, when several instances share one database or SIEM: its
+    /// emitters are then `proxy-<instance>`, `backend-<instance>` and `cli-<instance>`,
+    /// each with its own hash chain (two processes must never write one chain under one
+    /// name). 1 to 32 lower-case letters, digits or `-`. Default none: `proxy`,
+    /// `backend`, `cli`.
+    pub instance: Option<String>,
 }
 
 impl Default for AuditConfig {
@@ -61,6 +67,7 @@ impl Default for AuditConfig {
                 max_bytes: default_file_max_bytes(),
             }],
             ingest_url: Some("http://127.0.0.1:8081/internal/audit/ingest".to_owned()),
+            instance: None,
         }
     }
 }
@@ -239,11 +246,32 @@ pub struct AuditTemplate {
     template: AuditSettings,
     /// Where the proxy ships its events, if anywhere.
     pub ingest_url: Option<String>,
+    /// The instance name qualifying every emitter, if any.
+    instance: Option<String>,
+}
+
+/// The kind of an emitter name: `proxy` for `proxy` and `proxy-eu-1`.
+pub fn emitter_kind(emitter: &str) -> &str {
+    emitter.split_once('-').map_or(emitter, |(kind, _)| kind)
 }
 
 impl AuditTemplate {
-    /// The settings of `emitter` (paths with `{emitter}` replaced).
-    pub fn settings(&self, emitter: &str) -> AuditSettings {
+    /// The emitter name of `kind` (`proxy`, `backend`, `cli`) on this instance.
+    pub fn emitter(&self, kind: &str) -> String {
+        match &self.instance {
+            Some(instance) => format!("{kind}-{instance}"),
+            None => kind.to_owned(),
+        }
+    }
+
+    /// The settings of the emitter of `kind` on this instance (paths with `{emitter}`
+    /// replaced by its name).
+    pub fn settings(&self, kind: &str) -> AuditSettings {
+        self.settings_of(&self.emitter(kind))
+    }
+
+    /// The settings of the emitter named `emitter` (as it appears in events).
+    fn settings_of(&self, emitter: &str) -> AuditSettings {
         let mut s = self.template.clone();
         s.spool.emitter = emitter.to_owned();
         s.spool.dir = substitute(&s.spool.dir, emitter);
@@ -258,9 +286,10 @@ impl AuditTemplate {
         s
     }
 
-    /// The checkpoint public key file of `emitter` (`<key_file>.pub`), when checkpoints are on.
+    /// The checkpoint public key file of the emitter named `emitter` (as in its events:
+    /// `<key_file>.pub`), when checkpoints are on.
     pub fn public_key_file(&self, emitter: &str) -> Option<PathBuf> {
-        self.settings(emitter)
+        self.settings_of(emitter)
             .spool
             .checkpoint
             .map(|cp| crate::chain::checkpoint::public_key_path(&cp.key_file))
@@ -294,8 +323,21 @@ impl AuditConfig {
             redacted_keys,
             sinks,
             ingest_url,
+            instance,
         } = self;
         let mut problems = Problems::default();
+        if let Some(name) = instance
+            && (name.is_empty()
+                || name.len() > 32
+                || !name
+                    .bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'))
+        {
+            problems.push(
+                format!("{prefix}.instance"),
+                "use 1 to 32 lower-case letters, digits or `-`",
+            );
+        }
         let resolve = |p: &Path| resolve_path(base, p);
         let spool_dir = match &spool.dir {
             Some(dir) => {
@@ -436,6 +478,7 @@ impl AuditConfig {
         let template = AuditTemplate {
             template,
             ingest_url: ingest_url.clone(),
+            instance: instance.clone(),
         };
         // The settings checks are the same for every emitter; report them once.
         if let Err(errors) = template.settings(EMITTERS[0]).validate() {
@@ -562,6 +605,7 @@ mod tests {
                 },
             ],
             ingest_url: Some("nope".into()),
+            instance: Some("Not Valid".into()),
         };
         let problems = config
             .validate("audit", Path::new(""), Path::new("var"))
@@ -579,6 +623,7 @@ mod tests {
             "audit.sinks[1].token_file:",
             "audit.sinks[1].batch_max_events:",
             "audit.ingest_url:",
+            "audit.instance:",
         ] {
             assert!(joined.contains(path), "{path} missing from:\n{joined}");
         }

@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::spool::reader::SpoolReader;
 use crate::spool::shared::Shared;
 use crate::spool::spooled::{Seq, SpooledEvent};
+use crate::status::SinkBoard;
 
 /// A destination for audit events.
 ///
@@ -83,6 +84,20 @@ pub enum SinkError {
 }
 
 impl SinkError {
+    /// A stable code for the kind of failure (for status pages; the message, which may
+    /// name hosts and paths, is for the log): `io`, `tls`, `http`, `status`, `timeout`
+    /// or `other`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Io { .. } => "io",
+            Self::Tls(_) => "tls",
+            Self::Http(_) => "http",
+            Self::Status { .. } => "status",
+            Self::Timeout(_) => "timeout",
+            Self::Other(_) => "other",
+        }
+    }
+
     pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> Self {
         let context = context.into();
         move |source| Self::Io { context, source }
@@ -186,12 +201,18 @@ pub(crate) async fn run_sink(
     index: usize,
     acked: Seq,
     shared: Arc<Shared>,
-    board: Arc<AckBoard>,
+    sinks: Sinks,
     metrics: Metrics,
     stop: StopSignal,
 ) {
-    deliver_all(&mut sink, index, acked, shared, board, metrics, stop).await;
+    deliver_all(&mut sink, index, acked, shared, sinks, metrics, stop).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
+}
+
+/// What the delivery tasks share: acknowledgements, and outcomes for the status.
+pub(crate) struct Sinks {
+    pub(crate) board: Arc<AckBoard>,
+    pub(crate) outcomes: Arc<SinkBoard>,
 }
 
 async fn deliver_all(
@@ -199,7 +220,7 @@ async fn deliver_all(
     index: usize,
     acked: Seq,
     shared: Arc<Shared>,
-    board: Arc<AckBoard>,
+    Sinks { board, outcomes }: Sinks,
     metrics: Metrics,
     stop: StopSignal,
 ) {
@@ -230,6 +251,7 @@ async fn deliver_all(
                 reader = Some(r);
                 tracing::error!(sink = %name, error = %e, "reading the audit spool failed");
                 errors.inc();
+                outcomes.failed(index, "spool-read");
                 if sleep_or_stop(BACKOFF_MAX, &stop).await {
                     return;
                 }
@@ -239,6 +261,7 @@ async fn deliver_all(
                 tracing::error!(sink = %name, error = %e, "audit spool reader task failed");
                 reader = Some(SpoolReader::new(shared.clone(), acked));
                 errors.inc();
+                outcomes.failed(index, "spool-read");
                 if sleep_or_stop(BACKOFF_MAX, &stop).await {
                     return;
                 }
@@ -267,9 +290,13 @@ async fn deliver_all(
                 () = deadline(&stop) => return,
             };
             match result {
-                Ok(()) => break,
+                Ok(()) => {
+                    outcomes.delivered(index);
+                    break;
+                }
                 Err(e) => {
                     errors.inc();
+                    outcomes.failed(index, e.kind());
                     tracing::warn!(sink = %name, error = %e, retry_in = ?backoff, "audit delivery failed");
                     if sleep_or_stop(backoff, &stop).await {
                         return;
@@ -285,10 +312,12 @@ async fn deliver_all(
             Ok(Ok(())) => board.ack(index, last),
             Ok(Err(e)) => {
                 errors.inc();
+                outcomes.failed(index, "offset");
                 tracing::error!(sink = %name, error = %e, "could not record the audit sink offset; events may be delivered again");
             }
             Err(e) => {
                 errors.inc();
+                outcomes.failed(index, "offset");
                 tracing::error!(sink = %name, error = %e, "audit offset task failed");
             }
         }

@@ -23,7 +23,7 @@
 
 // Layers, lowest first; a module uses only modules of lower layers (and its own children),
 // never the re-exports below: canonical, fsutil, metrics, settings < event < chain < spool <
-// delivery < sinks < config.
+// delivery < sinks < config; status sits with metrics, below delivery.
 mod canonical;
 mod chain;
 mod config;
@@ -34,6 +34,7 @@ mod metrics;
 mod settings;
 mod sinks;
 mod spool;
+mod status;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,13 +42,18 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use chain::checkpoint::{KeyError, PublicKey, public_key_path};
+pub use chain::checkpoint::{
+    KeyError, KeyRotation, PublicKey, TrustedKeys, public_key_path, rotate_key,
+};
+pub use chain::cut::{ChainCut, CutSigner};
 pub use chain::hash::GENESIS_HASH;
 pub use chain::report::{BadPosition, ChainSummary, Tamper, VerifyError, VerifyReport};
-pub use chain::verify::{verify_events, verify_file};
+pub use chain::verify::{
+    verify_events, verify_events_after, verify_file, verify_file_with_progress,
+};
 pub use config::{
     AuditConfig, AuditTemplate, CheckpointConfig, EMITTER_PLACEHOLDER, EMITTERS, FullPolicyConfig,
-    HttpFormatConfig, SinkConfig, SpoolConfig, SpoolLock, SyslogTlsConfig,
+    HttpFormatConfig, SinkConfig, SpoolConfig, SpoolLock, SyslogTlsConfig, emitter_kind,
 };
 pub use delivery::{Sink, SinkError};
 pub use event::aggregate::Aggregator;
@@ -64,9 +70,11 @@ pub use settings::{
 pub use spool::error::SpoolError;
 pub use spool::handle::Spool;
 pub use spool::spooled::{Seq, SpooledEvent};
+pub use status::{AuditStatus, SinkFailure, SinkStatus};
 
 use event::redact::Redactor;
 use metrics::Metrics;
+use status::SinkBoard;
 
 /// Why the audit log could not start or take an event.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +130,8 @@ struct Inner {
     spool: Spool,
     redactor: Redactor,
     metrics: Metrics,
+    emitter: String,
+    outcomes: Arc<SinkBoard>,
     stop: watch::Sender<Option<tokio::time::Instant>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -194,6 +204,7 @@ impl AuditLog {
         }
         metrics.register(registry)?;
         let board = Arc::new(delivery::AckBoard::new(shared.clone(), offsets.clone()));
+        let outcomes = Arc::new(SinkBoard::new(sinks.iter().map(|s| s.name().to_owned())));
         let (stop_tx, stop_rx) = watch::channel(None);
         let tasks = sinks
             .into_iter()
@@ -205,7 +216,10 @@ impl AuditLog {
                     index,
                     offset,
                     shared.clone(),
-                    board.clone(),
+                    delivery::Sinks {
+                        board: board.clone(),
+                        outcomes: outcomes.clone(),
+                    },
                     metrics.clone(),
                     stop_rx.clone(),
                 ))
@@ -216,6 +230,8 @@ impl AuditLog {
                 spool,
                 redactor: Redactor::new(&redacted_keys),
                 metrics,
+                emitter: spool_settings.emitter.clone(),
+                outcomes,
                 stop: stop_tx,
                 tasks: Mutex::new(tasks),
             }),
@@ -249,6 +265,13 @@ impl AuditLog {
         event.redact(&self.inner.redactor);
         let appended = self.inner.spool.append_blocking(event);
         Ok(self.counted(appended)?)
+    }
+
+    /// How much the spool holds and how each sink is doing (see [`AuditStatus`]).
+    pub fn status(&self) -> AuditStatus {
+        self.inner
+            .outcomes
+            .status(&self.inner.emitter, &self.inner.metrics)
     }
 
     /// The checkpoint public key (also in `<key_file>.pub`), when checkpoints are on.

@@ -128,7 +128,10 @@ async fn acknowledged_events_survive_kill_9() {
     )
     .await;
     let after_restart = log.emit(event(0)).await.unwrap();
-    let key = log.public_key().cloned();
+    let key = log
+        .public_key()
+        .cloned()
+        .map(portcullis_audit::TrustedKeys::from);
     log.shutdown(Duration::from_secs(10)).await;
 
     let delivered: BTreeMap<u64, String> = read_records(&out)

@@ -1,4 +1,5 @@
-//! The HTTP sink: NDJSON and Splunk HEC bodies, token from a file, retries in order.
+//! The HTTP sink: NDJSON and Splunk HEC bodies, token from a file (re-read when it is
+//! replaced), retries in order.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -165,4 +166,60 @@ async fn splunk_hec_lines() {
         assert!((time - event_time.unix_timestamp() as f64).abs() < 1.0);
         assert!(e["event"]["event.id"].is_string());
     }
+}
+
+#[tokio::test]
+async fn a_rotated_token_file_is_used_from_the_next_batch_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::default();
+    let url = serve(receiver.clone()).await;
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "old-token\n").unwrap();
+    let mut settings = settings(dir.path(), "backend");
+    settings.spool.checkpoint = None;
+    settings.sinks.push(SinkSettings {
+        name: "siem".into(),
+        kind: SinkKind::Http {
+            url,
+            format: HttpFormat::Ndjson,
+            token_file: Some(token_file.clone()),
+            ca_file: None,
+            batch_max_events: 50,
+        },
+    });
+    let log = AuditLog::start(settings, &prometheus::Registry::new()).unwrap();
+    log.emit(event(1)).await.unwrap();
+    eventually(Duration::from_secs(20), "the first event", || {
+        !lines(&receiver).is_empty()
+    })
+    .await;
+    // Replaced the way Vault Agent and secret volumes do: a new file renamed over it.
+    let next = dir.path().join("token.new");
+    std::fs::write(&next, "new-token\n").unwrap();
+    std::fs::rename(&next, &token_file).unwrap();
+    // An unusable replacement (empty) keeps the last good token.
+    log.emit(event(2)).await.unwrap();
+    eventually(Duration::from_secs(20), "the second event", || {
+        lines(&receiver).len() >= 2
+    })
+    .await;
+    std::fs::write(&token_file, "").unwrap();
+    log.emit(event(3)).await.unwrap();
+    eventually(Duration::from_secs(20), "the third event", || {
+        lines(&receiver).len() >= 3
+    })
+    .await;
+    log.shutdown(Duration::from_secs(5)).await;
+    let auth: Vec<String> = receiver
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(h, _)| h["authorization"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(auth.first().map(String::as_str), Some("Bearer old-token"));
+    assert!(
+        auth[1..].iter().all(|a| a == "Bearer new-token"),
+        "{auth:?}"
+    );
 }

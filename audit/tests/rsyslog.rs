@@ -12,7 +12,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use portcullis_audit::{
-    AuditLog, AuditSettings, CHECKPOINT_ACTION, SinkKind, SinkSettings, SyslogTls, verify_events,
+    AuditLog, AuditSettings, CHECKPOINT_ACTION, SinkKind, SinkSettings, SyslogTls, TrustedKeys,
+    verify_events,
 };
 use support::rsyslog::{self, Received, Rsyslog};
 use support::{event, eventually, settings};
@@ -63,7 +64,8 @@ fn check_stream(received: &[Received], settings: &AuditSettings, log: &AuditLog)
         .iter()
         .map(|r| r.json.to_string())
         .collect();
-    let report = verify_events(&lines, log.public_key()).unwrap();
+    let keys = log.public_key().cloned().map(TrustedKeys::from);
+    let report = verify_events(&lines, keys.as_ref()).unwrap();
     assert_eq!(report.events as usize, lines.len());
     let audit = audit_events(
         &first_occurrences

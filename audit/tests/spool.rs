@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use portcullis_audit::{
     AuditError, AuditEvent, AuditLog, Category, FullPolicy, Level, Outcome, REDACTED, SpoolError,
-    verify_file,
+    TrustedKeys, verify_file,
 };
 use serde_json::json;
 use support::{Memory, event, eventually, file_sink, read_records, settings};
@@ -68,7 +68,7 @@ async fn events_reach_the_file_sink_with_ecs_fields_and_verify() {
     for n in 1..50 {
         log.emit(event(n)).await.unwrap();
     }
-    let public_key = log.public_key().cloned().unwrap();
+    let public_key = TrustedKeys::from(log.public_key().cloned().unwrap());
     log.clone().shutdown(Duration::from_secs(5)).await;
 
     let text = std::fs::read_to_string(&out).unwrap();
@@ -379,7 +379,7 @@ async fn restart_continues_the_chain_after_a_torn_write() {
         12,
         "10 events, a checkpoint, then this"
     );
-    let public_key = log.public_key().cloned();
+    let public_key = log.public_key().cloned().map(TrustedKeys::from);
     log.shutdown(Duration::from_secs(5)).await;
     let report = verify_file(&out, public_key.as_ref()).unwrap();
     assert_eq!(report.chains[0].last_seq, 13);

@@ -13,13 +13,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use portcullis_audit::{
-    AuditLog, CheckpointSettings, PublicKey, Tamper, VerifyError, verify_events, verify_file,
+    AuditLog, CheckpointSettings, Tamper, TrustedKeys, VerifyError, verify_events, verify_file,
 };
 use sha2::{Digest as _, Sha256};
 use support::{event, file_sink, settings};
 
 /// 30 events with a checkpoint after every 5: 36 lines in `audit.jsonl`.
-async fn audit_file(dir: &Path) -> (PathBuf, PublicKey) {
+async fn audit_file(dir: &Path) -> (PathBuf, TrustedKeys) {
     let out = dir.join("audit.jsonl");
     let mut settings = settings(dir, "proxy");
     settings.spool.checkpoint = Some(CheckpointSettings {
@@ -32,10 +32,10 @@ async fn audit_file(dir: &Path) -> (PathBuf, PublicKey) {
     for n in 0..30 {
         log.emit(event(n)).await.unwrap();
     }
-    let key = log.public_key().cloned().unwrap();
+    let key = TrustedKeys::from(log.public_key().cloned().unwrap());
     log.shutdown(Duration::from_secs(5)).await;
     assert_eq!(
-        PublicKey::read_file(&dir.join("keys/checkpoint.key.pub")).unwrap(),
+        TrustedKeys::read_file(&dir.join("keys/checkpoint.key.pub")).unwrap(),
         key
     );
     (out, key)
@@ -207,7 +207,7 @@ async fn a_spool_folder_verifies_as_one_stream() {
     for n in 0..300 {
         log.emit(event(n)).await.unwrap();
     }
-    let key = log.public_key().cloned().unwrap();
+    let key = TrustedKeys::from(log.public_key().cloned().unwrap());
     log.shutdown(Duration::from_secs(5)).await;
     // The spool keeps its newest segment; the file sink rotated into several files.
     let spool = verify_file(&settings.spool.dir, Some(&key)).unwrap();

@@ -14,6 +14,14 @@ use thiserror::Error;
 /// `(file name, contents)` of every file of the shipped bundle.
 pub const DEFAULT_BUNDLE: &[(&str, &str)] = &[
     ("README.md", include_str!("../../policies/README.md")),
+    (
+        "attachments.rego",
+        include_str!("../../policies/attachments.rego"),
+    ),
+    (
+        "attachments_test.rego",
+        include_str!("../../policies/attachments_test.rego"),
+    ),
     ("data.yaml", include_str!("../../policies/data.yaml")),
     (
         "directory.rego",

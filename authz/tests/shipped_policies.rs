@@ -42,7 +42,12 @@ fn rego_tests_pass_with_coverage_of_at_least_90_percent() {
         .collect();
     assert_eq!(
         names,
-        ["directory.rego", "http.rego", "tickets.rego"],
+        [
+            "attachments.rego",
+            "directory.rego",
+            "http.rego",
+            "tickets.rego"
+        ],
         "{text}"
     );
     assert!(coverage.percent >= 90.0, "{text}");

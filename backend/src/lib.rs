@@ -16,18 +16,27 @@
 //! - [`audit_log`]: recording events, the admin view and the proxy's ingest;
 //! - [`directory`] (employees, departments), then [`identity`] (sign-in, sessions,
 //!   tokens; builds on the directory) and [`tickets`] (uses the directory);
+//! - [`attachments`]: encrypted files of tickets (uses `tickets`);
 //! - [`anomaly`]: the anomaly job over the audit table (uses `audit_log`);
-//! - [`monitoring`]: health and the OpenAPI document of the resources;
+//! - [`monitoring`]: health, errors, performance, their middleware, and the OpenAPI
+//!   document of the resources;
+//! - [`backup`]: consistent copies of the database and state files, and restoring them
+//!   (uses `db` and `settings` only);
+//! - [`retention`]: archiving and deleting what expired, legal holds (raw SQL over the
+//!   resources' tables; uses `audit_log`, `db` and the attachment store in `AppState`);
 //! - [`web`]: the web application's static files.
 
 pub mod anomaly;
+pub mod attachments;
 pub mod audit_log;
+pub mod backup;
 pub mod db;
 pub mod directory;
 pub mod http;
 pub mod identity;
 pub mod model;
 pub mod monitoring;
+pub mod retention;
 pub mod settings;
 pub mod tickets;
 pub mod web;
@@ -58,6 +67,10 @@ pub struct AppState {
     pub web_dir: Arc<std::path::Path>,
     /// The anomaly job ([`anomaly`]), run by [`serve`].
     pub anomaly: Arc<anomaly::AnomalyJob>,
+    /// Attachment storage and keys ([`attachments`]).
+    pub attachments: Arc<attachments::Attachments>,
+    /// Request timings per route ([`monitoring::Timings`]).
+    pub timings: Arc<monitoring::Timings>,
 }
 
 /// Why the backend could not start.
@@ -87,6 +100,8 @@ pub enum StartError {
     Audit(#[from] portcullis_audit::AuditError),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("attachments: {0}")]
+    Attachments(#[from] attachments::AttachmentsError),
 }
 
 /// Opens the database (running migrations), starts the audit log (its spool,
@@ -139,6 +154,8 @@ pub async fn open(
             settings.anomaly.clone(),
             registry,
         )?),
+        attachments: Arc::new(attachments::Attachments::open(&settings.attachments)?),
+        timings: Arc::new(monitoring::Timings::try_new(registry)?),
     };
     identity::bootstrap_admin(&state, &settings.initial_admin_file)
         .await
@@ -214,6 +231,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(monitoring::router())
         .merge(tickets::router())
+        .merge(attachments::router())
         .merge(directory::router())
         .merge(identity::router())
         .merge(audit_log::router())
@@ -221,6 +239,11 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { http::ApiError::NotFound("resource") })
         .method_not_allowed_fallback(|| async { http::ApiError::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(http::MAX_BODY_BYTES))
+        // Inside the request-id layer, so its `http.error` events carry the request id.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            monitoring::observe,
+        ))
         .layer(axum::middleware::from_fn(http::meta::request_id_layer))
         .with_state(state)
 }

@@ -4,7 +4,7 @@
 
 /// `POST` endpoint of the ingest.
 pub const PATH: &str = "/internal/audit/ingest";
-/// The only emitter whose events the ingest takes.
+/// The only kind of emitter whose events the ingest takes (`proxy`, or `proxy-<instance>`).
 pub const EMITTER: &str = "proxy";
 /// Largest ingest body.
 pub const MAX_BODY_BYTES: usize = 16 << 20;

@@ -10,6 +10,7 @@
 //! - [`amr`]: how `amr` values are read (authentication method, second factor);
 //! - [`problem`]: the problem `type` URN of every error answer;
 //! - [`revocation`]: the revocation feed's wire shape and its Redis pub/sub channel;
+//! - [`redis_client`]: how a Redis URL and its password file become a client;
 //! - [`audit_ingest`]: where and how the proxy ships its audit events to the backend;
 //! - [`paths`]: backend endpoints the proxy treats specially;
 //! - [`problems`]: the one shape of configuration problems (`path: message`), which
@@ -25,5 +26,6 @@ pub mod identity;
 pub mod paths;
 pub mod problem;
 pub mod problems;
+pub mod redis_client;
 pub mod revocation;
 pub mod shared;

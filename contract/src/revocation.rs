@@ -6,8 +6,12 @@
 //! configuration shape (`backend.identity.revocation_pubsub`,
 //! `proxy.auth.revocation_pubsub`) through this module.
 
+use std::path::{Path, PathBuf};
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::redis_client::{self, RedisConfigError};
 
 /// `GET` endpoint of the feed, signed as [`crate::identity::SERVICE_SUBJECT`];
 /// `?after=N` returns the revocations numbered above `N`.
@@ -33,8 +37,11 @@ pub const DEFAULT_CHANNEL: &str = "portcullis:revocations";
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevocationPubSubConfig {
-    /// `redis://[user:password@]host:port[/db]`.
+    /// `redis://[user@]host:port[/db]`, without a password.
     pub url: String,
+    /// File holding the Redis password (or `credential:NAME`), when the server asks for
+    /// one. Default none.
+    pub password_file: Option<PathBuf>,
     /// Default `portcullis:revocations`.
     #[serde(default = "default_channel")]
     pub channel: String,
@@ -61,21 +68,25 @@ impl std::fmt::Debug for RevocationChannel {
 }
 
 impl RevocationPubSubConfig {
-    /// The channel, or every problem as (field, message); the field is `url`
-    /// or `channel`, for the caller to prefix with its own path. No message
-    /// quotes the URL: it may hold a password.
-    pub fn validate(&self) -> Result<RevocationChannel, Vec<(&'static str, &'static str)>> {
+    /// The channel, or every problem as (field, message); the field is `url`,
+    /// `password_file` or `channel`, for the caller to prefix with its own path.
+    /// `password_file` is this config's `password_file` as the caller resolved it.
+    pub fn validate(
+        &self,
+        password_file: Option<&Path>,
+    ) -> Result<RevocationChannel, Vec<(&'static str, String)>> {
         let mut problems = Vec::new();
-        let client = redis::Client::open(self.url.as_str())
-            .map_err(|_| {
-                problems.push((
-                    "url",
-                    "not a valid redis://host:port[/db] URL (TLS, rediss://, is not built in)",
-                ));
+        let client = redis_client::client(&self.url, password_file)
+            .map_err(|e| {
+                let field = match e {
+                    RedisConfigError::Url => "url",
+                    _ => "password_file",
+                };
+                problems.push((field, e.to_string()));
             })
             .ok();
         if self.channel.is_empty() {
-            problems.push(("channel", "must not be empty"));
+            problems.push(("channel", "must not be empty".to_owned()));
         }
         match client {
             Some(client) if problems.is_empty() => Ok(RevocationChannel {

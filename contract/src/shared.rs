@@ -65,7 +65,8 @@ impl SharedConfig {
         problems: &mut Problems,
     ) -> SharedSettings {
         let revocation_pubsub = self.revocation_pubsub.as_ref().and_then(|c| {
-            c.validate()
+            let password_file = c.password_file.as_deref().map(|f| resolve_path(base, f));
+            c.validate(password_file.as_deref())
                 .map_err(|found| {
                     for (field, message) in found {
                         problems.push(format!("{at}.revocation_pubsub.{field}"), message);
@@ -84,14 +85,42 @@ impl SharedConfig {
     }
 }
 
+/// How a `*_file` setting names a systemd credential (`LoadCredential=NAME:…`,
+/// `systemd-creds`): `credential:NAME` is the file NAME in `$CREDENTIALS_DIRECTORY`.
+pub const CREDENTIAL_PREFIX: &str = "credential:";
+
 /// A file name from the configuration: absolute as written, relative ones taken from
-/// `base` (the configuration file's folder; empty for the embedded defaults).
+/// `base` (the configuration file's folder; empty for the embedded defaults), and
+/// `credential:NAME` from `$CREDENTIALS_DIRECTORY` (left as written when that is not
+/// set or NAME is not a plain file name, so opening it fails naming what was asked).
 pub fn resolve_path(base: &Path, path: &Path) -> PathBuf {
+    if let Some(name) = path
+        .to_str()
+        .and_then(|p| p.strip_prefix(CREDENTIAL_PREFIX))
+    {
+        return credential(name).unwrap_or_else(|| path.to_owned());
+    }
     if path.is_absolute() || base.as_os_str().is_empty() {
         path.to_owned()
     } else {
         base.join(path)
     }
+}
+
+/// The file of systemd credential `name`, if the service manager handed us a folder.
+fn credential(name: &str) -> Option<PathBuf> {
+    let plain = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains('/')
+        && !name.contains('\0');
+    // Where the service manager put the credential files: a folder, not a secret.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "CREDENTIALS_DIRECTORY names a folder; the secrets are the files in it"
+    )]
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
+    plain.then(|| Path::new(&dir).join(name))
 }
 
 #[cfg(test)]
@@ -125,6 +154,7 @@ mod tests {
         let config = SharedConfig {
             revocation_pubsub: Some(RevocationPubSubConfig {
                 url: "http://secret@x".to_owned(),
+                password_file: None,
                 channel: String::new(),
             }),
             ..SharedConfig::default()
@@ -138,5 +168,22 @@ mod tests {
             "{lines}"
         );
         assert!(!lines.contains("secret"), "{lines}");
+        // A password file that cannot be read is named by its path, never read out.
+        let config = SharedConfig {
+            revocation_pubsub: Some(RevocationPubSubConfig {
+                url: "redis://127.0.0.1:6379".to_owned(),
+                password_file: Some("missing/redis.password".into()),
+                channel: "c".to_owned(),
+            }),
+            ..SharedConfig::default()
+        };
+        let mut p = Problems::default();
+        config.validate("shared", Path::new("/etc/p"), Path::new("var"), &mut p);
+        let lines = p.into_lines().join("\n");
+        assert!(
+            lines.contains("shared.revocation_pubsub.password_file:")
+                && lines.contains("/etc/p/missing/redis.password"),
+            "{lines}"
+        );
     }
 }

@@ -164,6 +164,9 @@ pub struct RequestCtx {
     pub login_body: Option<BytesMut>,
     /// A refusal decided after the request was already on its way upstream.
     pub late_refusal: Option<Refusal>,
+    /// The route's body limit and the body bytes seen so far.
+    pub body_limit: Option<u64>,
+    pub body_seen: u64,
     /// Audit events of this request, emitted in `logging` once the response is out.
     pub audit: Vec<AuditEvent>,
 }
@@ -189,6 +192,8 @@ impl RequestCtx {
             passed: false,
             login_body: None,
             late_refusal: None,
+            body_limit: None,
+            body_seen: 0,
             audit: Vec::new(),
         }
     }

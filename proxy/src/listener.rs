@@ -14,20 +14,24 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::listeners::tls::Acceptor;
-use pingora::protocols::Stream;
 use pingora::protocols::l4::stream::Stream as TcpStream;
+use pingora::protocols::{ALPN, Ssl, Stream};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 use prometheus::IntCounterVec;
 use tokio::sync::Semaphore;
 
 use crate::gateway::Gateway;
+use crate::head_deadline::HeadDeadline;
+use crate::settings::Limits;
 
 /// The TLS front of the HTTPS listener.
 pub struct TlsFront {
     acceptor: Acceptor,
     proxy: Arc<HttpProxy<Gateway>>,
     handshake_timeout: Duration,
+    /// Each HTTP/1.1 request head must arrive within this ([`HeadDeadline`]).
+    head_timeout: Duration,
     /// One permit per open connection; none left means the connection is closed at
     /// once, before any TLS work.
     slots: Arc<Semaphore>,
@@ -39,15 +43,15 @@ impl TlsFront {
     pub fn new(
         acceptor: Acceptor,
         proxy: HttpProxy<Gateway>,
-        handshake_timeout: Duration,
-        max_connections: usize,
+        limits: &Limits,
         refused: IntCounterVec,
     ) -> Self {
         Self {
             acceptor,
             proxy: Arc::new(proxy),
-            handshake_timeout,
-            slots: Arc::new(Semaphore::new(max_connections)),
+            handshake_timeout: limits.tls_handshake_timeout,
+            head_timeout: limits.request_head_timeout,
+            slots: Arc::new(Semaphore::new(limits.max_connections)),
             refused,
         }
     }
@@ -89,9 +93,19 @@ impl ServerApp for TlsFront {
                     return None;
                 }
             };
+        // HTTP/1.1 heads get one deadline each; h2 bounds its header frames itself.
+        let stream: Stream = if tls.selected_alpn_proto() == Some(ALPN::H2) {
+            Box::new(tls)
+        } else {
+            Box::new(HeadDeadline::new(
+                tls,
+                self.head_timeout,
+                self.refused.with_label_values(&["request_head_timeout"]),
+            ))
+        };
         // pingora's HTTP server keeps the connection (h1 keep-alive loop, h2 streams)
         // until it ends, and never hands it back; the slot is held until then.
-        ServerApp::process_new(&self.proxy, Box::new(tls), shutdown).await
+        ServerApp::process_new(&self.proxy, stream, shutdown).await
     }
 
     async fn cleanup(&self) {

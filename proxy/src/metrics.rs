@@ -96,7 +96,7 @@ impl Metrics {
         let connections_refused = IntCounterVec::new(
             Opts::new(
                 "portcullis_connections_refused_total",
-                "HTTPS connections closed before any request: connection limit reached, TLS handshake failed or too slow.",
+                "HTTPS connections closed by the proxy: connection limit reached, TLS handshake failed or too slow, a request head too slow.",
             ),
             &["reason"],
         )?;

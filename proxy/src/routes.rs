@@ -24,6 +24,8 @@ pub struct Route {
     pub prefix: String,
     pub upstream: Upstream,
     pub csp: CspHeader,
+    /// Largest request body forwarded (`None`: no limit of the proxy's own).
+    pub max_body_bytes: Option<u64>,
 }
 
 impl Route {

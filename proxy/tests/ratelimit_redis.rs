@@ -67,7 +67,7 @@ async fn require_redis(test: &str) -> Option<redis::aio::MultiplexedConnection> 
 }
 
 fn store(prefix: &str) -> RedisStore {
-    RedisStore::try_new(&redis_url(), prefix, Duration::from_millis(500)).unwrap()
+    RedisStore::try_new(&redis_url(), None, prefix, Duration::from_millis(500)).unwrap()
 }
 
 #[tokio::test]
@@ -204,7 +204,13 @@ async fn unreachable_redis_fails_open_or_closed_as_configured() {
     // Nothing listens on port 1.
     let dead = || -> Arc<dyn Store> {
         Arc::new(
-            RedisStore::try_new("redis://127.0.0.1:1", "x:", Duration::from_millis(300)).unwrap(),
+            RedisStore::try_new(
+                "redis://127.0.0.1:1",
+                None,
+                "x:",
+                Duration::from_millis(300),
+            )
+            .unwrap(),
         )
     };
     let ctx = KeyContext {
@@ -255,8 +261,13 @@ async fn a_server_that_never_answers_is_bounded_by_the_timeout() {
             held.push(socket);
         }
     });
-    let s =
-        RedisStore::try_new(&format!("redis://{addr}"), "x:", Duration::from_millis(200)).unwrap();
+    let s = RedisStore::try_new(
+        &format!("redis://{addr}"),
+        None,
+        "x:",
+        Duration::from_millis(200),
+    )
+    .unwrap();
     let limit = RateLimit::try_new(1, 1, 1).unwrap();
     let started = Instant::now();
     assert!(s.check("k", &limit, Instant::now()).await.is_err());
@@ -306,6 +317,7 @@ async fn recovers_when_redis_comes_back() {
     });
     let s = RedisStore::try_new(
         &format!("redis://{addr}"),
+        None,
         &prefix("recover"),
         Duration::from_millis(300),
     )
@@ -324,4 +336,81 @@ async fn recovers_when_redis_comes_back() {
         }
         assert!(Instant::now() < deadline, "the store did not reconnect");
     }
+}
+
+/// A Redis that asks for a password (`requirepass`): the store authenticates with the
+/// password from its file, and without it (or with a wrong one) every check fails, so
+/// the rule's fail mode decides instead of an unauthenticated connection.
+#[tokio::test]
+async fn a_password_protected_redis_is_reached_with_the_password_file() {
+    let binary = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let Some(binary) = binary else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "redis-server is missing and CI is set"
+        );
+        eprintln!("SKIPPED: redis-server not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let password = "redis-test-password-4c1d";
+    let mut server = std::process::Command::new(binary)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--requirepass",
+            password,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not listen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = format!("redis://127.0.0.1:{port}");
+    let file = dir.path().join("redis.password");
+    let limit = RateLimit::try_new(10, 1, 10).unwrap();
+
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    let s = RedisStore::try_new(&url, Some(&file), "p:", Duration::from_millis(500)).unwrap();
+    let verdict = s.check("k", &limit, Instant::now()).await;
+    assert!(
+        verdict.unwrap().allowed,
+        "the password from the file opens it"
+    );
+
+    let none = RedisStore::try_new(&url, None, "p:", Duration::from_millis(500)).unwrap();
+    assert!(
+        none.check("k", &limit, Instant::now()).await.is_err(),
+        "no password, no answer"
+    );
+    let wrong = dir.path().join("wrong.password");
+    std::fs::write(&wrong, "not-it").unwrap();
+    let bad = RedisStore::try_new(&url, Some(&wrong), "p:", Duration::from_millis(500)).unwrap();
+    assert!(bad.check("k", &limit, Instant::now()).await.is_err());
+    // A missing file is a configuration error, not a store that quietly has no password.
+    assert!(
+        RedisStore::try_new(
+            &url,
+            Some(&dir.path().join("missing")),
+            "p:",
+            Duration::from_millis(500)
+        )
+        .is_err()
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
 }

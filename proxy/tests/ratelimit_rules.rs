@@ -281,7 +281,10 @@ async fn allowed_requests_advertise_the_tightest_rule() {
 #[tokio::test]
 async fn default_configuration_builds_and_limits() {
     let settings = RateLimitConfig::default()
-        .validate(&["api", "auth", "admin", "monitoring", "app"])
+        .validate(
+            &["api", "auth", "admin", "monitoring", "app"],
+            std::path::Path::new(""),
+        )
         .unwrap();
     let store = settings.store.build().unwrap();
     assert_eq!(store.kind(), "local");

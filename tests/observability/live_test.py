@@ -215,6 +215,27 @@ def finite_values(data):
     return [float(v) for v in vals if not math.isnan(float(v)) and not math.isinf(float(v))]
 
 
+def write_panel_snapshot(port, files, start, path):
+    """query_range of every panel query from `start` to now, written as JSON
+    {dashboard uid: {panel id: {refId: matrix}}} for tests/browser/grafana-layout.mjs."""
+    end = time.time()
+    step = max(1, int((end - start) / 120))
+    snap = {"_meta": {"taken_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(end)),
+                      "range": f"{int(end - start)} s, step {step} s"}}
+    for q in panel_queries.queries(files, subst=True, values=LIVE_VARIABLES):
+        url = f"http://127.0.0.1:{port}/api/v1/query_range?" + urllib.parse.urlencode(
+            {"query": q["expr"], "start": f"{start:.3f}", "end": f"{end:.3f}", "step": str(step)})
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                result = json.load(r)["data"]["result"]
+        except Exception as e:  # the panel is drawn empty; the checks above report it
+            print(f"snapshot: {q['expr']}: {e}", flush=True)
+            result = []
+        snap.setdefault(q["dashboard"], {}).setdefault(str(q["panel_id"]), {})[q["refId"]] = result
+    path.write_text(json.dumps(snap))
+    print(f"wrote the panel snapshot {path}", flush=True)
+
+
 def wait_for(pred, timeout, interval=0.5):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -453,6 +474,11 @@ def run(tmp, bin_path, tools):
             check(vals, name + " returns data", q["expr"])
         except Exception as e:
             check(False, name + " returns data", f"{q['expr']}: {e}")
+
+    # --- a snapshot of every panel query over the run, for docs' layout renderings ---
+    snapshot_path = os.environ.get("PORTCULLIS_PANEL_SNAPSHOT")
+    if snapshot_path:
+        write_panel_snapshot(prom, files, t0, Path(snapshot_path))
 
     # --- one alert end to end ---------------------------------------------------------
     def delivered():

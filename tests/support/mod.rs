@@ -44,6 +44,12 @@ pub struct Builder {
     extra_audit_yaml: String,
     extra_shared_yaml: String,
     revocation_poll_milliseconds: u64,
+    /// Extra environment variables of the child (never secrets: e.g. where systemd
+    /// credentials are).
+    env: Vec<(String, String)>,
+    /// A `keys/` folder copied into the new state folder before start: another
+    /// instance's keys, as a secret manager would deliver them to a second host.
+    seed_keys: Option<PathBuf>,
 }
 
 /// A running `portcullis` process.
@@ -73,6 +79,22 @@ pub fn portcullis() -> Builder {
         extra_audit_yaml: String::new(),
         extra_shared_yaml: String::new(),
         revocation_poll_milliseconds: 200,
+        env: Vec::new(),
+        seed_keys: None,
+    }
+}
+
+/// Copies the files of `from` (and its sub-folders) into `to`, keeping their modes.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
     }
 }
 
@@ -139,6 +161,15 @@ impl Builder {
         self.extra_audit_yaml.push_str(yaml);
         self
     }
+    /// Starts with a copy of `keys` (another instance's `<state_dir>/keys`).
+    pub fn seed_keys(mut self, keys: &Path) -> Self {
+        self.seed_keys = Some(keys.to_owned());
+        self
+    }
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
     pub fn trusted_proxies(mut self, cidrs: &[&str]) -> Self {
         self.trusted_proxies = cidrs.iter().map(|s| (*s).to_owned()).collect();
         self
@@ -201,6 +232,9 @@ impl Builder {
         );
         let config = dir.path().join("portcullis.yaml");
         std::fs::write(&config, yaml).unwrap();
+        if let Some(keys) = &self.seed_keys {
+            copy_dir(keys, &dir.path().join("var/keys"));
+        }
         let sub = match self.mode {
             Mode::Up => "up",
             Mode::Proxy => "proxy",
@@ -210,6 +244,7 @@ impl Builder {
             .arg("--config")
             .arg(&config)
             .arg(sub)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -407,4 +442,20 @@ impl Drop for Portcullis {
             let _ = c.wait();
         }
     }
+}
+
+/// Redis at 127.0.0.1:6379 (the machine's): required when `CI` is set.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a missing Redis fails the run under CI (the CI flag, not configuration)"
+)]
+pub async fn redis_available() -> bool {
+    let up = tokio::net::TcpStream::connect("127.0.0.1:6379")
+        .await
+        .is_ok();
+    assert!(
+        up || std::env::var_os("CI").is_none(),
+        "Redis is not running at 127.0.0.1:6379"
+    );
+    up
 }

@@ -7,10 +7,11 @@ import './trusted-types';
 
 import { onSessionEnded, onSignedInElsewhere, signOut } from './api';
 import { h, replace } from './dom';
-import { displayName, isAdmin, me, probe, setAnonymous } from './session';
+import { displayName, isAdmin, isOperator, me, probe, setAnonymous } from './session';
 import { type Ctx, clearStaleStatus, errorBox, go, loading } from './ui';
 import { accountView, mySessionsView } from './views/account';
 import { auditView, departmentsView, employeeView, employeesView, sessionsView } from './views/admin';
+import { monitoringView } from './views/monitoring';
 import { signInView } from './views/signin';
 import { ticketView } from './views/ticket';
 import { forgetNames, newTicketView, ticketListView } from './views/tickets';
@@ -20,9 +21,10 @@ type View = (ctx: Ctx) => Promise<void>;
 interface Route {
   pattern: RegExp;
   view: View;
-  /// Only for signed-in users (the default) / administrators.
+  /// Only for signed-in users (the default) / administrators / administrators and developers.
   anonymous?: boolean;
   admin?: boolean;
+  operator?: boolean;
 }
 
 const routes: Route[] = [
@@ -37,7 +39,12 @@ const routes: Route[] = [
   { pattern: /^\/admin\/departments$/, view: departmentsView, admin: true },
   { pattern: /^\/admin\/sessions$/, view: sessionsView, admin: true },
   { pattern: /^\/admin\/audit$/, view: auditView, admin: true },
+  { pattern: /^\/monitoring$/, view: monitoringView, operator: true },
 ];
+
+/// The server's page for the monitoring dashboard: the application opened there starts
+/// on `#/monitoring`.
+const DASHBOARD_PATH = '/monitoring/dashboard';
 
 const app = document.getElementById('app') as HTMLElement;
 const nav = h('nav', { id: 'nav', 'aria-label': 'Main' });
@@ -79,6 +86,7 @@ async function renderShell(): Promise<void> {
   menu.hidden = false;
   const items: Array<[string, string]> = [['/tickets', 'Tickets'], ['/new', 'New ticket'], ['/account', 'Account'], ['/account/sessions', 'My sessions']];
   if (isAdmin()) items.push(['/admin/employees', 'Administration']);
+  if (isOperator()) items.push(['/monitoring', 'Monitoring']);
   replace(nav, h('ul', null, items.map(([path, label]) => h('li', null, h('a', { href: `#${path}`, 'data-path': path }, label)))));
   const signOutButton = h('button', { type: 'button', class: 'subtle', onclick: () => void doSignOut() }, 'Sign out');
   replace(userBox, h('span', { class: 'who' }, displayName()), ' ', signOutButton);
@@ -113,7 +121,7 @@ async function doSignOut(): Promise<void> {
 }
 
 function currentPath(): string {
-  const raw = location.hash.replace(/^#/, '') || '/tickets';
+  const raw = location.hash.replace(/^#/, '') || (location.pathname === DASHBOARD_PATH ? '/monitoring' : '/tickets');
   const q = raw.indexOf('?');
   return q >= 0 ? raw.slice(0, q) : raw;
 }
@@ -123,7 +131,7 @@ let rendering = 0;
 async function render(): Promise<void> {
   rendering += 1;
   const mine = rendering;
-  const raw = location.hash.replace(/^#/, '');
+  const raw = location.hash.replace(/^#/, '') || (location.pathname === DASHBOARD_PATH ? '/monitoring' : '');
   if (!raw || raw === '/') {
     go(me().authenticated ? '/tickets' : '/signin');
     return;
@@ -163,6 +171,10 @@ async function render(): Promise<void> {
   }
   if (route.admin && !isAdmin()) {
     replace(root, h('h1', { tabindex: '-1' }, 'Not allowed'), h('p', null, 'This area is for administrators.'));
+    return;
+  }
+  if (route.operator && !isOperator()) {
+    replace(root, h('h1', { tabindex: '-1' }, 'Not allowed'), h('p', null, 'This area is for administrators and developers.'));
     return;
   }
   try {

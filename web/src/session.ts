@@ -98,6 +98,8 @@ export function hasRole(...roles: string[]): boolean {
 
 export const isAdmin = (): boolean => hasRole('administrator');
 export const isManager = (): boolean => hasRole('administrator', 'department_head');
+/// Administrators and developers: the monitoring pages.
+export const isOperator = (): boolean => hasRole('administrator', 'developer');
 
 export function displayName(): string {
   return current.display_name || current.username || 'Signed in';

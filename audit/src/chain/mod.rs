@@ -13,9 +13,11 @@
 //! key, not just a SHA-256 implementation.
 //!
 //! Layers, lowest first: [`hash`] (the links), [`checkpoint`] (signing and public keys),
+//! [`cut`] (signed anchors where retention cut a chain),
 //! [`report`] (what verification returns), `lines` (verification input), [`verify`].
 
 pub(crate) mod checkpoint;
+pub(crate) mod cut;
 pub(crate) mod hash;
 mod lines;
 pub(crate) mod report;

@@ -35,6 +35,8 @@ pub struct ChainSummary {
     pub checkpoints: u64,
     /// Checkpoints whose signature verified against the given public key (0 without a key).
     pub checkpoints_verified: u64,
+    /// The seq retention cut the chain after, when it starts at a signed chain cut.
+    pub cut_seq: Option<u64>,
 }
 
 /// What kind of damage verification found.

@@ -9,11 +9,15 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::canonical::write_canonical_object;
-use crate::chain::checkpoint::{PublicKey, checkpoint_message};
+use crate::chain::checkpoint::{TrustedKeys, checkpoint_message};
+use crate::chain::cut::ChainCut;
 use crate::chain::hash::{GENESIS_HASH, chain_hash};
 use crate::chain::lines::{FileLines, Item, natural_cmp};
 use crate::chain::report::{BadPosition, ChainSummary, Tamper, VerifyError, VerifyReport};
 use crate::event::field;
+
+/// How often (in events) [`verify_file_with_progress`] reports.
+const PROGRESS_EVERY: u64 = 4096;
 
 /// How far [`verify_file`] looks ahead after a sequence gap to tell a reordered event from a
 /// deleted one.
@@ -24,11 +28,22 @@ const LOOKAHEAD_EVENTS: usize = 100_000;
 ///
 /// Each emitter's chain is checked separately: every line's hash, seq continuity, `prev_hash`
 /// links and checkpoints. With `public_key`, every checkpoint signature must verify against
-/// it; without, checkpoints are checked for consistency only. Stops at the first bad line.
+/// one of its keys (the current one or one used before a rotation); without, checkpoints
+/// are checked for consistency only. Stops at the first bad line.
 /// A spool that is being written may end in a torn line, reported as malformed.
 pub fn verify_file(
     path: &Path,
-    public_key: Option<&PublicKey>,
+    public_key: Option<&TrustedKeys>,
+) -> Result<VerifyReport, VerifyError> {
+    verify_file_with_progress(path, public_key, &mut |_, _| {})
+}
+
+/// [`verify_file`], telling `progress` every few thousand events how many bytes of how
+/// many it has checked (for a bar with an ETA over a large trail).
+pub fn verify_file_with_progress(
+    path: &Path,
+    public_key: Option<&TrustedKeys>,
+    progress: &mut dyn FnMut(u64, u64),
 ) -> Result<VerifyReport, VerifyError> {
     let io_err = |source| VerifyError::Io {
         path: path.to_owned(),
@@ -49,8 +64,22 @@ pub fn verify_file(
         vec![path.to_owned()]
     };
     let count = files.len() as u64;
-    let mut report = run(FileLines::new(files), public_key)?;
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let (mut done, mut seen) = (0u64, 0u64);
+    let mut on_item = |item: &Item| {
+        done += item.text.as_ref().map_or(0, |t| t.len() as u64 + 1);
+        seen += 1;
+        if seen % PROGRESS_EVERY == 0 {
+            progress(done.min(total), total);
+        }
+    };
+    let mut report = run(FileLines::new(files), public_key, None, &mut on_item)?;
     report.files = count;
+    progress(total, total);
     Ok(report)
 }
 
@@ -59,7 +88,7 @@ pub fn verify_file(
 /// indexes into `events`. See [`verify_file`] for what is checked.
 pub fn verify_events<I, S>(
     events: I,
-    public_key: Option<&PublicKey>,
+    public_key: Option<&TrustedKeys>,
 ) -> Result<VerifyReport, VerifyError>
 where
     I: IntoIterator<Item = S>,
@@ -72,7 +101,52 @@ where
             text: Ok(text.as_ref().to_owned()),
         })
     });
-    run(items, public_key)
+    run(items, public_key, None, &mut |_| {})
+}
+
+/// [`verify_events`] for one emitter's chain that retention cut at `cut`: the first event
+/// must be the cut's seq + 1 and link to the cut's hash, so events deleted after the cut
+/// (or an anchor moved to hide them) are found. The cut's signature must verify with
+/// `cut_key` when given (checked for consistency only without). Position 0 in an error
+/// names the cut itself.
+pub fn verify_events_after<I, S>(
+    cut: &ChainCut,
+    cut_key: Option<&TrustedKeys>,
+    events: I,
+    public_key: Option<&TrustedKeys>,
+) -> Result<VerifyReport, VerifyError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let bad_cut = |detail: &str| {
+        VerifyError::Tampered(Box::new(BadPosition {
+            file: None,
+            line: 0,
+            emitter: Some(cut.emitter.clone()),
+            seq: Some(cut.seq),
+            tamper: Tamper::BadCheckpoint,
+            detail: detail.to_owned(),
+        }))
+    };
+    if cut.hash.len() != GENESIS_HASH.len() || !cut.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad_cut("the chain cut's hash is not 64 hex digits"));
+    }
+    if let Some(key) = cut_key
+        && !cut.verify_signature(key)
+    {
+        return Err(bad_cut(
+            "the chain cut's signature does not verify with any of the given public keys",
+        ));
+    }
+    let items = events.into_iter().enumerate().map(|(i, text)| {
+        Ok(Item {
+            file: None,
+            line: i as u64 + 1,
+            text: Ok(text.as_ref().to_owned()),
+        })
+    });
+    run(items, public_key, Some(cut), &mut |_| {})
 }
 
 /// Per-emitter state while verifying.
@@ -83,6 +157,8 @@ struct ChainState {
     last_hash: String,
     checkpoints: u64,
     checkpoints_verified: u64,
+    /// The seq of the chain cut the chain starts after.
+    cut: Option<u64>,
 }
 
 /// The chain fields of one event.
@@ -159,7 +235,7 @@ fn peek(text: &str) -> Option<(String, u64)> {
 }
 
 struct Verifier<'k> {
-    key: Option<&'k PublicKey>,
+    key: Option<&'k TrustedKeys>,
     chains: BTreeMap<String, ChainState>,
     events: u64,
 }
@@ -229,6 +305,7 @@ impl Verifier<'_> {
                 last_hash: String::new(),
                 checkpoints: 0,
                 checkpoints_verified: 0,
+                cut: None,
             });
         state.last_seq = parsed.seq;
         state.last_hash = parsed.hash;
@@ -269,7 +346,7 @@ impl Verifier<'_> {
                 Ok(Some(true))
             }
             Some(_) => Err(broken(
-                "the signature does not verify with the given public key",
+                "the signature does not verify with any of the given public keys",
             )),
         }
     }
@@ -288,13 +365,19 @@ impl Verifier<'_> {
                     last_hash: s.last_hash,
                     checkpoints: s.checkpoints,
                     checkpoints_verified: s.checkpoints_verified,
+                    cut_seq: s.cut,
                 })
                 .collect(),
         }
     }
 }
 
-fn run<I>(mut items: I, key: Option<&PublicKey>) -> Result<VerifyReport, VerifyError>
+fn run<I>(
+    mut items: I,
+    key: Option<&TrustedKeys>,
+    cut: Option<&ChainCut>,
+    on_item: &mut dyn FnMut(&Item),
+) -> Result<VerifyReport, VerifyError>
 where
     I: Iterator<Item = Result<Item, VerifyError>>,
 {
@@ -303,8 +386,23 @@ where
         chains: BTreeMap::new(),
         events: 0,
     };
+    if let Some(cut) = cut {
+        // The chain continues from the anchor as if the deleted events were still there.
+        verifier.chains.insert(
+            cut.emitter.clone(),
+            ChainState {
+                first_seq: cut.seq.saturating_add(1),
+                last_seq: cut.seq,
+                last_hash: cut.hash.clone(),
+                checkpoints: 0,
+                checkpoints_verified: 0,
+                cut: Some(cut.seq),
+            },
+        );
+    }
     while let Some(item) = items.next() {
         let item = item?;
+        on_item(&item);
         let finding = match &item.text {
             Ok(text) => verifier.check(text),
             Err(reason) => Err(bad(Tamper::Malformed, None, reason.clone())),
@@ -421,6 +519,69 @@ mod tests {
             "portcullis.checkpoint.signature": "00",
         })]);
         assert_eq!(finding(&lines), (Tamper::BadCheckpoint, 1));
+    }
+
+    #[test]
+    fn a_cut_chain_verifies_from_its_signed_anchor_and_tampering_after_it_is_found() {
+        use crate::chain::cut::CutSigner;
+        let events: Vec<Value> = (1..=6)
+            .map(|i| json!({"portcullis.emitter": "backend", "portcullis.chain.seq": i}))
+            .collect();
+        let lines = chained(&events);
+        let hash_of = |line: &str| {
+            serde_json::from_str::<Value>(line).unwrap()[field::CHAIN_HASH]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let signer = CutSigner::load(&dir.path().join("cut.key")).unwrap();
+        let key = TrustedKeys::from(signer.public_key().clone());
+        // Retention deleted seqs 1 and 2 and anchored the chain at seq 2.
+        let cut = signer.sign("backend", 2, &hash_of(&lines[1]));
+        let kept = &lines[2..];
+        let report = verify_events_after(&cut, Some(&key), kept, None).unwrap();
+        assert_eq!(report.events, 4);
+        let chain = &report.chains[0];
+        assert_eq!(
+            (chain.first_seq, chain.last_seq, chain.cut_seq),
+            (3, 6, Some(2))
+        );
+
+        let position = |e: VerifyError| {
+            let p = e.position().unwrap().clone();
+            (p.tamper, p.line)
+        };
+        // One more event deleted after the cut.
+        let e = verify_events_after(&cut, Some(&key), &lines[3..], None).unwrap_err();
+        assert_eq!(position(e), (Tamper::Deleted, 1));
+        // An event after the cut edited.
+        let mut edited = kept.to_vec();
+        let mut object: Value = serde_json::from_str(&edited[1]).unwrap();
+        object["user.id"] = json!("mallory");
+        edited[1] = object.to_string();
+        let e = verify_events_after(&cut, Some(&key), &edited, None).unwrap_err();
+        assert_eq!(position(e), (Tamper::Edited, 2));
+        // The anchor moved forward to hide the deletion of seq 3: its signature fails.
+        let moved = ChainCut {
+            seq: 3,
+            hash: hash_of(&lines[2]),
+            ..cut.clone()
+        };
+        let e = verify_events_after(&moved, Some(&key), &lines[3..], None).unwrap_err();
+        assert_eq!(position(e), (Tamper::BadCheckpoint, 0));
+        // A cut signed by someone else's key.
+        let other = CutSigner::load(&dir.path().join("other.key")).unwrap();
+        let foreign = other.sign("backend", 2, &hash_of(&lines[1]));
+        let e = verify_events_after(&foreign, Some(&key), kept, None).unwrap_err();
+        assert_eq!(position(e), (Tamper::BadCheckpoint, 0));
+        // A correctly signed anchor whose first kept event was rewritten with a new chain.
+        let wrong = signer.sign("backend", 2, GENESIS_HASH);
+        let e = verify_events_after(&wrong, Some(&key), kept, None).unwrap_err();
+        assert_eq!(position(e), (Tamper::Deleted, 1));
+        // An event from before the cut put back.
+        let e = verify_events_after(&cut, Some(&key), &lines[1..], None).unwrap_err();
+        assert_eq!(position(e).0, Tamper::Reordered);
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! bodies are `{"event":<line>,"host":…,"source":"portcullis:<emitter>","sourcetype":
 //! "portcullis:audit","time":<epoch seconds>}` per line with `Authorization: Splunk <token>`.
 
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
@@ -28,7 +28,7 @@ pub(crate) struct HttpSink {
     client: reqwest::Client,
     url: reqwest::Url,
     format: HttpFormat,
-    authorization: Option<HeaderValue>,
+    token: Option<Token>,
     batch_max_events: usize,
     hostname: String,
     source: String,
@@ -46,35 +46,9 @@ impl HttpSink {
     ) -> Result<Self, SinkError> {
         let url = reqwest::Url::parse(url)
             .map_err(|e| SinkError::Other(format!("url {url:?}: {e}").into()))?;
-        let authorization = match token_file {
-            None => None,
-            Some(path) => {
-                let token = std::fs::read_to_string(path)
-                    .map_err(SinkError::io(format!("token file {}", path.display())))?;
-                let token = token.trim();
-                if token.is_empty() {
-                    return Err(SinkError::Other(
-                        format!("token file {} is empty", path.display()).into(),
-                    ));
-                }
-                let scheme = match format {
-                    HttpFormat::Ndjson => "Bearer",
-                    HttpFormat::SplunkHec => "Splunk",
-                };
-                let mut value =
-                    HeaderValue::from_str(&format!("{scheme} {token}")).map_err(|_| {
-                        SinkError::Other(
-                            format!(
-                                "token file {} holds characters not allowed in a header",
-                                path.display()
-                            )
-                            .into(),
-                        )
-                    })?;
-                value.set_sensitive(true);
-                Some(value)
-            }
-        };
+        let token = token_file
+            .map(|path| Token::load(path, format))
+            .transpose()?;
         let mut builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -91,7 +65,7 @@ impl HttpSink {
             client: builder.build()?,
             url,
             format,
-            authorization,
+            token,
             batch_max_events,
             hostname: hostname(),
             source: format!("portcullis:{emitter}"),
@@ -126,6 +100,76 @@ impl HttpSink {
     }
 }
 
+/// The sink's token, from its file. A rotated token (the file replaced, as Vault Agent
+/// or a Kubernetes secret volume do) is picked up at the next batch without a restart:
+/// the file's modification time is checked before each one. A replacement that cannot
+/// be read keeps the previous token and says so.
+struct Token {
+    path: PathBuf,
+    format: HttpFormat,
+    modified: Option<SystemTime>,
+    /// `Bearer <token>` or `Splunk <token>`, marked sensitive (never logged by reqwest).
+    header: HeaderValue,
+}
+
+impl Token {
+    fn load(path: &Path, format: HttpFormat) -> Result<Self, SinkError> {
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        Ok(Self {
+            header: read_token(path, format)?,
+            path: path.to_owned(),
+            format,
+            modified,
+        })
+    }
+
+    fn refresh(&mut self) {
+        let modified = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        if modified == self.modified {
+            return;
+        }
+        match read_token(&self.path, self.format) {
+            Ok(header) => {
+                self.header = header;
+                self.modified = modified;
+                tracing::info!(file = %self.path.display(), "audit sink token reloaded");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "audit sink token file changed but cannot be used; the previous token stays");
+                self.modified = modified;
+            }
+        }
+    }
+}
+
+fn read_token(path: &Path, format: HttpFormat) -> Result<HeaderValue, SinkError> {
+    let token = std::fs::read_to_string(path)
+        .map_err(SinkError::io(format!("token file {}", path.display())))?;
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(SinkError::Other(
+            format!("token file {} is empty", path.display()).into(),
+        ));
+    }
+    let scheme = match format {
+        HttpFormat::Ndjson => "Bearer",
+        HttpFormat::SplunkHec => "Splunk",
+    };
+    let mut value = HeaderValue::from_str(&format!("{scheme} {token}")).map_err(|_| {
+        SinkError::Other(
+            format!(
+                "token file {} holds characters not allowed in a header",
+                path.display()
+            )
+            .into(),
+        )
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
 #[async_trait]
 impl Sink for HttpSink {
     fn name(&self) -> &str {
@@ -146,8 +190,9 @@ impl Sink for HttpSink {
             .post(self.url.clone())
             .header(CONTENT_TYPE, content_type)
             .body(self.body(batch));
-        if let Some(authorization) = &self.authorization {
-            request = request.header(AUTHORIZATION, authorization.clone());
+        if let Some(token) = &mut self.token {
+            token.refresh();
+            request = request.header(AUTHORIZATION, token.header.clone());
         }
         let response = request.send().await?;
         let status = response.status();

@@ -129,7 +129,8 @@ impl Spool {
         }
     }
 
-    /// The checkpoint public key, when checkpoints are on.
+    /// The checkpoint public key the spool opened with, when checkpoints are on (after a
+    /// rotation the writer signs with the new key; `<key_file>.pub` lists both).
     pub fn public_key(&self) -> Option<&PublicKey> {
         self.inner.public_key.as_ref()
     }

@@ -105,6 +105,7 @@ pub(super) struct Writer {
     last_hash: String,
     needs_recovery: bool,
     signer: Option<CheckpointSigner>,
+    key_error_reported: bool,
     every_events: u64,
     interval: Duration,
     since_checkpoint: u64,
@@ -145,6 +146,7 @@ impl Writer {
             last_hash: GENESIS_HASH.to_owned(),
             needs_recovery: false,
             signer,
+            key_error_reported: false,
             every_events: checkpoint.as_ref().map_or(u64::MAX, |c| c.every_events),
             interval: checkpoint.as_ref().map_or(Duration::MAX, |c| c.interval),
             since_checkpoint: 0,
@@ -238,6 +240,7 @@ impl Writer {
             }
             return;
         }
+        self.refresh_signer();
         let mut batch = Batch {
             chunks: Vec::new(),
             seq: self.last_seq,
@@ -288,6 +291,28 @@ impl Writer {
             self.stage_checkpoint(&mut batch);
         }
         self.commit(batch);
+    }
+
+    /// Picks up a checkpoint key file replaced since it was loaded (`keys rotate --kind
+    /// audit-checkpoint`): one `stat` per round, which also fsyncs. A replacement that
+    /// cannot be loaded keeps the key in use, and is reported once.
+    fn refresh_signer(&mut self) {
+        let Some(signer) = &mut self.signer else {
+            return;
+        };
+        match signer.reload_if_replaced() {
+            Ok(changed) => {
+                if changed {
+                    tracing::info!(emitter = %self.emitter, public_key = %signer.public_key(), "audit checkpoint key replaced: signing with the new key");
+                }
+                self.key_error_reported = false;
+            }
+            Err(e) if !self.key_error_reported => {
+                tracing::error!(emitter = %self.emitter, error = %e, "the replaced audit checkpoint key cannot be loaded: still signing with the old key");
+                self.key_error_reported = true;
+            }
+            Err(_) => {}
+        }
     }
 
     fn checkpoint_due(&self, closing: bool) -> bool {

@@ -49,18 +49,42 @@ pub fn find() -> Option<PathBuf> {
 }
 
 impl Rsyslog {
-    /// Writes the PKI and config into `dir` and starts rsyslogd.
+    /// Writes the PKI and config into `dir` and starts rsyslogd. Free ports are picked before
+    /// rsyslogd binds them, so a test running alongside can take one in between: then rsyslogd
+    /// is started again on fresh ports instead of a test talking to someone else's listener.
     pub fn start(binary: PathBuf, dir: &Path) -> Self {
         std::fs::create_dir_all(dir.join("work")).unwrap();
         let pki = Pki::generate(dir);
-        let (tcp_port, tls_port, mtls_port) = (free_port(), free_port(), free_port());
-        let tcp_log = dir.join("tcp.log");
-        let tls_log = dir.join("tls.log");
-        let mtls_log = dir.join("mtls.log");
-        let conf = dir.join("rsyslog.conf");
+        let mut rsyslog = Self {
+            binary,
+            child: None,
+            pidfile: dir.join("rsyslogd.pid"),
+            conf: dir.join("rsyslog.conf"),
+            tcp_port: 0,
+            tls_port: 0,
+            mtls_port: 0,
+            tcp_log: dir.join("tcp.log"),
+            tls_log: dir.join("tls.log"),
+            mtls_log: dir.join("mtls.log"),
+            pki,
+        };
+        for _ in 0..5 {
+            (rsyslog.tcp_port, rsyslog.tls_port, rsyslog.mtls_port) =
+                (free_port(), free_port(), free_port());
+            rsyslog.write_conf(dir);
+            if rsyslog.run() {
+                return rsyslog;
+            }
+            rsyslog.stop();
+        }
+        panic!("rsyslogd could not bind three free ports in five tries");
+    }
+
+    fn write_conf(&self, dir: &Path) {
         let d = dir.display();
+        let (tcp_port, tls_port, mtls_port) = (self.tcp_port, self.tls_port, self.mtls_port);
         std::fs::write(
-            &conf,
+            &self.conf,
             format!(
                 r#"global(
   workDirectory="{d}/work"
@@ -80,33 +104,20 @@ input(type="imtcp" address="127.0.0.1" port="{tls_port}" ruleset="tls"
 input(type="imtcp" address="127.0.0.1" port="{mtls_port}" ruleset="mtls"
       streamDriver.name="ossl" streamDriver.mode="1" streamDriver.authMode="x509/certvalid")
 "#,
-                ca = pki.ca.display(),
-                cert = pki.server_cert.display(),
-                key = pki.server_key.display(),
-                tcp = tcp_log.display(),
-                tls = tls_log.display(),
-                mtls = mtls_log.display(),
+                ca = self.pki.ca.display(),
+                cert = self.pki.server_cert.display(),
+                key = self.pki.server_key.display(),
+                tcp = self.tcp_log.display(),
+                tls = self.tls_log.display(),
+                mtls = self.mtls_log.display(),
             ),
         )
         .unwrap();
-        let mut rsyslog = Self {
-            binary,
-            child: None,
-            pidfile: dir.join("rsyslogd.pid"),
-            conf,
-            tcp_port,
-            tls_port,
-            mtls_port,
-            tcp_log,
-            tls_log,
-            mtls_log,
-            pki,
-        };
-        rsyslog.run();
-        rsyslog
     }
 
-    fn run(&mut self) {
+    /// Starts rsyslogd and waits until it listens on all three ports itself. `false` when
+    /// another process holds one of them (rsyslogd then never gets it).
+    fn run(&mut self) -> bool {
         let _ = std::fs::remove_file(&self.pidfile);
         let child = Command::new(&self.binary)
             .arg("-n")
@@ -117,19 +128,30 @@ input(type="imtcp" address="127.0.0.1" port="{mtls_port}" ruleset="mtls"
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
+        let pid = child.id();
         self.child = Some(child);
         let start = Instant::now();
-        for port in [self.tcp_port, self.tls_port, self.mtls_port] {
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                    panic!("rsyslogd exited: {status}");
-                }
-                assert!(
-                    start.elapsed() < Duration::from_secs(20),
-                    "rsyslogd did not listen on {port}"
-                );
-                std::thread::sleep(Duration::from_millis(50));
+        let ports = [self.tcp_port, self.tls_port, self.mtls_port];
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!("rsyslogd exited: {status}");
             }
+            let owned = listening_sockets(pid);
+            let mine = |port: &u16| listener_inode(*port).is_some_and(|i| owned.contains(&i));
+            if ports.iter().all(mine) {
+                return true;
+            }
+            let taken = ports
+                .iter()
+                .any(|p| listener_inode(*p).is_some() && !mine(p));
+            if taken && start.elapsed() > Duration::from_secs(2) {
+                return false;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "rsyslogd did not listen on {ports:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -149,7 +171,10 @@ input(type="imtcp" address="127.0.0.1" port="{mtls_port}" ruleset="mtls"
     /// Starts rsyslogd again on the same ports.
     pub fn restart(&mut self) {
         self.stop();
-        self.run();
+        assert!(
+            self.run(),
+            "another process took one of rsyslogd's ports while it was down"
+        );
     }
 }
 
@@ -160,6 +185,32 @@ impl Drop for Rsyslog {
             let _ = child.wait();
         }
     }
+}
+
+/// The socket inode of the IPv4 listener on 127.0.0.1:`port`, from `/proc/net/tcp`.
+fn listener_inode(port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let local = format!("0100007F:{port:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // Fields: sl local_address rem_address st ... inode (the tenth); 0A is LISTEN.
+        (f.len() > 9 && f[1] == local && f[3] == "0A")
+            .then(|| f[9].parse().ok())
+            .flatten()
+    })
+}
+
+/// The socket inodes among a process's open files.
+fn listening_sockets(pid: u32) -> Vec<u64> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    fds.filter_map(|fd| {
+        let target = std::fs::read_link(fd.ok()?.path()).ok()?;
+        let t = target.to_str()?;
+        t.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    })
+    .collect()
 }
 
 /// One RFC 5424 message as received, parsed.

@@ -3,8 +3,14 @@
 //! [`AppState::audit`], which returns once the event is fsync'd in the spool. When it
 //! cannot (the spool is full with the `reject` policy, or stayed full for the `block`
 //! timeout), the action is refused with a 503 problem (`audit-unavailable`): sign-ins
-//! are not granted, and a change that was already stored is reported as failed to its
-//! caller and logged as an error.
+//! are not granted.
+//!
+//! A change and its event go together through [`AppState::commit_audited`]: the change
+//! is made in a transaction, its event is spooled, and only then is the transaction
+//! committed. An event that cannot be spooled rolls the change back; a commit that fails
+//! after the event was spooled is followed by a second event saying so
+//! (`reason: not_committed`, naming the first), so the trail never misses a stored change
+//! and never leaves an event for a change that did not happen uncorrected.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +19,7 @@ use axum::http::StatusCode;
 use portcullis_audit::{AuditEvent, AuditLog, Category, Level, Outcome, SpoolLock};
 
 use crate::AppState;
+use crate::db::Tx;
 use crate::http::meta::{REQUEST_META, current_request_id};
 use crate::http::policy::require;
 use crate::http::{ApiError, Caller};
@@ -123,6 +130,48 @@ impl AppState {
                 tracing::error!(target: "portcullis::audit", action = %action, outcome = %outcome, error = %e, "audit event not recorded; the action is refused");
                 Err(unavailable())
             }
+        }
+    }
+
+    /// Spools `events` in order, then commits `tx`, which holds the change they record.
+    /// When one cannot be spooled the transaction is rolled back and the caller gets the
+    /// 503 problem; when the commit fails afterwards the caller gets the error. Either way
+    /// each event already spooled is followed by a failure event naming it.
+    pub async fn commit_audited(
+        &self,
+        tx: Tx,
+        events: impl IntoIterator<Item = AuditEvent>,
+    ) -> Result<(), ApiError> {
+        let mut spooled = Vec::new();
+        for event in events {
+            let recorded = (event.category(), event.action().to_owned(), event.id());
+            if let Err(e) = self.audit(event).await {
+                if let Err(rb) = tx.rollback().await {
+                    tracing::error!(error = %rb, "rolling back an unrecorded change failed");
+                }
+                self.not_committed(spooled).await;
+                return Err(e);
+            }
+            spooled.push(recorded);
+        }
+        if let Err(e) = tx.commit().await {
+            tracing::error!(error = %e, "a recorded change was not committed");
+            self.not_committed(spooled).await;
+            return Err(ApiError::Internal(format!("commit: {e}")));
+        }
+        Ok(())
+    }
+
+    /// Says of each spooled event that its change was not stored after all.
+    async fn not_committed(&self, spooled: Vec<(Category, String, uuid::Uuid)>) {
+        for (category, action, id) in spooled {
+            self.audit_logged(
+                AuditEvent::new(category, action, Outcome::Failure)
+                    .level(Level::Error)
+                    .detail("reason", "not_committed")
+                    .detail("recorded_event_id", id.to_string()),
+            )
+            .await;
         }
     }
 

@@ -16,7 +16,7 @@ use axum::Router;
 pub use self::emit::{Audit, EventExt, SPOOL_LOCK_WAIT, event, unavailable};
 pub use self::sink::{DB_SINK_NAME, DbSink};
 use crate::AppState;
-pub use portcullis_audit::{Category, Level, Outcome};
+pub use portcullis_audit::{AuditEvent, Category, Level, Outcome};
 
 /// Routes of the audit trail: the administrators' view and the proxy's ingest.
 pub fn router() -> Router<AppState> {

@@ -1,4 +1,5 @@
-//! SQL of the `audit_events` table (migration `0005_audit.sql`), the same on both engines.
+//! SQL of the `audit_events` table (migration `0005_audit.sql`; chain cuts from
+//! `0008_retention.sql`), the same on both engines.
 
 use portcullis_audit::AuditRecord;
 use sqlx::Row;
@@ -60,7 +61,8 @@ pub async fn insert_lines(db: &Db, lines: &[&str]) -> Result<u64, AuditStoreErro
     insert_lines_from(db, lines, None).await
 }
 
-/// [`insert_lines`], refusing the whole batch unless every event is `emitter`'s.
+/// [`insert_lines`], refusing the whole batch unless every event's emitter is of the kind
+/// `emitter` (`proxy` takes `proxy` and `proxy-<instance>`).
 pub async fn insert_lines_from(
     db: &Db,
     lines: &[&str],
@@ -71,7 +73,7 @@ pub async fn insert_lines_from(
         && let Some((i, p)) = parsed
             .iter()
             .enumerate()
-            .find(|(_, p)| p.record.emitter != wanted)
+            .find(|(_, p)| portcullis_audit::emitter_kind(&p.record.emitter) != wanted)
     {
         return Err(AuditStoreError::WrongEmitter {
             line: i + 1,
@@ -82,10 +84,13 @@ pub async fn insert_lines_from(
     let now = now_text();
     let mut stored = 0;
     for Parsed { record, line } in &parsed {
+        // An event at or before the emitter's chain cut was archived and deleted by
+        // retention: delivered again (at least once), it is not stored a second time.
         let done = sqlx::query(
             "insert into audit_events (event_id, emitter, seq, occurred_at, category, action, outcome, level, \
              user_id, session_id, request_id, line, received_at) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 \
+             where not exists (select 1 from audit_chain_cuts c where c.emitter = $2 and c.seq >= $3) \
              on conflict (event_id) do nothing",
         )
         .bind(&record.id)

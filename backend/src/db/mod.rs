@@ -41,6 +41,9 @@ pub enum DbError {
 }
 
 /// A migration that is not applied yet.
+/// A write transaction from [`Db::begin`].
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingMigration {
     pub version: i64,
@@ -106,7 +109,7 @@ impl Db {
     /// (`BEGIN IMMEDIATE`): a deferred transaction that reads and then writes
     /// fails with "database is locked" when another writer got there first,
     /// instead of waiting its turn.
-    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         match self.kind {
             DbKind::Sqlite => self.pool.begin_with("begin immediate").await,
             DbKind::Postgres => self.pool.begin().await,

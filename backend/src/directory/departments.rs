@@ -32,12 +32,14 @@ pub(crate) async fn create_department(
     s.directory_change_allowed(&c, "create", "department", "department.create")
         .await?;
     check_text("name", &n.name, 1, 100, false)?;
-    let d = repo::create_department(&s.db, n.name.trim()).await?;
-    s.audit(
-        event(Category::User, "department.create", Outcome::Success)
+    let mut tx = s.db.begin().await?;
+    let d = repo::insert_department(&mut tx, n.name.trim()).await?;
+    s.commit_audited(
+        tx,
+        [event(Category::User, "department.create", Outcome::Success)
             .by(&c)
             .detail("department_id", d.id)
-            .detail("name", d.name.clone()),
+            .detail("name", d.name.clone())],
     )
     .await?;
     Ok((StatusCode::CREATED, Json(d)))
@@ -71,14 +73,16 @@ pub(crate) async fn rename_department(
         .await?;
     let id = parse_id(&id, "department")?;
     check_text("name", &n.name, 1, 100, false)?;
-    let d = repo::rename_department(&s.db, id, n.name.trim())
+    let mut tx = s.db.begin().await?;
+    let d = repo::rename_department(&mut tx, id, n.name.trim())
         .await
         .map_err(not_found("department"))?;
-    s.audit(
-        event(Category::User, "department.rename", Outcome::Success)
+    s.commit_audited(
+        tx,
+        [event(Category::User, "department.rename", Outcome::Success)
             .by(&c)
             .detail("department_id", d.id)
-            .detail("name", d.name.clone()),
+            .detail("name", d.name.clone())],
     )
     .await?;
     Ok(Json(d))
@@ -94,14 +98,16 @@ pub(crate) async fn delete_department(
     s.directory_change_allowed(&c, "delete", "department", "department.delete")
         .await?;
     let id = parse_id(&id, "department")?;
-    repo::delete_department(&s.db, id)
+    let mut tx = s.db.begin().await?;
+    repo::delete_department(&mut tx, id)
         .await
         .map_err(not_found("department"))?;
-    s.audit(
-        event(Category::User, "department.delete", Outcome::Success)
+    s.commit_audited(
+        tx,
+        [event(Category::User, "department.delete", Outcome::Success)
             .level(Level::Warning)
             .by(&c)
-            .detail("department_id", id),
+            .detail("department_id", id)],
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)

@@ -80,9 +80,11 @@ pub(crate) async fn create_employee(
             .await
             .map_err(|_| ApiError::Validation(format!("department {d} does not exist")))?;
     }
-    let e = repo::create_employee(&s.db, &n, false).await?;
-    s.audit(
-        event(Category::User, "user.create", Outcome::Success)
+    let mut tx = s.db.begin().await?;
+    let e = repo::insert_employee(&mut tx, &n, false).await?;
+    s.commit_audited(
+        tx,
+        [event(Category::User, "user.create", Outcome::Success)
             .by(&c)
             .target(e.id)
             .detail("target_username", e.username.clone())
@@ -90,7 +92,7 @@ pub(crate) async fn create_employee(
                 "roles",
                 e.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
             )
-            .detail("source", "api"),
+            .detail("source", "api")],
     )
     .await?;
     Ok((StatusCode::CREATED, Json(e)))
@@ -161,7 +163,8 @@ pub(crate) async fn update_employee(
     let before = repo::get_employee(&s.db, id)
         .await
         .map_err(not_found("employee"))?;
-    let after = repo::update_employee(&s.db, id, &p)
+    let mut tx = s.db.begin().await?;
+    let after = repo::update_employee(&mut tx, id, &p)
         .await
         .map_err(not_found("employee"))?;
     let roles = |e: &Employee| e.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>();
@@ -179,26 +182,25 @@ pub(crate) async fn update_employee(
     .into_iter()
     .filter_map(|(f, changed)| changed.then_some(f))
     .collect();
-    s.audit(
-        event(Category::User, "user.update", Outcome::Success)
+    let update = event(Category::User, "user.update", Outcome::Success)
+        .by(&c)
+        .target(id)
+        .detail("fields", fields);
+    // A role change or a disabled account ends every session at once.
+    let ends_sessions = before.roles != after.roles || after.status != "active";
+    let roles_change = ends_sessions.then(|| {
+        event(Category::User, "user.roles_change", Outcome::Success)
+            .level(Level::Warning)
             .by(&c)
             .target(id)
-            .detail("fields", fields),
-    )
-    .await?;
-    // A role change or a disabled account ends every session at once.
-    if before.roles != after.roles || after.status != "active" {
-        s.audit(
-            event(Category::User, "user.roles_change", Outcome::Success)
-                .level(Level::Warning)
-                .by(&c)
-                .target(id)
-                .detail("roles_before", roles(&before))
-                .detail("roles_after", roles(&after))
-                .detail("status_before", before.status.clone())
-                .detail("status_after", after.status.clone()),
-        )
+            .detail("roles_before", roles(&before))
+            .detail("roles_after", roles(&after))
+            .detail("status_before", before.status.clone())
+            .detail("status_after", after.status.clone())
+    });
+    s.commit_audited(tx, std::iter::once(update).chain(roles_change))
         .await?;
+    if ends_sessions {
         s.end_sessions(id, "role_change", &c).await?;
     }
     Ok(Json(after))
@@ -219,14 +221,16 @@ pub(crate) async fn delete_employee(
             "you cannot delete your own account".into(),
         ));
     }
-    repo::delete_employee(&s.db, id)
+    let mut tx = s.db.begin().await?;
+    repo::delete_employee(&mut tx, id)
         .await
         .map_err(not_found("employee"))?;
-    s.audit(
-        event(Category::User, "user.delete", Outcome::Success)
+    s.commit_audited(
+        tx,
+        [event(Category::User, "user.delete", Outcome::Success)
             .level(Level::Warning)
             .by(&c)
-            .target(id),
+            .target(id)],
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)

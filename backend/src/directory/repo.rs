@@ -4,7 +4,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 pub use crate::db::RepoError;
-use crate::db::{Db, Params, classify, dynamic_sql, now_text};
+use crate::db::{Db, Params, Tx, classify, dynamic_sql, now_text};
 use crate::model::{Department, Employee, EmployeePatch, NewEmployee, Role};
 
 const DEPARTMENT_COLUMNS: &str = "department_id, name, created_at, updated_at";
@@ -18,14 +18,24 @@ fn department_row(r: &AnyRow) -> Result<Department, sqlx::Error> {
     })
 }
 
+/// Creates a department in a transaction of its own (set-up and tests; handlers use
+/// [`insert_department`] and commit it with its audit event).
 pub async fn create_department(db: &Db, name: &str) -> Result<Department, RepoError> {
+    let mut tx = db.begin().await?;
+    let d = insert_department(&mut tx, name).await?;
+    tx.commit().await?;
+    Ok(d)
+}
+
+/// Creates a department in `tx` (the caller commits).
+pub async fn insert_department(tx: &mut Tx, name: &str) -> Result<Department, RepoError> {
     let now = now_text();
     let row = sqlx::query(dynamic_sql!(
         "insert into departments (name, created_at, updated_at) values ($1, $2, $2) returning {DEPARTMENT_COLUMNS}"
     ))
     .bind(name)
     .bind(&now)
-    .fetch_one(db.pool())
+    .fetch_one(&mut **tx)
     .await
     .map_err(|e| classify(e, "a department with this name"))?;
     Ok(department_row(&row)?)
@@ -51,24 +61,26 @@ pub async fn list_departments(db: &Db) -> Result<Vec<Department>, RepoError> {
     Ok(rows.iter().map(department_row).collect::<Result<_, _>>()?)
 }
 
-pub async fn rename_department(db: &Db, id: i64, name: &str) -> Result<Department, RepoError> {
+/// Renames department `id` in `tx` (the caller commits).
+pub async fn rename_department(tx: &mut Tx, id: i64, name: &str) -> Result<Department, RepoError> {
     let row = sqlx::query(dynamic_sql!(
         "update departments set name = $1, updated_at = $2 where department_id = $3 returning {DEPARTMENT_COLUMNS}"
     ))
     .bind(name)
     .bind(now_text())
     .bind(id)
-    .fetch_optional(db.pool())
+    .fetch_optional(&mut **tx)
     .await
     .map_err(|e| classify(e, "a department with this name"))?
     .ok_or(RepoError::NotFound)?;
     Ok(department_row(&row)?)
 }
 
-pub async fn delete_department(db: &Db, id: i64) -> Result<(), RepoError> {
+/// Deletes department `id` in `tx` (the caller commits).
+pub async fn delete_department(tx: &mut Tx, id: i64) -> Result<(), RepoError> {
     let done = sqlx::query("delete from departments where department_id = $1")
         .bind(id)
-        .execute(db.pool())
+        .execute(&mut **tx)
         .await
         .map_err(|e| classify(e, "this department"))?;
     if done.rows_affected() == 0 {
@@ -134,12 +146,25 @@ async fn set_roles(
     Ok(())
 }
 
+/// Creates an employee in a transaction of its own (set-up, imports and tests; handlers
+/// use [`insert_employee`] and commit it with its audit event).
 pub async fn create_employee(
     db: &Db,
     new: &NewEmployee,
     is_oidc: bool,
 ) -> Result<Employee, RepoError> {
     let mut tx = db.begin().await?;
+    let e = insert_employee(&mut tx, new, is_oidc).await?;
+    tx.commit().await?;
+    Ok(e)
+}
+
+/// Creates an employee with their roles in `tx` (the caller commits).
+pub async fn insert_employee(
+    tx: &mut Tx,
+    new: &NewEmployee,
+    is_oidc: bool,
+) -> Result<Employee, RepoError> {
     let now = now_text();
     let row = sqlx::query(dynamic_sql!(
         "insert into employees (username, email, display_name, department_id, status, is_oidc, created_at, updated_at) \
@@ -151,15 +176,13 @@ pub async fn create_employee(
     .bind(new.department_id)
     .bind(i64::from(is_oidc))
     .bind(&now)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await
     .map_err(|e| classify(e, "an employee with this username or email"))?;
     let id: i64 = row.try_get(0)?;
-    set_roles(&mut tx, id, &new.roles).await?;
-    let roles = employee_roles(&mut *tx, id).await?;
-    let employee = employee_row(&row, roles)?;
-    tx.commit().await?;
-    Ok(employee)
+    set_roles(tx, id, &new.roles).await?;
+    let roles = employee_roles(&mut **tx, id).await?;
+    Ok(employee_row(&row, roles)?)
 }
 
 pub async fn get_employee(db: &Db, id: i64) -> Result<Employee, RepoError> {
@@ -196,15 +219,16 @@ pub async fn list_employees(
     Ok(out)
 }
 
+/// Applies `patch` to employee `id` in `tx` (the caller commits); returns the employee
+/// as they will be.
 pub async fn update_employee(
-    db: &Db,
+    tx: &mut Tx,
     id: i64,
     patch: &EmployeePatch,
 ) -> Result<Employee, RepoError> {
-    let mut tx = db.begin().await?;
     let exists = sqlx::query("select 1 from employees where employee_id = $1")
         .bind(id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await?;
     if exists.is_none() {
         return Err(RepoError::NotFound);
@@ -239,20 +263,27 @@ pub async fn update_employee(
         p.int(id)
     );
     p.apply(sqlx::query(sqlx::AssertSqlSafe(sql)))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(|e| classify(e, "an employee with this email"))?;
     if let Some(roles) = &patch.roles {
-        set_roles(&mut tx, id, roles).await?;
+        set_roles(tx, id, roles).await?;
     }
-    tx.commit().await?;
-    get_employee(db, id).await
+    let row = sqlx::query(dynamic_sql!(
+        "select {EMPLOYEE_COLUMNS} from employees where employee_id = $1"
+    ))
+    .bind(id)
+    .fetch_one(&mut **tx)
+    .await?;
+    let roles = employee_roles(&mut **tx, id).await?;
+    Ok(employee_row(&row, roles)?)
 }
 
-pub async fn delete_employee(db: &Db, id: i64) -> Result<(), RepoError> {
+/// Deletes employee `id` in `tx` (the caller commits).
+pub async fn delete_employee(tx: &mut Tx, id: i64) -> Result<(), RepoError> {
     let done = sqlx::query("delete from employees where employee_id = $1")
         .bind(id)
-        .execute(db.pool())
+        .execute(&mut **tx)
         .await
         .map_err(|e| classify(e, "this employee"))?;
     if done.rows_affected() == 0 {

@@ -25,6 +25,11 @@ pub struct Problem {
     pub request_id: String,
 }
 
+/// The problem `type` slug of an error response, left in the response's extensions
+/// so that middleware (the monitoring's error events) can tell what was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProblemSlug(pub &'static str);
+
 #[derive(Debug)]
 pub enum ApiError {
     Unauthenticated,
@@ -114,6 +119,12 @@ impl ApiError {
     }
 }
 
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
 impl From<RepoError> for ApiError {
     fn from(e: RepoError) -> Self {
         match e {
@@ -143,6 +154,7 @@ impl IntoResponse for ApiError {
             request_id,
         };
         let mut resp = (status, axum::Json(body)).into_response();
+        resp.extensions_mut().insert(ProblemSlug(slug));
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static(problem::CONTENT_TYPE),

@@ -10,7 +10,7 @@ pub mod meta;
 pub mod policy;
 pub mod validate;
 
-pub use error::{ApiError, Problem};
+pub use error::{ApiError, Problem, ProblemSlug};
 pub use extract::{ApiJson, ApiQuery, Caller, ServiceRefusal, verify_identity, verify_service};
 
 /// Largest accepted JSON body.

@@ -32,3 +32,14 @@ pub fn require_admin(c: &Caller) -> Result<(), ApiError> {
         .then_some(())
         .ok_or_else(|| ApiError::Forbidden("administrators only".into()))
 }
+
+/// The 403 for everyone but administrators and developers (the policy's `operators`:
+/// the monitoring routes).
+pub fn require_operator(c: &Caller) -> Result<(), ApiError> {
+    c.employee
+        .roles
+        .iter()
+        .any(|r| matches!(r, Role::Administrator | Role::Developer))
+        .then_some(())
+        .ok_or_else(|| ApiError::Forbidden("administrators and developers only".into()))
+}

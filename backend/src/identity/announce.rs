@@ -70,6 +70,28 @@ impl Announcer {
         Ok(())
     }
 
+    /// Whether Redis answers `PING` on the announcer's connection (connecting if needed),
+    /// within the publish timeout: what `/monitoring/health` reports.
+    pub async fn reachable(&self) -> bool {
+        let mut slot = self.connection.lock().await;
+        let mut connection = match slot.as_ref() {
+            Some(c) => c.clone(),
+            None => match tokio::time::timeout(
+                PUBLISH_TIMEOUT,
+                self.target.client.get_connection_manager(),
+            )
+            .await
+            {
+                Ok(Ok(c)) => slot.insert(c).clone(),
+                _ => return false,
+            },
+        };
+        drop(slot);
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<String>(&mut connection);
+        matches!(tokio::time::timeout(PUBLISH_TIMEOUT, ping).await, Ok(Ok(_)))
+    }
+
     /// Publishes one announcement in the background.
     pub fn announce(self: &std::sync::Arc<Self>) {
         let this = std::sync::Arc::clone(self);

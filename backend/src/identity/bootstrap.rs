@@ -53,7 +53,7 @@ pub async fn bootstrap_admin(
         .hash(&one_time)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     store::set_credential(
-        &s.db,
+        s.db.pool(),
         admin.id,
         &password::StoredPassword {
             hash,

@@ -199,9 +199,13 @@ pub(super) async fn change_password(
     .await?;
     check_new_password(&c.employee.username, &req.new_password)?;
     let stored = new_credential(&s, &req.new_password).await?;
-    store::set_credential(&s.db, c.employee.id, &stored, false).await?;
-    s.audit(event(Category::Auth, "password.change", Outcome::Success).by(&c))
-        .await?;
+    let mut tx = s.db.begin().await?;
+    store::set_credential(&mut *tx, c.employee.id, &stored, false).await?;
+    s.commit_audited(
+        tx,
+        [event(Category::Auth, "password.change", Outcome::Success).by(&c)],
+    )
+    .await?;
     for sid in s.revoke_all(c.employee.id, "password_change").await? {
         s.session_revoked(&sid, "password_change", Some(&c)).await?;
     }

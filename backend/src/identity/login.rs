@@ -268,7 +268,7 @@ async fn sign_in(
         };
         check_new_password(&username, new_password)?;
         let stored = new_credential(s, new_password).await?;
-        store::set_credential(&s.db, employee_id, &stored, false).await?;
+        store::set_credential(s.db.pool(), employee_id, &stored, false).await?;
         s.audit(
             event(Category::Auth, "password.change", Outcome::Success)
                 .user_id(employee_id.to_string())
@@ -278,7 +278,7 @@ async fn sign_in(
         .await?;
     } else if verified == Verified::Upgrade {
         let stored = new_credential(s, &req.password).await?;
-        store::set_credential(&s.db, employee_id, &stored, false).await?;
+        store::set_credential(s.db.pool(), employee_id, &stored, false).await?;
         s.audit(
             event(Category::Auth, "password.upgrade", Outcome::Success)
                 .user_id(employee_id.to_string())

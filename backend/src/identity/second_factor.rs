@@ -118,7 +118,6 @@ pub(super) async fn totp_confirm(
             "the code is not valid; check the device clock and try the next code".into(),
         ));
     }
-    store::confirm_totp(&s.db, c.employee.id).await?;
     let codes = mfa::new_backup_codes();
     let hashes = hash_secrets(
         &s,
@@ -128,12 +127,15 @@ pub(super) async fn totp_confirm(
             .collect(),
     )
     .await?;
-    store::replace_backup_codes(&s.db, c.employee.id, &hashes).await?;
-    s.audit(
-        event(Category::Auth, "mfa.enroll", Outcome::Success)
+    let mut tx = s.db.begin().await?;
+    store::confirm_totp(&mut tx, c.employee.id).await?;
+    store::replace_backup_codes(&mut tx, c.employee.id, &hashes).await?;
+    s.commit_audited(
+        tx,
+        [event(Category::Auth, "mfa.enroll", Outcome::Success)
             .by(&c)
             .detail("factor", "totp")
-            .detail("backup_codes", codes.len()),
+            .detail("backup_codes", codes.len())],
     )
     .await?;
     Ok((
@@ -153,12 +155,14 @@ pub(super) async fn admin_reset_mfa(
     repo::get_employee(&s.db, id)
         .await
         .map_err(|_| ApiError::NotFound("employee"))?;
-    store::reset_mfa(&s.db, id).await?;
-    s.audit(
-        event(Category::Auth, "mfa.reset", Outcome::Success)
+    let mut tx = s.db.begin().await?;
+    store::reset_mfa(&mut tx, id).await?;
+    s.commit_audited(
+        tx,
+        [event(Category::Auth, "mfa.reset", Outcome::Success)
             .level(Level::Warning)
             .by(&c)
-            .target(id),
+            .target(id)],
     )
     .await?;
     for sid in s.revoke_all(id, "mfa_reset").await? {

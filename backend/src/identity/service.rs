@@ -39,6 +39,14 @@ impl std::fmt::Debug for IdentityService {
 }
 
 impl IdentityService {
+    /// Whether the revocation channel's Redis answers (`None` when none is configured).
+    pub async fn revocation_channel_reachable(&self) -> Option<bool> {
+        match &self.announcer {
+            Some(a) => Some(a.reachable().await),
+            None => None,
+        }
+    }
+
     /// Narrows an employee's roles to those a session holds: a role listed
     /// in `mfa_required_roles` needs a session that used a second factor.
     /// Returns the roles taken out (none, without allocating, in the usual

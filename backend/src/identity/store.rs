@@ -5,7 +5,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::db::RepoError;
-use crate::db::{Db, now_text};
+use crate::db::{Db, Tx, now_text};
 
 use super::password::StoredPassword;
 
@@ -48,8 +48,10 @@ pub async fn credential(db: &Db, employee_id: i64) -> Result<Option<Credential>,
     })
 }
 
+/// Stores an employee's password; `conn` is the pool or a transaction (`&mut **tx`) that
+/// commits it with its audit event.
 pub async fn set_credential(
-    db: &Db,
+    conn: impl sqlx::Executor<'_, Database = sqlx::Any>,
     employee_id: i64,
     p: &StoredPassword,
     must_change: bool,
@@ -66,7 +68,7 @@ pub async fn set_credential(
     .bind(&p.legacy_params)
     .bind(i64::from(must_change))
     .bind(now_text())
-    .execute(db.pool())
+    .execute(conn)
     .await?;
     Ok(())
 }
@@ -338,11 +340,12 @@ pub async fn start_totp(db: &Db, employee_id: i64, secret: &str) -> Result<(), R
     Ok(())
 }
 
-pub async fn confirm_totp(db: &Db, employee_id: i64) -> Result<(), RepoError> {
+/// Marks the enrolled TOTP secret confirmed, in `tx` (the caller commits).
+pub async fn confirm_totp(tx: &mut Tx, employee_id: i64) -> Result<(), RepoError> {
     sqlx::query("update mfa_totp set confirmed_at = $1 where employee_id = $2")
         .bind(now_text())
         .bind(employee_id)
-        .execute(db.pool())
+        .execute(&mut **tx)
         .await?;
     Ok(())
 }
@@ -359,38 +362,36 @@ pub async fn claim_totp_step(db: &Db, employee_id: i64, step: i64) -> Result<boo
     Ok(done.rows_affected() == 1)
 }
 
-pub async fn reset_mfa(db: &Db, employee_id: i64) -> Result<(), RepoError> {
-    let mut tx = db.begin().await?;
+/// Removes an employee's second factor and backup codes, in `tx` (the caller commits).
+pub async fn reset_mfa(tx: &mut Tx, employee_id: i64) -> Result<(), RepoError> {
     sqlx::query("delete from mfa_totp where employee_id = $1")
         .bind(employee_id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     sqlx::query("delete from mfa_backup_codes where employee_id = $1")
         .bind(employee_id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-    tx.commit().await?;
     Ok(())
 }
 
+/// Replaces an employee's backup codes, in `tx` (the caller commits).
 pub async fn replace_backup_codes(
-    db: &Db,
+    tx: &mut Tx,
     employee_id: i64,
     hashes: &[String],
 ) -> Result<(), RepoError> {
-    let mut tx = db.begin().await?;
     sqlx::query("delete from mfa_backup_codes where employee_id = $1")
         .bind(employee_id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     for h in hashes {
         sqlx::query("insert into mfa_backup_codes (employee_id, code_hash) values ($1, $2)")
             .bind(employee_id)
             .bind(h)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 

@@ -1,11 +1,20 @@
-//! Monitoring and discovery: `GET /monitoring/health`, the OpenAPI document
-//! (`GET /api/openapi.json`), and the admin listener's routes ([`admin_router`]).
+//! Monitoring and discovery for administrators and developers: `GET /monitoring/health`
+//! (public), `/monitoring/errors` (recent failures of the audit trail, grouped),
+//! `/monitoring/performance` (latency percentiles per route), the middleware that feeds
+//! them ([`observe`]), the OpenAPI document (`GET /api/openapi.json`), and the admin
+//! listener's routes ([`admin_router`]). `/monitoring/dashboard` is a page of the web
+//! application ([`crate::web`]) that draws these figures.
 
 mod admin;
+mod errors;
 mod health;
+mod observe;
 mod openapi;
+mod performance;
 
 pub use self::admin::admin_router;
+pub use self::observe::observe;
+pub use self::performance::Timings;
 
 use axum::Router;
 use axum::routing::get;
@@ -13,9 +22,11 @@ use axum::routing::get;
 pub use self::openapi::openapi;
 use crate::AppState;
 
-/// Routes of health and the API description.
+/// Routes of monitoring and the API description.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/monitoring/health", get(health::health))
+        .route("/monitoring/errors", get(errors::errors))
+        .route("/monitoring/performance", get(performance::performance))
         .route("/api/openapi.json", get(openapi::openapi_json))
 }

@@ -14,6 +14,7 @@ use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::{Object, Schema};
 use utoipa::openapi::{RefOr, ResponseBuilder};
 
+use crate::attachments::handlers as attachments;
 use crate::audit_log::api::{AuditLogCount, AuditLogPage};
 use crate::directory::{departments, employees};
 use crate::http::{ApiError, Problem};
@@ -33,12 +34,14 @@ pub(super) async fn openapi_json() -> Response {
         tickets::create_ticket, tickets::list_tickets, tickets::get_ticket, tickets::update_ticket,
         tickets::transition_ticket, tickets::assign_ticket, tickets::approve_ticket,
         tickets::list_comments, tickets::add_comment, tickets::ticket_history,
+        attachments::upload, attachments::list_attachments, attachments::download,
+        attachments::upload_version, attachments::delete_attachment,
         employees::list_employees, employees::create_employee, employees::get_employee,
         employees::update_employee, employees::delete_employee,
         departments::list_departments, departments::create_department, departments::get_department,
         departments::rename_department, departments::delete_department,
         crate::audit_log::api::list_logs, crate::audit_log::api::count_logs, crate::audit_log::api::export_logs,
-        super::health::health,
+        super::health::health, super::errors::errors, super::performance::performance,
     ),
     components(schemas(Problem, AuditLogPage, AuditLogCount)),
     modifiers(&ErrorResponses, &RequestConstraints, &Links),
@@ -287,6 +290,7 @@ fn ticket_links(id: &str, etag: bool) -> Vec<(String, Link)> {
         ("ListComments", link("list_comments", &read, None)),
         ("AddComment", link("add_comment", &read, None)),
         ("TicketHistory", link("ticket_history", &read, None)),
+        ("ListAttachments", link("list_attachments", &read, None)),
     ];
     if etag {
         let change = [
@@ -370,6 +374,32 @@ impl utoipa::Modify for Links {
         }
         let comment = ticket_links("$request.path.id", false);
         table.push(("/api/tickets/{id}/comments", "post", "201", comment));
+        // An uploaded attachment: download it, add a version, delete it.
+        let attachment = [("path.id", "$request.path.id"), ("path.aid", id)];
+        let mut attachment_links: Vec<(String, Link)> = [
+            ("DownloadAttachment", "download"),
+            ("UploadVersion", "upload_version"),
+            ("DeleteAttachment", "delete_attachment"),
+        ]
+        .into_iter()
+        .map(|(name, op)| (name.to_owned(), link(op, &attachment, None)))
+        .collect();
+        // The version that exists (a random `?version=` names none).
+        let version = [
+            ("path.id", "$request.path.id"),
+            ("path.aid", id),
+            ("query.version", "$response.body#/latest/version"),
+        ];
+        attachment_links.push((
+            "DownloadVersion".to_owned(),
+            link("download", &version, None),
+        ));
+        table.push((
+            "/api/tickets/{id}/attachments",
+            "post",
+            "201",
+            attachment_links,
+        ));
         // The first department can always be read: a department that employees or
         // tickets refer to cannot be deleted, so the list is never empty.
         let first = link(
@@ -494,6 +524,46 @@ mod tests {
         }
     }
 
+    /// The monitoring endpoints' answers are described (schemathesis checks the
+    /// responses against them); errors and performance need a bearer token.
+    #[test]
+    fn monitoring_answers_are_described() {
+        let doc = doc();
+        let schema = |path: &str| {
+            doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
+                ["schema"]["$ref"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(schema("/monitoring/health"), "#/components/schemas/Health");
+        assert_eq!(schema("/monitoring/errors"), "#/components/schemas/Errors");
+        assert_eq!(
+            schema("/monitoring/performance"),
+            "#/components/schemas/Performance"
+        );
+        let schemas = &doc["components"]["schemas"];
+        for name in [
+            "Health",
+            "SinkHealth",
+            "Errors",
+            "ErrorGroup",
+            "RoutePerformance",
+        ] {
+            assert!(schemas[name]["properties"].is_object(), "{name} missing");
+        }
+        let minutes = doc["paths"]["/monitoring/errors"]["get"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .find(|p| p["name"] == "minutes")
+            .cloned()
+            .expect("minutes");
+        assert_eq!(minutes["schema"]["maximum"], 10080);
+        assert!(doc["paths"]["/monitoring/health"]["get"]["security"].is_null());
+        assert!(doc["paths"]["/monitoring/errors"]["get"]["security"].is_array());
+    }
+
     /// Every link names an operation of the document and only parameters it has.
     #[test]
     fn links_lead_to_operations_of_the_document() {
@@ -540,7 +610,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(links, 95);
+        assert_eq!(links, 106);
         let created = &paths["/api/tickets"]["post"]["responses"]["201"]["links"];
         assert_eq!(created["StartWork"]["requestBody"]["to"], "in_progress");
         assert_eq!(

@@ -3,8 +3,10 @@
 //! validated [`BackendSettings`] the backend starts from.
 
 pub mod anomaly;
+pub mod attachments;
 pub mod identity;
 pub mod oidc;
+pub mod retention;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,7 +17,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 pub use self::anomaly::{AnomalyConfig, AnomalySettings};
+pub use self::attachments::{AttachmentsConfig, AttachmentsSettings, StorageSettings};
 pub use self::identity::{IdentityConfig, IdentitySettings, LockoutConfig, ThrottleSettings};
+pub use self::retention::{RetentionConfig, RetentionSettings};
 
 /// The `backend:` section of the configuration file.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -38,6 +42,10 @@ pub struct BackendConfig {
     pub identity: IdentityConfig,
     /// The anomaly job: per-subject baselines from the audit table.
     pub anomaly: AnomalyConfig,
+    /// Data retention: periods, archive folder, schedule (docs/retention.md).
+    pub retention: RetentionConfig,
+    /// Ticket attachments: limits and storage.
+    pub attachments: AttachmentsConfig,
     /// The built web application served at `/` and `/assets/` (`make web` builds it).
     /// Default `web/dist`, relative to the configuration file's folder.
     pub web_dir: PathBuf,
@@ -52,6 +60,8 @@ impl Default for BackendConfig {
             database_password_file: None,
             identity: IdentityConfig::default(),
             anomaly: AnomalyConfig::default(),
+            retention: RetentionConfig::default(),
+            attachments: AttachmentsConfig::default(),
             web_dir: PathBuf::from("web/dist"),
         }
     }
@@ -74,6 +84,10 @@ pub struct BackendSettings {
     pub mfa_key_file: PathBuf,
     pub identity: IdentitySettings,
     pub anomaly: AnomalySettings,
+    /// Data retention ([`crate::retention`]).
+    pub retention: RetentionSettings,
+    /// Ticket attachments (limits, storage, key-encryption keys).
+    pub attachments: AttachmentsSettings,
     /// The audit log: emitter `backend` for the service, `cli` for administrative
     /// commands (see `portcullis_audit::AuditTemplate`).
     pub audit: portcullis_audit::AuditSettings,
@@ -98,6 +112,8 @@ impl BackendConfig {
             database_password_file,
             identity,
             anomaly,
+            retention,
+            attachments,
             web_dir,
         } = self;
         let mut problems = Problems::default();
@@ -163,30 +179,58 @@ impl BackendConfig {
             &mut problems,
         );
         let anomaly = anomaly.validate(&format!("{prefix}.anomaly"), &mut problems);
+        let retention = retention.validate(
+            &format!("{prefix}.retention"),
+            base,
+            state_dir,
+            &mut problems,
+        );
+        let attachments = attachments.validate(
+            &format!("{prefix}.attachments"),
+            base,
+            state_dir,
+            &mut problems,
+        );
         // The `audit:` section replaces these defaults (see the binary's config).
         let audit = portcullis_audit::AuditConfig::default()
             .validate("audit", base, state_dir)
             .map(|t| t.settings("backend"))
             .map_err(|e| problems.append(e))
             .ok();
-        match (listen, admin_listen, anomaly, audit, problems.is_empty()) {
-            (Some(listen), Some(admin_listen), Some(anomaly), Some(audit), true) => {
-                Ok(BackendSettings {
-                    listen,
-                    admin_listen,
-                    database_url: url,
-                    database_password_file: database_password_file.as_deref().map(resolve),
-                    policy_dir: shared.policy_dir.clone(),
-                    identity_key_file: shared.identity_key_file.clone(),
-                    keyring_dir: state_dir.join("keys/jwt"),
-                    initial_admin_file: state_dir.join("initial-admin.txt"),
-                    mfa_key_file: state_dir.join("keys/mfa.key"),
-                    identity,
-                    anomaly,
-                    audit,
-                    web_dir: resolve(web_dir),
-                })
-            }
+        match (
+            listen,
+            admin_listen,
+            anomaly,
+            retention,
+            attachments,
+            audit,
+            problems.is_empty(),
+        ) {
+            (
+                Some(listen),
+                Some(admin_listen),
+                Some(anomaly),
+                Some(retention),
+                Some(attachments),
+                Some(audit),
+                true,
+            ) => Ok(BackendSettings {
+                listen,
+                admin_listen,
+                database_url: url,
+                database_password_file: database_password_file.as_deref().map(resolve),
+                policy_dir: shared.policy_dir.clone(),
+                identity_key_file: shared.identity_key_file.clone(),
+                keyring_dir: state_dir.join("keys/jwt"),
+                initial_admin_file: state_dir.join("initial-admin.txt"),
+                mfa_key_file: state_dir.join("keys/mfa.key"),
+                identity,
+                anomaly,
+                retention,
+                attachments,
+                audit,
+                web_dir: resolve(web_dir),
+            }),
             _ => Err(problems),
         }
     }
@@ -211,6 +255,24 @@ pub fn connect_url(settings: &BackendSettings) -> Result<String, PasswordFileErr
             with_password(&settings.database_url, pw.trim())
         }
         None => settings.database_url.clone(),
+    })
+}
+
+/// `url` with the password from `password_file`, if any (for tools that connect
+/// without the whole settings, such as backup and restore).
+pub fn url_with_password(
+    url: &str,
+    password_file: Option<&Path>,
+) -> Result<String, PasswordFileError> {
+    Ok(match password_file {
+        Some(file) => {
+            let pw = std::fs::read_to_string(file).map_err(|e| PasswordFileError {
+                path: file.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            with_password(url, pw.trim())
+        }
+        None => url.to_owned(),
     })
 }
 

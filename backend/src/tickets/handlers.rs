@@ -80,12 +80,14 @@ pub(crate) async fn create_ticket(
     directory::get_department(&s.db, department_id)
         .await
         .map_err(|_| ApiError::Validation(format!("department {department_id} does not exist")))?;
-    let t = repo::create_ticket(&s.db, &c.employee, &new, department_id).await?;
-    s.audit(
-        ticket_event("ticket.create", Outcome::Success, &c, &t.id)
+    let mut tx = s.db.begin().await?;
+    let t = repo::create_ticket(&mut tx, &c.employee, &new, department_id).await?;
+    s.commit_audited(
+        tx,
+        [ticket_event("ticket.create", Outcome::Success, &c, &t.id)
             .detail("department_id", t.department_id)
             .detail("priority", json!(t.priority))
-            .detail("version", t.version),
+            .detail("version", t.version)],
     )
     .await?;
     let location = HeaderValue::from_str(&format!("/api/tickets/{}", t.id)).ok();
@@ -163,8 +165,8 @@ pub(crate) async fn get_ticket(
     Ok(with_etag(StatusCode::OK, t.version, t))
 }
 
-/// Applies a guarded change, maps version conflicts to 412, and records `audit` (with the
-/// new version) once the change is stored.
+/// Applies a guarded change, maps version conflicts to 412, and commits it together with
+/// `audit` (carrying the new version).
 async fn change_ticket<F>(
     s: &AppState,
     c: &Caller,
@@ -178,16 +180,18 @@ where
     F: FnOnce(&mut Ticket) -> Result<(), RepoError>,
 {
     let expected = if_match(headers)?;
-    let t = repo::update_ticket(&s.db, id, expected, c.employee.id, action, change)
+    let mut tx = s.db.begin().await?;
+    let t = repo::update_ticket(&mut tx, id, expected, c.employee.id, action, change)
         .await
         .map_err(|e| match e {
             RepoError::Invalid(d) => ApiError::InvalidTransition(d),
             e => e.into(),
         })?;
-    s.audit(
-        audit
+    s.commit_audited(
+        tx,
+        [audit
             .detail("version", t.version)
-            .detail("status", t.status.as_str()),
+            .detail("status", t.status.as_str())],
     )
     .await?;
     Ok(with_etag(StatusCode::OK, t.version, t))
@@ -376,9 +380,12 @@ pub(crate) async fn add_comment(
     )
     .await?;
     check_text("body", &n.body, 1, 5_000, true)?;
-    let comment = repo::add_comment(&s.db, &id, c.employee.id, &n.body).await?;
-    s.audit(
-        ticket_event("ticket.comment", Outcome::Success, &c, &id).detail("comment_id", comment.id),
+    let mut tx = s.db.begin().await?;
+    let comment = repo::add_comment(&mut tx, &id, c.employee.id, &n.body).await?;
+    s.commit_audited(
+        tx,
+        [ticket_event("ticket.comment", Outcome::Success, &c, &id)
+            .detail("comment_id", comment.id)],
     )
     .await?;
     Ok((StatusCode::CREATED, Json(comment)))

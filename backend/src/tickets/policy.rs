@@ -12,7 +12,7 @@ use crate::http::{ApiError, Caller};
 use crate::model::Ticket;
 
 /// `TCK-<year>-<6 digits>`; anything else names no ticket.
-pub(super) fn check_ticket_id(id: &str) -> Result<(), ApiError> {
+pub(crate) fn check_ticket_id(id: &str) -> Result<(), ApiError> {
     let b = id.as_bytes();
     let ok = b.len() == 15
         && id.starts_with("TCK-")
@@ -56,7 +56,7 @@ impl AppState {
     }
 
     /// Loads a ticket the caller may read; otherwise 404 (existence is not revealed).
-    pub(super) async fn readable_ticket(
+    pub(crate) async fn readable_ticket(
         &self,
         caller: &Caller,
         id: &str,

@@ -4,7 +4,7 @@ use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use crate::db::{Db, Params, RepoError, classify, dynamic_sql, now_text};
+use crate::db::{Db, Params, RepoError, Tx, classify, dynamic_sql, now_text};
 use crate::model::{Comment, Employee, HistoryEntry, NewTicket, Priority, Ticket, TicketStatus};
 
 /// Hash that starts every ticket's history chain.
@@ -87,9 +87,9 @@ async fn append_history(
     Ok(())
 }
 
-/// Creates a ticket with the next `TCK-<year>-<n>` number.
+/// Creates a ticket with the next `TCK-<year>-<n>` number in `tx` (the caller commits).
 pub async fn create_ticket(
-    db: &Db,
+    tx: &mut Tx,
     reporter: &Employee,
     new: &NewTicket,
     department_id: i64,
@@ -97,7 +97,6 @@ pub async fn create_ticket(
     let now = time::OffsetDateTime::now_utc();
     let year = i64::from(now.year());
     let stamp = crate::db::format_time(now);
-    let mut tx = db.begin().await?;
     // The upsert takes the row lock (PostgreSQL) or the write lock (SQLite)
     // before reading the counter, so two creations cannot get one number.
     let n: i64 = sqlx::query(
@@ -105,7 +104,7 @@ pub async fn create_ticket(
          on conflict (year) do update set last_value = ticket_counters.last_value + 1 returning last_value",
     )
     .bind(year)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await?
     .try_get(0)?;
     if n > 999_999 {
@@ -125,12 +124,11 @@ pub async fn create_ticket(
     .bind(department_id)
     .bind(reporter.id)
     .bind(&stamp)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await
     .map_err(|e| classify(e, "the ticket"))?;
     let Row2 { row_id, ticket } = ticket_row(&row)?;
-    append_history(&mut tx, row_id, "created", reporter.id, &ticket).await?;
-    tx.commit().await?;
+    append_history(tx, row_id, "created", reporter.id, &ticket).await?;
     Ok(ticket)
 }
 
@@ -229,10 +227,10 @@ pub async fn list_tickets(
 }
 
 /// Applies `change` to the ticket if its version is still `expected`,
-/// bumps the version and appends a history entry, in one transaction.
+/// bumps the version and appends a history entry, in `tx` (the caller commits).
 /// `change` may refuse by returning an error; nothing is written then.
 pub async fn update_ticket<F>(
-    db: &Db,
+    tx: &mut Tx,
     public_id: &str,
     expected: i64,
     actor_id: i64,
@@ -242,12 +240,11 @@ pub async fn update_ticket<F>(
 where
     F: FnOnce(&mut Ticket) -> Result<(), RepoError>,
 {
-    let mut tx = db.begin().await?;
     let row = sqlx::query(dynamic_sql!(
         "select {TICKET_COLUMNS} from tickets where public_id = $1"
     ))
     .bind(public_id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?
     .ok_or(RepoError::NotFound)?;
     let Row2 { row_id, mut ticket } = ticket_row(&row)?;
@@ -276,7 +273,7 @@ where
     .bind(&ticket.updated_at)
     .bind(row_id)
     .bind(expected)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await
     .map_err(|e| classify(e, "the change"))?;
     if done.rows_affected() != 1 {
@@ -284,8 +281,7 @@ where
             current: expected + 1,
         });
     }
-    append_history(&mut tx, row_id, action, actor_id, &ticket).await?;
-    tx.commit().await?;
+    append_history(tx, row_id, action, actor_id, &ticket).await?;
     Ok(ticket)
 }
 
@@ -300,19 +296,18 @@ async fn ticket_row_id(db: &Db, public_id: &str) -> Result<i64, RepoError> {
 }
 
 /// Adds a comment and records it in the history (the snapshot is unchanged
-/// ticket data, the action says `commented`).
+/// ticket data, the action says `commented`), in `tx` (the caller commits).
 pub async fn add_comment(
-    db: &Db,
+    tx: &mut Tx,
     public_id: &str,
     author_id: i64,
     body: &str,
 ) -> Result<Comment, RepoError> {
-    let mut tx = db.begin().await?;
     let row = sqlx::query(dynamic_sql!(
         "select {TICKET_COLUMNS} from tickets where public_id = $1"
     ))
     .bind(public_id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?
     .ok_or(RepoError::NotFound)?;
     let Row2 { row_id, ticket } = ticket_row(&row)?;
@@ -324,11 +319,10 @@ pub async fn add_comment(
     .bind(author_id)
     .bind(body)
     .bind(&now)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await?
     .try_get(0)?;
-    append_history(&mut tx, row_id, "commented", author_id, &ticket).await?;
-    tx.commit().await?;
+    append_history(tx, row_id, "commented", author_id, &ticket).await?;
     Ok(Comment {
         id,
         ticket_id: public_id.to_owned(),

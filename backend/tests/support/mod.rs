@@ -8,6 +8,8 @@
     reason = "test support: each suite uses a subset; a failed setup step aborts the test"
 )]
 
+pub mod moto;
+
 use std::path::{Path, PathBuf};
 
 use portcullis_backend::BackendSettings;
@@ -69,6 +71,8 @@ pub fn settings(dir: &Path, database_url: String, identity: IdentitySettings) ->
             enabled: false,
             ..Default::default()
         },
+        retention: portcullis_backend::settings::RetentionSettings::defaults(dir),
+        attachments: portcullis_backend::settings::AttachmentsSettings::under(dir),
         audit: portcullis_audit::AuditConfig::default()
             .validate("audit", dir, dir)
             .unwrap()

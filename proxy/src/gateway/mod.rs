@@ -37,6 +37,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        crate::head_deadline::head_read(session);
         self.filter_request(session, ctx).await
     }
 
@@ -88,5 +89,6 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         self.record(session, e, ctx).await;
+        crate::head_deadline::exchange_done(session);
     }
 }

@@ -85,6 +85,25 @@ impl Gateway {
             self.respond_problem(session, ctx, p, &[]).await?;
             return Ok(true);
         }
+        let fields = session.req_header().headers.len();
+        if fields > self.max_request_headers {
+            // HTTP/2 has no bound of its own on the count (only on the list's size).
+            self.metrics
+                .rejections
+                .with_label_values(&["too_many_headers"])
+                .inc();
+            let p = Problem::new(
+                431,
+                "too-many-headers",
+                "Request header fields too large",
+                format!(
+                    "A request may carry at most {} header fields",
+                    self.max_request_headers
+                ),
+            );
+            self.respond_problem(session, ctx, p, &[]).await?;
+            return Ok(true);
+        }
         if session.req_header().version < http::Version::HTTP_2
             && session
                 .req_header()
@@ -148,6 +167,20 @@ impl Gateway {
         ctx.path = Some(path);
         match outcome {
             Ok(()) => {
+                if let Some(max) = ctx.route.as_ref().and_then(|r| r.max_body_bytes) {
+                    let declared = session
+                        .req_header()
+                        .headers
+                        .get(http::header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok());
+                    if declared.is_some_and(|n| n > max) {
+                        self.respond_problem(session, ctx, body_too_large(max), &[])
+                            .await?;
+                        return Ok(true);
+                    }
+                    ctx.body_limit = Some(max);
+                }
                 if is_login {
                     ctx.login_body = Some(BytesMut::new());
                 }
@@ -223,6 +256,16 @@ impl Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let (Some(max), Some(chunk)) = (ctx.body_limit, body.as_ref()) {
+            ctx.body_seen += chunk.len() as u64;
+            if ctx.body_seen > max {
+                // A body without a declared length (or a lying one) that outgrows the
+                // route's limit: stopped here, the upstream never sees its end.
+                *body = None;
+                ctx.late_refusal = Some(Refusal::new(body_too_large(max)));
+                return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
+            }
+        }
         let Some(buf) = ctx.login_body.as_mut() else {
             return Ok(());
         };
@@ -270,4 +313,14 @@ impl Gateway {
         *body = (!whole.is_empty()).then_some(whole);
         Ok(())
     }
+}
+
+/// The 413 for a body past its route's `max_body_bytes`.
+fn body_too_large(max: u64) -> Problem {
+    Problem::new(
+        413,
+        "body-too-large",
+        "Body too large",
+        format!("Request bodies on this route are at most {max} bytes"),
+    )
 }

@@ -7,10 +7,12 @@
 use pingora::http::ResponseHeader;
 use pingora::proxy::{FailToProxy, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
+use portcullis_audit::{Category, Level, Outcome};
 use portcullis_contract::headers::REQUEST_ID_HEADER;
+use portcullis_contract::problem::type_uri;
 
 use super::service::Gateway;
-use crate::context::RequestCtx;
+use crate::context::{RequestCtx, user_agent, with_principal};
 use crate::metrics::{method_label, status_class, upstream_error_kind};
 use crate::problem::Problem;
 
@@ -115,7 +117,31 @@ impl Gateway {
                 can_reuse_downstream: false,
             };
         }
-        if code > 0 && session.response_written().is_none() {
+        let unanswered = session.response_written().is_none();
+        if code >= 500 {
+            // The proxy's own 5xx (or an upstream failure after the answer began) is an
+            // `http.error` event, which `/monitoring/errors` groups; it is spooled with
+            // the answer below, or in `logging` when the answer was already going.
+            let cause = if e.esource() == &ErrorSource::Upstream {
+                "upstream"
+            } else {
+                "internal"
+            };
+            let ua = user_agent(&session.req_header().headers);
+            let mut event = ctx
+                .info(ua)
+                .event(Category::Api, "http.error", Outcome::Failure)
+                .level(Level::Error)
+                .detail("status", code)
+                .detail("cause", cause)
+                .detail("error", e.etype().as_str());
+            if unanswered {
+                event = event.detail("problem", type_uri(failure_problem(code).kind));
+            }
+            let event = with_principal(event, ctx.principal.as_ref());
+            ctx.audit.push(event);
+        }
+        if code > 0 && unanswered {
             let problem = failure_problem(code);
             // Internal causes go to the log, never to the client.
             tracing::warn!(request_id = %ctx.request_id, error = %e, status = code, "request failed");

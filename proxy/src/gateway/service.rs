@@ -45,6 +45,8 @@ pub struct Gateway {
     /// Idle time after which a keep-alive connection is closed (pingora keeps an
     /// HTTP/1.1 connection forever unless told per request).
     pub(crate) keepalive_idle_seconds: u64,
+    /// Header fields one request may carry (`proxy.limits.max_request_headers`).
+    pub(crate) max_request_headers: usize,
 }
 
 /// Request body read and thrown away, at most, after an early answer.
@@ -132,6 +134,24 @@ impl Gateway {
         problem: Problem,
         extra: &[(HeaderName, HeaderValue)],
     ) -> Result<()> {
+        // Every refusal this request recorded names the problem it was answered with,
+        // so that `/monitoring/errors` can group them by it.
+        if !ctx.audit.is_empty() {
+            let kind = portcullis_contract::problem::type_uri(problem.kind);
+            ctx.audit = std::mem::take(&mut ctx.audit)
+                .into_iter()
+                .map(|e| {
+                    if e.outcome() == portcullis_audit::Outcome::Failure
+                        && !e.details_map().contains_key("problem")
+                    {
+                        e.detail("problem", kind.clone())
+                            .detail("status", problem.status)
+                    } else {
+                        e
+                    }
+                })
+                .collect();
+        }
         let body = problem.to_body(&ctx.request_id);
         self.respond(
             session,

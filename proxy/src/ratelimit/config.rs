@@ -2,6 +2,7 @@
 //! as written, validated into [`RateLimitSettings`].
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,8 @@ use super::rules::{KeyKind, Rule};
 use super::{FailMode, LocalStore, RateLimit, RedisStore, Store, StoreError};
 use crate::mode::Mode;
 use portcullis_contract::problems::Problems;
+use portcullis_contract::redis_client::{self, RedisConfigError};
+use portcullis_contract::shared::resolve_path;
 
 /// One rule, as written in the configuration file.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -65,8 +68,12 @@ pub enum StoreConfig {
     },
     /// In Redis: every proxy shares the limits.
     Redis {
-        /// `redis://[user:password@]host:port[/db]`.
+        /// `redis://[user@]host:port[/db]`, without a password.
         url: String,
+        /// File holding the Redis password (or `credential:NAME`), when the server
+        /// asks for one. Default none.
+        #[serde(default)]
+        password_file: Option<PathBuf>,
         /// Prefix of every key. Default `portcullis:ratelimit:`.
         #[serde(default = "default_key_prefix")]
         key_prefix: String,
@@ -164,9 +171,10 @@ impl Default for RateLimitConfig {
 pub enum StoreSettings {
     /// [`LocalStore`] with at most `max_keys` keys.
     Local { max_keys: usize },
-    /// [`RedisStore`]. `url` may hold a password: never log it.
+    /// [`RedisStore`]; the password, if any, is read from `password_file` when built.
     Redis {
         url: String,
+        password_file: Option<PathBuf>,
         key_prefix: String,
         timeout: Duration,
     },
@@ -179,9 +187,15 @@ impl StoreSettings {
             Self::Local { max_keys } => Arc::new(LocalStore::new(*max_keys)),
             Self::Redis {
                 url,
+                password_file,
                 key_prefix,
                 timeout,
-            } => Arc::new(RedisStore::try_new(url, key_prefix, *timeout)?),
+            } => Arc::new(RedisStore::try_new(
+                url,
+                password_file.as_deref(),
+                key_prefix,
+                *timeout,
+            )?),
         })
     }
 }
@@ -197,9 +211,14 @@ pub struct RateLimitSettings {
 
 impl RateLimitConfig {
     /// Validates the section; `known_routes` are the configured route names a
-    /// rule's `routes` may name. Returns every problem found, with paths
-    /// relative to the section (`rules[2].burst_requests`).
-    pub fn validate(&self, known_routes: &[&str]) -> Result<RateLimitSettings, Problems> {
+    /// rule's `routes` may name, `base` the folder relative file names are taken from.
+    /// Returns every problem found, with paths relative to the section
+    /// (`rules[2].burst_requests`).
+    pub fn validate(
+        &self,
+        known_routes: &[&str],
+        base: &Path,
+    ) -> Result<RateLimitSettings, Problems> {
         let Self {
             store,
             fail_mode,
@@ -222,16 +241,17 @@ impl RateLimitConfig {
             }
             StoreConfig::Redis {
                 url,
+                password_file,
                 key_prefix,
                 timeout_milliseconds,
             } => {
-                if redis::Client::open(url.as_str()).is_err() {
-                    // Not echoed: the URL may hold a password.
-                    problem(
-                        "store.url".into(),
-                        "not a valid redis://host:port[/db] URL (TLS, rediss://, is not built in)"
-                            .into(),
-                    );
+                let password_file = password_file.as_deref().map(|f| resolve_path(base, f));
+                match redis_client::client(url, password_file.as_deref()) {
+                    Ok(_) => {}
+                    Err(RedisConfigError::Url) => {
+                        problem("store.url".into(), RedisConfigError::Url.to_string());
+                    }
+                    Err(e) => problem("store.password_file".into(), e.to_string()),
                 }
                 if !(1..=10_000).contains(timeout_milliseconds) {
                     problem(
@@ -241,6 +261,7 @@ impl RateLimitConfig {
                 }
                 StoreSettings::Redis {
                     url: url.clone(),
+                    password_file,
                     key_prefix: key_prefix.clone(),
                     timeout: Duration::from_millis(*timeout_milliseconds),
                 }
@@ -319,7 +340,7 @@ mod tests {
     #[test]
     fn default_config_is_valid() {
         let s = RateLimitConfig::default()
-            .validate(&["auth", "api"])
+            .validate(&["auth", "api"], Path::new(""))
             .unwrap();
         assert_eq!(s.rules.len(), 7);
         assert_eq!(s.store, StoreSettings::Local { max_keys: 100_000 });
@@ -337,7 +358,7 @@ mod tests {
         }))
         .unwrap();
         let fields: Vec<String> = config
-            .validate(&["api"])
+            .validate(&["api"], Path::new(""))
             .unwrap_err()
             .into_iter()
             .map(|e| e.path)
@@ -374,7 +395,7 @@ mod tests {
                        "period_seconds": 60, "mode": "report_only", "fail_mode": "closed"}]
         }))
         .unwrap();
-        let settings = ok.validate(&[]).unwrap();
+        let settings = ok.validate(&[], Path::new("")).unwrap();
         assert_eq!(settings.rules[0].limit().burst(), 5);
     }
 }

@@ -1,6 +1,7 @@
 //! GCRA state in Redis, shared by every proxy that points at the same
 //! server and key prefix.
 
+use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -65,12 +66,17 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// A store for the server at `url` (not contacted yet). Errors only on a
-    /// malformed URL.
-    pub fn try_new(url: &str, key_prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
-        // The parse error may quote the URL, and the URL may hold a password.
-        let client = redis::Client::open(url)
-            .map_err(|_| StoreError::Config("not a valid redis:// URL".to_owned()))?;
+    /// A store for the server at `url` (not contacted yet), authenticating with the
+    /// password in `password_file` when given. Errors on a malformed URL or an
+    /// unreadable password file.
+    pub fn try_new(
+        url: &str,
+        password_file: Option<&Path>,
+        key_prefix: &str,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let client = portcullis_contract::redis_client::client(url, password_file)
+            .map_err(|e| StoreError::Config(e.to_string()))?;
         Ok(Self {
             client,
             manager: tokio::sync::OnceCell::new(),

@@ -41,6 +41,10 @@ use crate::jwt::IssuerSettings;
 use crate::ratelimit::{RateLimitConfig, RateLimitSettings};
 use crate::routes::RouteTable;
 
+/// Body limit of the default `api` route: 25 MiB, the backend's default attachment
+/// limit (`backend.attachments.max_bytes`).
+pub const DEFAULT_API_MAX_BODY_BYTES: u64 = 25 * 1024 * 1024;
+
 /// The `proxy:` section of the configuration file.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -96,6 +100,7 @@ impl Default for ProxyConfig {
             path_prefix: prefix.to_owned(),
             upstream: "backend".to_owned(),
             csp: None,
+            max_body_bytes: (name == "api").then_some(DEFAULT_API_MAX_BODY_BYTES),
         };
         Self {
             listen: ListenConfig::default(),
@@ -214,7 +219,7 @@ impl ProxyConfig {
         let limits = limits.validate(&mut p, &at("limits"));
         let route_names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
         let rate_limits = rate_limits
-            .validate(&route_names)
+            .validate(&route_names, base)
             .map_err(|problems| p.extend_under(&at("rate_limits"), problems))
             .ok();
         let csrf = CsrfSettings::try_new(csrf)

@@ -48,6 +48,13 @@ pub struct RouteConfig {
     pub upstream: String,
     /// Overrides of the default CSP for this route.
     pub csp: Option<RouteCspConfig>,
+    /// Largest request body forwarded on this route, in bytes. A request that declares
+    /// more gets 413 before anything reaches the upstream; one that sends more is cut off
+    /// with 413. Default none (only the upstream's limits apply); the default `api` route
+    /// has 26214400, which `check-config` holds equal to or above
+    /// `backend.attachments.max_bytes` so uploads the backend accepts get through.
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
 }
 
 fn default_upstream() -> String {
@@ -171,12 +178,16 @@ pub(super) fn routes(
                 .unwrap_or(cx.default_csp.mode);
             h.csp_for(policy, mode, &format!("{path}.csp.policy"), p)
         });
+        if r.max_body_bytes == Some(0) {
+            p.push(format!("{path}.max_body_bytes"), "must be at least 1");
+        }
         if let (Some(upstream), Some(csp), true) = (upstream, csp, prefix_ok) {
             parsed.push(Route {
                 name: r.name.clone(),
                 prefix: r.path_prefix.clone(),
                 upstream,
                 csp,
+                max_body_bytes: r.max_body_bytes,
             });
         }
     }

@@ -160,23 +160,25 @@ pub(super) async fn provision(
                     department_id: None,
                     roles: roles.to_vec(),
                 };
-                let e = repo::create_employee(&s.db, &new, true)
+                let mut tx = s.db.begin().await?;
+                let e = repo::insert_employee(&mut tx, &new, true)
                     .await
                     .map_err(|e| match e {
                         RepoError::Conflict(_) => account_conflict(),
                         other => other.into(),
                     })?;
-                store::link(&s.db, provider, &profile.subject, e.id, &now).await?;
                 let roles: Vec<&str> = e.roles.iter().map(|r| r.as_str()).collect();
-                s.audit(
-                    event(Category::User, "user.provision", Outcome::Success)
+                s.commit_audited(
+                    tx,
+                    [event(Category::User, "user.provision", Outcome::Success)
                         .user_id(e.id.to_string())
                         .auth_method("oidc")
                         .detail("username", e.username.clone())
                         .detail("provider", provider)
-                        .detail("roles", roles),
+                        .detail("roles", roles)],
                 )
                 .await?;
+                store::link(&s.db, provider, &profile.subject, e.id, &now).await?;
                 return Ok(e.id);
             }
         },
@@ -204,26 +206,26 @@ pub(super) async fn provision(
         patch.display_name = Some(name.clone());
     }
     if patch.roles.is_some() || patch.email.is_some() || patch.display_name.is_some() {
-        repo::update_employee(&s.db, employee.id, &patch)
+        let mut tx = s.db.begin().await?;
+        repo::update_employee(&mut tx, employee.id, &patch)
             .await
             .map_err(|e| match e {
                 RepoError::Conflict(_) => account_conflict(),
                 other => other.into(),
             })?;
-    }
-    if roles_changed {
-        let added: Vec<&str> = roles
-            .iter()
-            .filter(|r| !employee.roles.contains(r))
-            .map(|r| r.as_str())
-            .collect();
-        let removed: Vec<&str> = employee
-            .roles
-            .iter()
-            .filter(|r| !roles.contains(r))
-            .map(|r| r.as_str())
-            .collect();
-        s.audit(
+        // A new e-mail or display name from the provider is not an event; new roles are.
+        let sync = roles_changed.then(|| {
+            let added: Vec<&str> = roles
+                .iter()
+                .filter(|r| !employee.roles.contains(r))
+                .map(|r| r.as_str())
+                .collect();
+            let removed: Vec<&str> = employee
+                .roles
+                .iter()
+                .filter(|r| !roles.contains(r))
+                .map(|r| r.as_str())
+                .collect();
             event(Category::User, "user.roles_sync", Outcome::Success)
                 .level(Level::Warning)
                 .user_id(employee.id.to_string())
@@ -231,9 +233,11 @@ pub(super) async fn provision(
                 .detail("username", employee.username.clone())
                 .detail("provider", provider)
                 .detail("added", added)
-                .detail("removed", removed),
-        )
-        .await?;
+                .detail("removed", removed)
+        });
+        s.commit_audited(tx, sync).await?;
+    }
+    if roles_changed {
         // As with an administrator's change: sessions holding the old roles end.
         for sid in s.revoke_all(employee.id, "role_change").await? {
             s.session_revoked(&sid, "role_change", None).await?;
