@@ -191,10 +191,10 @@ async fn two_proxies_and_two_backends_share_revocations_limits_and_the_audit_tab
     loop {
         let stored = chains(&pool).await;
         let complete = emitters.iter().all(|e| {
-            let (p, name) = if e.ends_with("@a") { (&a, e) } else { (&b, e) };
+            let p = if e.ends_with("-a") { &a } else { &b };
             stored
-                .get(*name)
-                .is_some_and(|(n, _, _, _)| *n > 0 && *n == file_events(p, name))
+                .get(*e)
+                .is_some_and(|(n, _, _, _)| *n > 0 && *n == file_events(p, e))
         });
         if complete {
             for e in emitters {
