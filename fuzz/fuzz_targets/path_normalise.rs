@@ -24,8 +24,12 @@ fuzz_target!(|raw: &[u8]| {
     }
     assert!(!decoded.contains(['\\', ';', '%']), "{decoded:?}");
     assert!(
-        !decoded.bytes().any(|b| b < 0x20 || b == 0x7f),
-        "{decoded:?} has an ASCII control character"
+        !decoded.chars().any(char::is_control),
+        "{decoded:?} has a control character (C0, DEL or C1)"
+    );
+    assert!(
+        !decoded.contains(['\u{200E}', '\u{200F}', '\u{202E}', '\u{2066}', '\u{2069}']),
+        "{decoded:?} has a bidirectional control"
     );
     // What goes upstream is one request-line token: no query, fragment or space in it.
     assert!(

@@ -6,7 +6,9 @@
 //!
 //! * percent-escapes of unreserved characters are decoded (`%2e` is `.`);
 //! * an encoded `/`, `\` or `%` (double encoding), a raw `\`, NUL or other
-//!   control characters, and invalid or overlong UTF-8 are refused;
+//!   control characters (C0, DEL and C1), Unicode's bidirectional controls (which
+//!   make a logged path read differently from what was routed), and invalid or
+//!   overlong UTF-8 are refused;
 //! * `;` (matrix parameters, which some servers strip) is refused;
 //! * empty segments (`//`) collapse, `.` segments vanish, `..` removes the
 //!   previous segment, and a `..` that would climb above the root is refused;
@@ -117,6 +119,11 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 /// Normalises the path part (no query) of a request target.
+/// The explicit directional formatting characters (Unicode's `Bidi_Control`).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 pub fn normalise(raw: &str) -> Result<NormalisedPath, PathError> {
     normalise_bytes(raw.as_bytes())
 }
@@ -163,6 +170,9 @@ pub fn normalise_bytes(raw: &[u8]) -> Result<NormalisedPath, PathError> {
     }
     // `from_utf8` refuses overlong forms and surrogates, as RFC 3629 requires.
     let text = std::str::from_utf8(&decoded).map_err(|_| PathError::InvalidUtf8)?;
+    if !text.is_ascii() && text.chars().any(|c| c.is_control() || is_bidi_control(c)) {
+        return Err(PathError::ControlCharacter);
+    }
 
     let mut segments: Vec<&str> = Vec::new();
     for segment in text.split('/') {
@@ -241,6 +251,11 @@ mod tests {
             ("/admin\\x", PathError::Backslash),
             ("/a%00b", PathError::ControlCharacter),
             ("/a%0d%0ab", PathError::ControlCharacter),
+            ("/a%C2%85b", PathError::ControlCharacter),
+            ("/a%C2%9Bb", PathError::ControlCharacter),
+            ("/file%E2%80%AEfdp.exe", PathError::ControlCharacter),
+            ("/a%E2%81%A6b", PathError::ControlCharacter),
+            ("/a%D8%9Cb", PathError::ControlCharacter),
             ("/%c0%ae%c0%ae/x", PathError::InvalidUtf8),
             ("/%c0%af", PathError::InvalidUtf8),
             ("/%ed%a0%80", PathError::InvalidUtf8),
