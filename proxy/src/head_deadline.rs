@@ -9,6 +9,11 @@
 //! re-arms it when the exchange is over ([`exchange_done`]), so request bodies and
 //! the wait between keep-alive requests are governed by their own timeouts.
 //!
+//! It also holds each response's bytes until pingora flushes them ([`COALESCE`]):
+//! pingora writes a response head and its body separately, and rustls seals every
+//! write into a record of its own, so a head and a small body would leave as two
+//! records (and, without a TCP write buffer below TLS, two `sendto`s).
+//!
 //! h2 connections are not wrapped: their headers arrive in frames the h2 crate
 //! bounds itself (header-list size, CONTINUATION and reset-flood limits).
 
@@ -16,7 +21,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -39,6 +44,10 @@ const HEAD: u8 = 1;
 /// The head is parsed: body reads and the response run without this clock.
 const EXCHANGE: u8 = 2;
 
+/// Response bytes held back until a flush, at most. A larger write is passed through.
+/// 16 KiB is one TLS record's worth of plaintext.
+pub const COALESCE: usize = 16 * 1024;
+
 /// What the HTTPS listener wraps: the TLS stream over TCP.
 pub type Tls = TlsStream<TcpStream>;
 
@@ -52,6 +61,11 @@ pub struct HeadDeadline<S = Tls> {
     sleep: Option<Pin<Box<Sleep>>>,
     /// `portcullis_connections_refused_total{reason="request_head_timeout"}`.
     expired: IntCounter,
+    /// Written but not yet passed on; allocated per response and freed once passed
+    /// on, so an idle connection holds no buffer.
+    pending: Vec<u8>,
+    /// How much of `pending` the wrapped stream has taken.
+    passed: usize,
 }
 
 impl<S> HeadDeadline<S> {
@@ -62,7 +76,25 @@ impl<S> HeadDeadline<S> {
             phase: AtomicU8::new(IDLE),
             sleep: None,
             expired,
+            pending: Vec::new(),
+            passed: 0,
         }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> HeadDeadline<S> {
+    /// Passes every held byte on to the wrapped stream.
+    fn poll_pass_on(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.passed < self.pending.len() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.passed..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.passed += n;
+        }
+        self.pending = Vec::new();
+        self.passed = 0;
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -138,7 +170,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeadDeadline<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -146,27 +178,44 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeadDeadline<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        if this.pending.len() + len > COALESCE {
+            ready!(this.poll_pass_on(cx))?;
+            if len >= COALESCE {
+                return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+            }
+        }
+        for buf in bufs {
+            this.pending.extend_from_slice(buf);
+        }
+        Poll::Ready(Ok(len))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        ready!(this.poll_pass_on(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        ready!(this.poll_pass_on(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
 // What pingora asks of a stream, passed through to the wrapped one.
 
 #[async_trait]
-impl<S: Shutdown + Send> Shutdown for HeadDeadline<S> {
+impl<S: Shutdown + AsyncWrite + Unpin + Send> Shutdown for HeadDeadline<S> {
     async fn shutdown(&mut self) {
+        // What is held still goes out; a failure here only means the peer is gone.
+        let _ = std::future::poll_fn(|cx| self.poll_pass_on(cx)).await;
         self.inner.shutdown().await;
     }
 }
@@ -229,5 +278,83 @@ impl<S: GetSocketDigest> GetSocketDigest for HeadDeadline<S> {
 impl<S: Peek + Send> Peek for HeadDeadline<S> {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         self.inner.try_peek(buf).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// Records each write it is given; takes at most `most` bytes of one.
+    struct Writes {
+        seen: Vec<Vec<u8>>,
+        most: usize,
+    }
+
+    impl AsyncWrite for Writes {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(self.most);
+            self.get_mut().seen.push(buf[..n].to_vec());
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn wrapped(most: usize) -> HeadDeadline<Writes> {
+        let counter = IntCounter::new("expired", "test").unwrap();
+        let inner = Writes {
+            seen: Vec::new(),
+            most,
+        };
+        HeadDeadline::new(inner, Duration::from_secs(1), counter)
+    }
+
+    #[tokio::test]
+    async fn a_head_and_a_small_body_leave_in_one_write_at_the_flush() {
+        let mut s = wrapped(usize::MAX);
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
+            .await
+            .unwrap();
+        s.write_all(b"hello").await.unwrap();
+        assert!(
+            s.inner.seen.is_empty(),
+            "nothing is passed on before the flush"
+        );
+        s.flush().await.unwrap();
+        assert_eq!(
+            s.inner.seen,
+            [b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello".to_vec()]
+        );
+        assert_eq!(s.pending.capacity(), 0, "no buffer is kept after the flush");
+    }
+
+    #[tokio::test]
+    async fn a_large_write_follows_what_is_held_without_a_copy() {
+        let mut s = wrapped(usize::MAX);
+        s.write_all(b"head").await.unwrap();
+        let body = vec![7u8; COALESCE];
+        s.write_all(&body).await.unwrap();
+        assert_eq!(s.inner.seen, [b"head".to_vec(), body]);
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_takes_part_of_a_write_gets_the_rest_in_order() {
+        let mut s = wrapped(3);
+        s.write_all(b"abcdefgh").await.unwrap();
+        AsyncWriteExt::shutdown(&mut s).await.unwrap();
+        assert_eq!(s.inner.seen.concat(), b"abcdefgh");
+        assert_eq!(s.inner.seen.len(), 3);
     }
 }

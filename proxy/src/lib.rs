@@ -436,18 +436,16 @@ fn https_service(
     Ok(https)
 }
 
-/// The TCP buffers under each HTTPS connection's TLS.
+/// The TCP buffers under each HTTPS connection's TLS: none.
 ///
 /// pingora's defaults are a 64 KiB read buffer (allocated and zeroed for every
 /// connection, idle ones too) and a 1460-byte write buffer. rustls reads whole
-/// records into its own buffer, so a read buffer below it only adds a copy: none.
-/// The write buffer decides how many `sendto`s a response costs: rustls turns each
-/// write of pingora's (the response head, then each body chunk) into a TLS record,
-/// and a buffer that holds a head and a small body sends both at the flush that ends
-/// the response, one syscall instead of two or three.
+/// records into its own buffer, so a read buffer below it only adds a copy. Writes are
+/// gathered above TLS instead ([`head_deadline::COALESCE`]): a response's head and
+/// small body become one record and one `sendto`, and the buffer exists only while a
+/// response is being written. (h2 connections have the h2 crate's own write buffer.)
 fn https_buffers() -> L4BufferSettings {
-    const WRITE: usize = 16 * 1024;
-    L4BufferSettings::new(0, WRITE)
+    L4BufferSettings::unbuffered()
 }
 
 /// The certificate, then the HTTPS, redirect, admin and background services
