@@ -15,12 +15,27 @@ use std::time::{Duration, Instant};
 
 /// A port on 127.0.0.1 that was free a moment ago. Whoever binds it next gets it, so
 /// there is a small window in which another process could take it.
+///
+/// Ports come from below the kernel's ephemeral range (32768–60999 by default): a port
+/// the kernel handed out for `bind(0)` is also what it hands the next outgoing
+/// connection (to PostgreSQL, Redis, another test's server), and one of those taking it
+/// before the server under test binds it made starts fail with "Address already in
+/// use". A random start spreads parallel test processes; each port is checked free.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    const LOW: u16 = 15_000;
+    const HIGH: u16 = 32_000;
+    let start = rand::random_range(LOW..HIGH);
+    (start..HIGH)
+        .chain(LOW..start)
+        .find(|&port| port_is_free(port))
+        .unwrap_or_else(|| {
+            // Everything below the ephemeral range taken: let the kernel choose.
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
 }
 
 /// Whether nothing listens on `port` of 127.0.0.1 now.
