@@ -374,14 +374,3 @@ test_any_of_several_roles_grants if {
 test_methods_are_case_sensitive if {
 	decide("get", ["api", "tickets"], user(["administrator"])).allow == false
 }
-
-# Input the proxy never sends (segments that are not an array, or no request at all)
-# leaves every rule of the chain undefined: the default decides, and it denies. This is
-# the test that fails if the default is ever turned into an allow.
-test_input_no_rule_understands_falls_to_the_default_deny if {
-	every bad in [{"request": {"method": "GET", "segments": "x"}}, {}] {
-		d := http.decision with input as bad
-		d.allow == false
-		d.rule == "default_deny"
-	}
-}
