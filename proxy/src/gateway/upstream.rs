@@ -15,6 +15,22 @@ use portcullis_contract::identity::{IDENTITY_HEADER, Identity, SIGNATURE_HEADER}
 use super::service::{Gateway, peer_ip};
 use crate::context::RequestCtx;
 
+/// One upstream connection pool per worker thread.
+///
+/// Each worker thread runs a runtime of its own (no work stealing), and a socket's
+/// readiness is driven by the runtime that opened it. A pooled connection reused on
+/// another thread made every read and write of that exchange a wake-up of the opening
+/// thread and a hop back: with one pool per thread the bench's full pipeline needed a
+/// third less CPU per request (BENCHMARKS.md). pingora keys its pool on `group_key`.
+fn worker_pool_key() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static KEY: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    KEY.with(|k| *k)
+}
+
 impl Gateway {
     pub(super) fn peer_for(&self, ctx: &RequestCtx) -> Result<Box<HttpPeer>> {
         let Some(route) = ctx.route.as_ref() else {
@@ -26,6 +42,7 @@ impl Gateway {
         peer.options.total_connection_timeout = Some(up.connect_timeout);
         peer.options.read_timeout = Some(up.read_timeout);
         peer.options.write_timeout = Some(up.read_timeout);
+        peer.group_key = worker_pool_key();
         Ok(Box::new(peer))
     }
 
