@@ -20,22 +20,28 @@ use std::time::{Duration, Instant};
 /// the kernel handed out for `bind(0)` is also what it hands the next outgoing
 /// connection (to PostgreSQL, Redis, another test's server), and one of those taking it
 /// before the server under test binds it made starts fail with "Address already in
-/// use". A random start spreads parallel test processes; each port is checked free.
+/// use". One cursor per process walks the range from a random start, so two calls never
+/// return the same port (tests run on threads of one process) and parallel processes
+/// start far apart; each port is checked free.
 pub fn free_port() -> u16 {
-    const LOW: u16 = 15_000;
-    const HIGH: u16 = 32_000;
-    let start = rand::random_range(LOW..HIGH);
-    (start..HIGH)
-        .chain(LOW..start)
-        .find(|&port| port_is_free(port))
-        .unwrap_or_else(|| {
-            // Everything below the ephemeral range taken: let the kernel choose.
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 15_000;
+    const SPAN: u32 = 17_000;
+    static CURSOR: std::sync::OnceLock<AtomicU32> = std::sync::OnceLock::new();
+    let cursor = CURSOR.get_or_init(|| AtomicU32::new(rand::random_range(0..SPAN)));
+    for _ in 0..SPAN {
+        let n = cursor.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(LOW + n % SPAN).unwrap();
+        if port_is_free(port) {
+            return port;
+        }
+    }
+    // Everything below the ephemeral range taken: let the kernel choose.
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Whether nothing listens on `port` of 127.0.0.1 now.
@@ -77,4 +83,20 @@ macro_rules! assert_eventually {
 pub fn unique() -> String {
     let n: u64 = rand::random();
     format!("{:x}{n:x}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_of_one_process_never_repeat_and_stay_below_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..500).map(|_| free_port()).collect();
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
+        assert!(
+            ports.iter().all(|p| (15_000..32_000).contains(p)),
+            "{ports:?}"
+        );
+    }
 }
