@@ -104,11 +104,16 @@ department=$(api "$admin_token" /api/departments |
 technicians=$(api "$admin_token" /api/employees |
   python3 -c 'import json,sys; print(", ".join(str(e["id"]) for e in json.load(sys.stdin) if "technician" in e["roles"]))')
 
+# The changes that must name the ticket's current version (If-Match).
+VERSIONED=("PATCH /api/tickets/{id}" "POST /api/tickets/{id}/transitions" "PUT /api/tickets/{id}/assignment" "POST /api/tickets/{id}/approval")
+strict_warnings='"missing_auth", "missing_test_data", "base_url_mismatch", "missing_deserializer", "unused_openapi_auth", "unsupported_regex", "method_not_allowed", "unmatched_filter", "unresolvable_reference", "rate_limited", "dictionary_mismatch"'
 cat > schemathesis.toml <<TOML
-# Every warning fails the run: an operation that only ever got 404, one whose generated
-# data was mostly rejected, one that only ever got 401/403, ...
+# Every warning fails the run (an operation that only ever got 404, one that only ever
+# got 401/403, ...), but "mostly rejected generated data" is judged by this script: it
+# may name only the changes that must carry the ticket's current version in If-Match
+# (see VERSIONED below); for any other operation it fails the run too.
 [warnings]
-fail-on = true
+fail-on = [$strict_warnings]
 
 [auth.openapi.bearer]
 bearer = "\${PORTCULLIS_FUZZ_TOKEN}"
@@ -159,6 +164,18 @@ for n in $(seq 40); do
     python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')")
 done
 aid_values=$(printf '"%s", ' "${seed_aids[@]}")
+# And tickets of its own for `update_ticket`: a patch needs the ticket's current version
+# in If-Match, and every generated case sends "1", so only a ticket's first patch can
+# pass. Without these the run's short stateful phase sometimes left that operation with
+# random ids only (404) or an already patched ticket (412), and failed on the warnings.
+patch_ids=()
+for n in $(seq 40); do
+  patch_ids+=("$(curl -sf --cacert "$ca" -H "authorization: Bearer $admin_token" "$base/api/tickets" \
+    -H 'content-type: application/json' \
+    -d "{\"title\":\"schemathesis patch $n\",\"description\":\"seeded\",\"priority\":\"low\",\"department_id\":$department}" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')")
+done
+patch_values=$(printf '"%s", ' "${patch_ids[@]}")
 {
   cat schemathesis.toml
   cat <<TOML
@@ -166,6 +183,12 @@ aid_values=$(printf '"%s", ' "${seed_aids[@]}")
 values = ["$seed_ticket"]
 [dictionaries.seed_attachments]
 values = [${aid_values%, }]
+[dictionaries.patch_tickets]
+values = [${patch_values%, }]
+
+[[operations]]
+include-operation-id = "update_ticket"
+parameters = { "path.id" = { dictionary = "patch_tickets", probability = 0.9 } }
 TOML
 } > schemathesis.administrator.toml
 python3 - "$seed_ticket" <<'PY'
@@ -232,6 +255,16 @@ for role in "${roles[@]}"; do
   scenarios=$(sed -n 's/^ *Scenarios: *\([0-9]*\).*/\1/p' "run.$role.log" | head -n1)
   links_covered=$(sed -n 's/^ *API Links: *\([0-9]*\) covered.*/\1/p' "run.$role.log" | head -n1)
   warnings=$(grep -c '^  ⚠️' "run.$role.log" || true)
+  # Operations named under "mostly rejected generated data" (or a low valid rate): only
+  # the version-checked changes may be there. Every generated case sends If-Match "1",
+  # so after a ticket's first change the rest are 412, which schemathesis counts as
+  # rejected data; any other operation there is a schema that does not match the server.
+  unexpected=$(awk '/^(Schema validation mismatch|Low valid rate)/{on=1; next} on && /^[[:space:]]*$/{next} on && /^  - /{print; next} {on=0}' "run.$role.log" |
+    sed 's/^  - //' | grep -vxF -e "${VERSIONED[0]}" -e "${VERSIONED[1]}" -e "${VERSIONED[2]}" -e "${VERSIONED[3]}" | sort -u || true)
+  if [ -n "$unexpected" ]; then
+    echo "schemathesis as $role: generated data mostly rejected by: $unexpected" >&2
+    status=1
+  fi
   if [ "$rc" -ne 0 ]; then status=1; fi
   if [ -z "$scenarios" ] || [ "$scenarios" -eq 0 ]; then
     echo "schemathesis as $role: no stateful sequence ran" >&2
