@@ -19,6 +19,7 @@ use portcullis_contract::identity::{IDENTITY_HEADER, Identity, SIGNATURE_HEADER}
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+#[macro_use]
 mod support;
 
 use portcullis_testkit::pg::TestDatabase;
@@ -78,16 +79,7 @@ impl App {
             users.dev,
         ] {
             let sid = format!("test-session-{id}");
-            let s = portcullis_backend::identity::store::NewSession {
-                employee_id: id,
-                auth_method: "password".into(),
-                expires_at: "2999-01-01T00:00:00.000000Z".into(),
-                absolute_expires_at: "2999-01-01T00:00:00.000000Z".into(),
-                ..Default::default()
-            };
-            portcullis_backend::identity::store::create_session(&state.db, &sid, &s)
-                .await
-                .unwrap();
+            support::live_session(&state, id, &sid).await;
             sessions.insert(id, sid);
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1951,19 +1943,6 @@ async fn the_address_lockout_counts_ipv6_clients_by_their_64(engine: Engine) {
         assert_eq!(r.status(), StatusCode::OK, "{engine:?}");
         app.finish().await;
     }
-}
-
-macro_rules! on_both_engines {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Engine::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Engine::Postgres).await })*
-        }
-    };
 }
 
 on_both_engines!(

@@ -22,6 +22,7 @@ use portcullis_testkit::pg::TestDatabase;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+#[macro_use]
 mod support;
 
 use support::Engine;
@@ -72,16 +73,7 @@ impl App {
             users.hilda,
         ] {
             let sid = format!("test-session-{id}");
-            let s = portcullis_backend::identity::store::NewSession {
-                employee_id: id,
-                auth_method: "password".into(),
-                expires_at: "2999-01-01T00:00:00.000000Z".into(),
-                absolute_expires_at: "2999-01-01T00:00:00.000000Z".into(),
-                ..Default::default()
-            };
-            portcullis_backend::identity::store::create_session(&state.db, &sid, &s)
-                .await
-                .unwrap();
+            support::live_session(&state, id, &sid).await;
             sessions.insert(id, sid);
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -853,19 +845,6 @@ async fn s3_store_holds_only_ciphertext() {
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(moto.objects(bucket).await.len(), 1);
     app.finish().await;
-}
-
-macro_rules! on_both_engines {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Engine::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Engine::Postgres).await })*
-        }
-    };
 }
 
 on_both_engines!(

@@ -12,6 +12,7 @@
     reason = "tests"
 )]
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -76,16 +77,7 @@ impl App {
                 .unwrap()
                 .id;
             // A session the signed identity names (the backend checks it is live).
-            let s = portcullis_backend::identity::store::NewSession {
-                employee_id: id,
-                auth_method: "password".into(),
-                expires_at: "2999-01-01T00:00:00.000000Z".into(),
-                absolute_expires_at: "2999-01-01T00:00:00.000000Z".into(),
-                ..Default::default()
-            };
-            portcullis_backend::identity::store::create_session(&state.db, &session_of(id), &s)
-                .await
-                .unwrap();
+            support::live_session(&state, id, &session_of(id)).await;
             ids.push(id);
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -450,19 +442,6 @@ async fn performance_shows_percentiles_per_route(engine: Engine) {
         .sum();
     assert_eq!(count, 25);
     app.finish().await;
-}
-
-macro_rules! on_both_engines {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Engine::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Engine::Postgres).await })*
-        }
-    };
 }
 
 on_both_engines!(

@@ -30,6 +30,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncBufReadExt as _;
 
+#[macro_use]
 mod support;
 
 use portcullis_testkit::pg::TestDatabase;
@@ -1674,19 +1675,6 @@ async fn a_role_that_needs_mfa_follows_the_providers_amr(engine: Engine) {
         assert_eq!(session.mfa, mfa, "amr {amr:?}");
     }
     app.finish().await;
-}
-
-macro_rules! on_both_engines {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Engine::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Engine::Postgres).await })*
-        }
-    };
 }
 
 on_both_engines!(

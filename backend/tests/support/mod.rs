@@ -80,3 +80,34 @@ pub fn settings(dir: &Path, database_url: String, identity: IdentitySettings) ->
         web_dir: dir.join("web"),
     }
 }
+
+/// A password session for `employee` that never expires, stored as `sid` (the signed
+/// identity names it, and the backend checks that it is live).
+pub async fn live_session(state: &portcullis_backend::AppState, employee: i64, sid: &str) {
+    let s = portcullis_backend::identity::store::NewSession {
+        employee_id: employee,
+        auth_method: "password".into(),
+        expires_at: "2999-01-01T00:00:00.000000Z".into(),
+        absolute_expires_at: "2999-01-01T00:00:00.000000Z".into(),
+        ..Default::default()
+    };
+    portcullis_backend::identity::store::create_session(&state.db, sid, &s)
+        .await
+        .unwrap();
+}
+
+/// One test per engine for each named `async fn(Engine)`, in modules `sqlite` and
+/// `postgres`.
+#[allow(unused_macros, reason = "not every test file runs on both engines")]
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Engine::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Engine::Postgres).await })*
+        }
+    };
+}
