@@ -541,6 +541,66 @@ async fn config_errors_are_all_reported_with_exit_64_before_binding() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("proxy.listen"));
 }
 
+/// The worker threads' listening sockets share the HTTPS port among themselves
+/// (SO_REUSEPORT), never with anyone else: another program, or a second Portcullis,
+/// on the address is a start-up error that names it, and the first keeps serving.
+#[tokio::test]
+async fn a_taken_https_port_is_a_start_error_even_for_a_second_portcullis() {
+    let first = portcullis().start().await;
+    let other_program = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_by_other = other_program.local_addr().unwrap().port();
+    let config = std::fs::read_to_string(first.path().join("portcullis.yaml")).unwrap();
+    for (taken, holder) in [
+        (first.https, "a second Portcullis"),
+        (taken_by_other, "another program"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut yaml = config.replace(
+            &first.state_dir().display().to_string(),
+            &dir.path().join("var").display().to_string(),
+        );
+        for port in [
+            first.https,
+            first.http,
+            first.admin,
+            first.backend,
+            first.backend_admin,
+        ] {
+            let to = if port == first.https {
+                taken
+            } else {
+                free_port()
+            };
+            yaml = yaml.replace(&format!("127.0.0.1:{port}"), &format!("127.0.0.1:{to}"));
+        }
+        let file = dir.path().join("portcullis.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let started = tokio::process::Command::new(support::binary())
+            .args(["--config", file.to_str().unwrap(), "up"])
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(60), started)
+            .await
+            .unwrap_or_else(|_| panic!("{holder}: started on a taken port"))
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{holder}: {err}");
+        assert!(
+            err.contains(&format!("cannot listen on 127.0.0.1:{taken}")),
+            "{holder}: {err}"
+        );
+    }
+    let live = first
+        .client()
+        .get(first.url("/api/tickets"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), StatusCode::UNAUTHORIZED);
+    drop(other_program);
+}
+
 #[tokio::test]
 async fn shipped_example_config_is_valid() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/portcullis.yaml");
@@ -655,7 +715,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_within_grace() {
         .wait_exit(Duration::from_secs(6))
         .await
         .expect("did not exit within the grace period");
-    assert!(exit.success(), "{exit:?}");
+    assert!(exit.success(), "{exit:?}\n{}", p.log());
     // It left once idle instead of sitting out the full grace period.
     assert!(
         sent.elapsed() < Duration::from_secs(4),

@@ -58,6 +58,12 @@ pub struct HeadDeadline<S = Tls> {
     limit: Duration,
     /// Written by the gateway through a shared reference ([`head_read`]).
     phase: AtomicU8,
+    /// When the current head must be complete (set by its first byte).
+    deadline: Instant,
+    /// A timer for `deadline`, made only once a read of the head has to wait: a head
+    /// that arrives whole (the usual case) never arms one. Arming a tokio timer whose
+    /// deadline is sooner than any other wakes the runtime's driver, a syscall and a
+    /// spurious poll per request.
     sleep: Option<Pin<Box<Sleep>>>,
     /// `portcullis_connections_refused_total{reason="request_head_timeout"}`.
     expired: IntCounter,
@@ -74,6 +80,7 @@ impl<S> HeadDeadline<S> {
             inner,
             limit,
             phase: AtomicU8::new(IDLE),
+            deadline: Instant::now(),
             sleep: None,
             expired,
             pending: Vec::new(),
@@ -141,26 +148,40 @@ impl<S: AsyncRead + Unpin> AsyncRead for HeadDeadline<S> {
                         Ordering::AcqRel,
                         Ordering::Acquire,
                     );
-                    this.sleep = Some(Box::pin(tokio::time::sleep_until(
-                        Instant::now() + this.limit,
-                    )));
+                    this.deadline = Instant::now() + this.limit;
                 }
                 read
             }
             _ => {
+                // The clock is checked on every read, so bytes that keep arriving cannot
+                // outrun it; the timer only covers a read that waits.
+                if Instant::now() >= this.deadline {
+                    return Poll::Ready(Err(this.expire()));
+                }
+                let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+                if read.is_ready() {
+                    return read;
+                }
+                let deadline = this.deadline;
                 let sleep = this
                     .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(this.limit)));
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 if sleep.as_mut().poll(cx).is_ready() {
-                    this.expired.inc();
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "request head not complete within its deadline",
-                    )));
+                    return Poll::Ready(Err(this.expire()));
                 }
-                Pin::new(&mut this.inner).poll_read(cx, buf)
+                Poll::Pending
             }
         }
+    }
+}
+
+impl<S> HeadDeadline<S> {
+    fn expire(&mut self) -> io::Error {
+        self.expired.inc();
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            "request head not complete within its deadline",
+        )
     }
 }
 

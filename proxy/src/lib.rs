@@ -47,8 +47,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use pingora::listeners::tls::Acceptor;
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
+use pingora::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
@@ -98,6 +97,8 @@ pub enum StartError {
     IngestSink(#[source] portcullis_audit::SinkError),
     #[error("audit log: {0}")]
     Audit(#[from] portcullis_audit::AuditError),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, #[source] std::io::Error),
 }
 
 /// Starts the proxy and blocks until it has shut down.
@@ -416,24 +417,77 @@ fn open_certificate(
 /// The HTTPS listener: plain TCP into [`listener::TlsFront`], which runs the TLS
 /// handshake on our rustls configuration (resumption, deadline, connection cap) and
 /// hands the stream to pingora's HTTP/1.1 and h2 server around the gateway.
-fn https_service(
+fn https_services(
     server: &Server,
     gateway: gateway::Gateway,
     addr: SocketAddr,
     certificate: tls::CertStore,
+    workers: usize,
     limits: settings::Limits,
     refused: prometheus::IntCounterVec,
-) -> Result<Service<listener::TlsFront>, StartError> {
+) -> Result<Vec<Service<listener::TlsFront>>, StartError> {
+    // A clear error for a taken port, and for another instance already serving it
+    // (SO_REUSEPORT below would otherwise let both share it): this probe binds
+    // without that option, which fails while anyone listens on the address.
+    probe_listen(addr)?;
     let mut proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
     let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
     h2.max_concurrent_streams(limits.h2_max_concurrent_streams);
     h2.max_header_list_size(limits.h2_max_header_list_bytes);
     proxy.h2_options = Some(h2);
-    let acceptor = Acceptor::from_server_config(tls::server_config(certificate)?);
-    let front = listener::TlsFront::new(acceptor, proxy, &limits, refused);
-    let mut https = Service::new("portcullis https".to_owned(), front);
-    https.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(https_buffers()));
-    Ok(https)
+    let tls = tls::server_config(certificate)?;
+    // One single-threaded service per worker, each with its own listening socket on
+    // the same address (SO_REUSEPORT: the kernel spreads new connections over them).
+    // Everything a connection does then happens on the thread that accepted it.
+    // pingora's own multi-thread service (no work stealing) accepts on one thread and
+    // runs each connection on a random one, so every readiness event of the socket
+    // was a wake-up sent across threads; and it parks each pooled upstream connection
+    // in a watch task on a random thread, which also raced its reuse ("failed to
+    // acquire reusable stream", then a new connection). BENCHMARKS.md has the A/B.
+    let mut options = TcpSocketOptions::default();
+    options.so_reuseport = Some(workers > 1);
+    let services = listener::TlsFront::per_worker(workers, tls, proxy, &limits, refused)
+        .into_iter()
+        .enumerate()
+        .map(|(i, front)| {
+            let mut https = Service::new(format!("portcullis https {i}"), front);
+            https.add_listener(
+                ListenerConfig::tcp(worker_listen_address(addr, i))
+                    .tcp_socket_options(options.clone())
+                    .l4_buffer(https_buffers()),
+            );
+            https.threads = Some(1);
+            https
+        })
+        .collect();
+    Ok(services)
+}
+
+/// The HTTPS address as worker `worker` writes it, so that pingora gives it a
+/// listening socket of its own.
+///
+/// pingora keys listening sockets by the address as written (its table for handing
+/// sockets over to a new process on upgrade) and gives every service that writes the
+/// same address the same file descriptor, which each of them then closes at shutdown.
+/// Each worker needs a socket of its own (SO_REUSEPORT), so worker `i` writes the port
+/// with `i` leading zeros: the same address to the parser, another key in that table.
+fn worker_listen_address(addr: SocketAddr, worker: usize) -> String {
+    let zeros = "0".repeat(worker);
+    match addr {
+        SocketAddr::V4(a) => format!("{}:{zeros}{}", a.ip(), a.port()),
+        SocketAddr::V6(a) if a.scope_id() != 0 => {
+            format!("[{}%{}]:{zeros}{}", a.ip(), a.scope_id(), a.port())
+        }
+        SocketAddr::V6(a) => format!("[{}]:{zeros}{}", a.ip(), a.port()),
+    }
+}
+
+/// Binds `addr` and lets it go again: a taken address is a clear start-up error here,
+/// not a panic inside pingora's service once the server runs.
+fn probe_listen(addr: SocketAddr) -> Result<(), StartError> {
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|e| StartError::Listen(addr, e))
 }
 
 /// The TCP buffers under each HTTPS connection's TLS: none.
@@ -509,6 +563,7 @@ fn build_server(
         csp_report_max_body_bytes,
         revocation_feed_url,
         limits,
+        worker_threads: workers,
         ..
     } = settings;
 
@@ -528,8 +583,17 @@ fn build_server(
     };
     let refused = metrics.connections_refused.clone();
     let redirect_certificate = certificate.clone();
-    let https = https_service(&server, gateway, https_addr, certificate, limits, refused)?;
-    server.add_service(https);
+    for https in https_services(
+        &server,
+        gateway,
+        https_addr,
+        certificate,
+        workers,
+        limits,
+        refused,
+    )? {
+        server.add_service(https);
+    }
 
     if let Some(addr) = http_addr {
         let mut redirect = Service::new(
@@ -550,6 +614,7 @@ fn build_server(
                 },
             },
         );
+        probe_listen(addr)?;
         redirect.add_tcp(&addr.to_string());
         // One thread is plenty for redirects and admin requests; the cores are the
         // HTTPS listener's.
@@ -569,6 +634,7 @@ fn build_server(
             revocation_feed: revocation_feed_url.is_some(),
         },
     );
+    probe_listen(admin_addr)?;
     admin.add_tcp(&admin_addr.to_string());
     admin.threads = Some(1);
     server.add_service(admin);
@@ -615,5 +681,32 @@ pub mod fuzzing {
             host: None,
         };
         crate::guards::policy::policy_input(&facts, &ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_listen_address;
+    use std::net::SocketAddr;
+
+    #[test]
+    fn each_worker_writes_the_same_address_differently() {
+        for addr in [
+            "127.0.0.1:8443",
+            "0.0.0.0:443",
+            "[::1]:8443",
+            "[fe80::1%2]:8443",
+        ] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let written: Vec<String> = (0..4).map(|i| worker_listen_address(addr, i)).collect();
+            assert_eq!(written[0], addr.to_string());
+            for w in &written {
+                assert_eq!(w.parse::<SocketAddr>().unwrap(), addr, "{w}");
+            }
+            let mut distinct = written.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(distinct.len(), written.len(), "{written:?}");
+        }
     }
 }

@@ -8,6 +8,10 @@
 //! the rustls [`ServerConfig`] ([`crate::tls::server_config`]) and the accept path,
 //! and hands the finished TLS stream to the same pingora HTTP server.
 //!
+//! There is one front per worker thread, each the app of a single-threaded service
+//! with its own listening socket ([`TlsFront::per_worker`]), so that everything one
+//! connection does stays on one thread.
+//!
 //! HTTP/1.1 connections run pingora's keep-alive loop here rather than in pingora
 //! ([`TlsFront::serve_http1`]): between requests a connection waits in this module for
 //! the first byte of the next request. pingora would wait inside its request future,
@@ -15,6 +19,7 @@
 //! as long as the connection idles; here those exist only while a request is in
 //! flight, and 10 000 idle keep-alive connections cost little more than their TLS state.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,8 +33,10 @@ use pingora::protocols::{ALPN, Ssl, Stream};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 use prometheus::IntCounterVec;
+use rustls::ServerConfig;
 use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
+use tokio::time::{Instant, Sleep};
 
 use crate::gateway::Gateway;
 use crate::head_deadline::HeadDeadline;
@@ -52,21 +59,30 @@ pub struct TlsFront {
 }
 
 impl TlsFront {
-    pub fn new(
-        acceptor: Acceptor,
+    /// The fronts of one listening address, one per worker thread ([`crate`]'s
+    /// `https_services`): they share the gateway, the upstream pool and the connection
+    /// slots; each has its own acceptor over the same rustls configuration (one session
+    /// cache and ticket key for all).
+    pub fn per_worker(
+        workers: usize,
+        tls: Arc<ServerConfig>,
         proxy: HttpProxy<Gateway>,
         limits: &Limits,
         refused: IntCounterVec,
-    ) -> Self {
-        Self {
-            acceptor,
-            proxy: Arc::new(proxy),
-            handshake_timeout: limits.tls_handshake_timeout,
-            head_timeout: limits.request_head_timeout,
-            keepalive_idle: limits.keepalive_idle,
-            slots: Arc::new(Semaphore::new(limits.max_connections)),
-            refused,
-        }
+    ) -> Vec<Self> {
+        let proxy = Arc::new(proxy);
+        let slots = Arc::new(Semaphore::new(limits.max_connections));
+        (0..workers)
+            .map(|_| Self {
+                acceptor: Acceptor::from_server_config(Arc::clone(&tls)),
+                proxy: Arc::clone(&proxy),
+                handshake_timeout: limits.tls_handshake_timeout,
+                head_timeout: limits.request_head_timeout,
+                keepalive_idle: limits.keepalive_idle,
+                slots: Arc::clone(&slots),
+                refused: refused.clone(),
+            })
+            .collect()
     }
 }
 
@@ -77,7 +93,7 @@ impl ServerApp for TlsFront {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let Ok(_slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+        let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
             self.refused.with_label_values(&["connection_limit"]).inc();
             return None;
         };
@@ -89,35 +105,17 @@ impl ServerApp for TlsFront {
                 return None;
             }
         };
-        let tls =
-            match tokio::time::timeout(self.handshake_timeout, self.acceptor.tls_handshake(*tcp))
-                .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    self.refused.with_label_values(&["tls_handshake"]).inc();
-                    tracing::debug!(error = %e, "TLS handshake failed");
-                    return None;
-                }
-                Err(_) => {
-                    self.refused
-                        .with_label_values(&["tls_handshake_timeout"])
-                        .inc();
-                    return None;
-                }
-            };
-        // h2 bounds its header frames itself and multiplexes: pingora's server as is.
-        if tls.selected_alpn_proto() == Some(ALPN::H2) {
-            return ServerApp::process_new(&self.proxy, Box::new(tls), shutdown).await;
-        }
-        // HTTP/1.1 heads get one deadline each.
-        let stream: Stream = Box::new(HeadDeadline::new(
-            tls,
-            self.head_timeout,
-            self.refused.with_label_values(&["request_head_timeout"]),
-        ));
-        self.serve_http1(stream, shutdown).await;
-        // The slot is held until here: the connection is over.
+        // pingora's task for a connection is sized for the TLS handshake of its own
+        // listeners, which this one does not use (about 9 KiB, for as long as the
+        // connection lives). The connection gets a task of its own instead, on this
+        // thread (each HTTPS service is single-threaded), sized for what it holds; the
+        // slot goes with it.
+        let front = Arc::clone(self);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            front.serve(*tcp, &shutdown).await;
+            drop(slot);
+        });
         None
     }
 
@@ -127,6 +125,42 @@ impl ServerApp for TlsFront {
 }
 
 impl TlsFront {
+    /// One connection: the TLS handshake, then pingora's h2 server or the HTTP/1.1 loop.
+    async fn serve(self: &Arc<Self>, tcp: TcpStream, shutdown: &ShutdownWatch) {
+        // Boxed: the handshake's state (a second copy of the TLS stream among it) is
+        // only needed until it completes, not for the life of the connection.
+        let handshake = Box::pin(tokio::time::timeout(
+            self.handshake_timeout,
+            self.acceptor.tls_handshake(tcp),
+        ));
+        let tls = match handshake.await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                self.refused.with_label_values(&["tls_handshake"]).inc();
+                tracing::debug!(error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                self.refused
+                    .with_label_values(&["tls_handshake_timeout"])
+                    .inc();
+                return;
+            }
+        };
+        // h2 bounds its header frames itself and multiplexes: pingora's server as is.
+        if tls.selected_alpn_proto() == Some(ALPN::H2) {
+            ServerApp::process_new(&self.proxy, Box::new(tls), shutdown).await;
+            return;
+        }
+        // HTTP/1.1 heads get one deadline each.
+        let stream: Stream = Box::new(HeadDeadline::new(
+            tls,
+            self.head_timeout,
+            self.refused.with_label_values(&["request_head_timeout"]),
+        ));
+        self.serve_http1(stream, shutdown).await;
+    }
+
     /// pingora's HTTP/1.1 keep-alive loop (`ServerApp::process_new` for an
     /// `HttpServerApp`), except that the wait for each request's first byte happens
     /// here ([`next_request`]) and that byte is handed to the new session as the start
@@ -134,11 +168,14 @@ impl TlsFront {
     async fn serve_http1(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) {
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut first = true;
+        let mut idle_timer = None;
         loop {
             // The first request is awaited even when shutdown has begun (pingora serves
             // it, without keep-alive); a reused connection is closed instead.
             let watch = (!first).then_some(shutdown);
-            let Some(prefix) = next_request(&mut stream, self.keepalive_idle, watch).await else {
+            let Some(prefix) =
+                next_request(&mut stream, self.keepalive_idle, &mut idle_timer, watch).await
+            else {
                 return;
             };
             let mut session = ServerSession::new_http1(stream);
@@ -165,15 +202,36 @@ impl TlsFront {
 /// Waits for the first byte of the connection's next request, for at most `idle`, and
 /// returns it in a buffer the size pingora gives a request head. `None`: the client
 /// closed or went quiet, or (with a watch) the server is shutting down.
+///
+/// `timer` is the connection's one idle timer, kept from wait to wait. It is re-armed
+/// only when it goes off before this wait's deadline (it was armed for an earlier
+/// wait), so at most once per `idle` rather than once per request: arming a tokio timer
+/// can wake the runtime's driver, a syscall and a spurious poll.
 async fn next_request(
     stream: &mut Stream,
     idle: Duration,
+    timer: &mut Option<Pin<Box<Sleep>>>,
     shutdown: Option<&ShutdownWatch>,
 ) -> Option<BytesMut> {
     /// pingora's initial request-head buffer (`INIT_HEADER_BUF_SIZE`, not exported).
     const HEAD_BUFFER: usize = 4096;
+    let deadline = Instant::now() + idle;
+    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
     let mut byte = [0u8; 1];
-    let read = tokio::time::timeout(idle, stream.read(&mut byte));
+    let read = async {
+        loop {
+            tokio::select! {
+                biased;
+                read = stream.read(&mut byte) => return Some(read),
+                () = timer.as_mut() => {
+                    if Instant::now() >= deadline {
+                        return None;
+                    }
+                    timer.as_mut().reset(deadline);
+                }
+            }
+        }
+    };
     let read = match shutdown {
         None => read.await,
         Some(shutdown) => {
@@ -187,7 +245,7 @@ async fn next_request(
         }
     };
     match read {
-        Ok(Ok(1)) => {
+        Some(Ok(1)) => {
             let mut prefix = BytesMut::with_capacity(HEAD_BUFFER);
             prefix.extend_from_slice(&byte);
             Some(prefix)
