@@ -345,11 +345,7 @@ fn ip_key(ip: IpAddr) -> String {
 }
 
 fn hashed(value: &str) -> String {
-    Sha256::digest(value.as_bytes())
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(&Sha256::digest(value.as_bytes())[..16])
 }
 
 #[cfg(test)]
