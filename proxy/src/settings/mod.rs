@@ -57,7 +57,8 @@ pub struct ProxyConfig {
     /// Peers (CIDRs) whose `X-Forwarded-*`, `Forwarded` and `X-Request-Id`
     /// headers are believed. Everyone else's are dropped. Default: none.
     pub trusted_proxies: Vec<String>,
-    /// Worker threads of the proxy. Default: one per core.
+    /// Worker threads of the proxy: each accepts and serves its own HTTPS connections
+    /// (a listening socket of its own, SO_REUSEPORT). Default: one per core.
     pub worker_threads: Option<usize>,
     /// Shutdown behaviour on SIGTERM.
     pub shutdown: ShutdownConfig,
