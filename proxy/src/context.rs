@@ -27,7 +27,7 @@ pub const NO_ROUTE: &str = "none";
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub token: VerifiedToken,
+    pub token: Arc<VerifiedToken>,
     pub via_cookie: bool,
 }
 

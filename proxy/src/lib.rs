@@ -671,8 +671,10 @@ pub mod fuzzing {
         let drain = Arc::new(crate::drain::Drain::default());
         let mut ctx = crate::context::RequestCtx::new(drain.enter());
         ctx.client_ip = client_ip;
-        ctx.principal =
-            principal.map(|(token, via_cookie)| crate::context::Principal { token, via_cookie });
+        ctx.principal = principal.map(|(token, via_cookie)| crate::context::Principal {
+            token: Arc::new(token),
+            via_cookie,
+        });
         let facts = crate::context::RequestFacts {
             method,
             path,
