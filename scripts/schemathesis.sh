@@ -164,18 +164,24 @@ for n in $(seq 40); do
     python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')")
 done
 aid_values=$(printf '"%s", ' "${seed_aids[@]}")
-# And tickets of its own for `update_ticket`: a patch needs the ticket's current version
-# in If-Match, and every generated case sends "1", so only a ticket's first patch can
-# pass. Without these the run's short stateful phase sometimes left that operation with
-# random ids only (404) or an already patched ticket (412), and failed on the warnings.
-patch_ids=()
-for n in $(seq 40); do
-  patch_ids+=("$(curl -sf --cacert "$ca" -H "authorization: Bearer $admin_token" "$base/api/tickets" \
-    -H 'content-type: application/json' \
-    -d "{\"title\":\"schemathesis patch $n\",\"description\":\"seeded\",\"priority\":\"low\",\"department_id\":$department}" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')")
-done
-patch_values=$(printf '"%s", ' "${patch_ids[@]}")
+# And tickets of its own for each change that must name the ticket's current version
+# in If-Match (update, transition, assignment, approval): every generated case sends
+# "1", so only a ticket's first change can pass. Without these the run's short stateful
+# phase sometimes left such an operation with random ids only (404) or an already
+# changed ticket (412), and failed on the "repeatedly returned 404" warning.
+fresh_tickets() {
+  local ids=() n
+  for n in $(seq 40); do
+    ids+=("$(curl -sf --cacert "$ca" -H "authorization: Bearer $admin_token" "$base/api/tickets" \
+      -H 'content-type: application/json' \
+      -d "{\"title\":\"schemathesis $1 $n\",\"description\":\"seeded\",\"priority\":\"low\",\"department_id\":$department}" |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')")
+  done
+  local values
+  values=$(printf '"%s", ' "${ids[@]}")
+  printf '[dictionaries.%s_tickets]\nvalues = [%s]\n\n[[operations]]\ninclude-operation-id = "%s_ticket"\nparameters = { "path.id" = { dictionary = "%s_tickets", probability = 0.9 } }\n\n' \
+    "$1" "${values%, }" "$1" "$1"
+}
 {
   cat schemathesis.toml
   cat <<TOML
@@ -183,13 +189,9 @@ patch_values=$(printf '"%s", ' "${patch_ids[@]}")
 values = ["$seed_ticket"]
 [dictionaries.seed_attachments]
 values = [${aid_values%, }]
-[dictionaries.patch_tickets]
-values = [${patch_values%, }]
 
-[[operations]]
-include-operation-id = "update_ticket"
-parameters = { "path.id" = { dictionary = "patch_tickets", probability = 0.9 } }
 TOML
+  for change in update transition assign approve; do fresh_tickets "$change"; done
 } > schemathesis.administrator.toml
 python3 - "$seed_ticket" <<'PY'
 import sys
