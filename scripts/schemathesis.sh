@@ -152,10 +152,14 @@ TOML
 # and most generated cases of those operations name that ticket and one of them (deletes
 # use up some; the rest keep the others reachable). Only the administrator's run gets
 # these values: for the other roles that ticket is someone else's.
-seed_ticket=$(curl -sf --cacert "$ca" -H "authorization: Bearer $admin_token" "$base/api/tickets" \
-  -H 'content-type: application/json' \
-  -d "{\"title\":\"schemathesis attachments\",\"description\":\"seeded\",\"priority\":\"low\",\"department_id\":$department}" |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+# A new open ticket of the administrator's, titled $1; prints its id.
+new_ticket() {
+  curl -sf --cacert "$ca" -H "authorization: Bearer $admin_token" "$base/api/tickets" \
+    -H 'content-type: application/json' \
+    -d "{\"title\":\"schemathesis $1\",\"description\":\"seeded\",\"priority\":\"low\",\"department_id\":$department}" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
+}
+seed_ticket=$(new_ticket attachments)
 seed_aids=()
 for n in $(seq 40); do
   seed_aids+=("$(curl -sf --cacert "$ca" -H "authorization: Bearer $admin_token" \
@@ -172,10 +176,7 @@ aid_values=$(printf '"%s", ' "${seed_aids[@]}")
 fresh_tickets() {
   local ids=() n
   for n in $(seq 40); do
-    ids+=("$(curl -sf --cacert "$ca" -H "authorization: Bearer $admin_token" "$base/api/tickets" \
-      -H 'content-type: application/json' \
-      -d "{\"title\":\"schemathesis $1 $n\",\"description\":\"seeded\",\"priority\":\"low\",\"department_id\":$department}" |
-      python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')")
+    ids+=("$(new_ticket "$1 $n")")
   done
   local values
   values=$(printf '"%s", ' "${ids[@]}")

@@ -555,22 +555,17 @@ async fn a_taken_https_port_is_a_start_error_even_for_a_second_portcullis() {
         (taken_by_other, "another program"),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let mut yaml = config.replace(
-            &first.state_dir().display().to_string(),
-            &dir.path().join("var").display().to_string(),
-        );
-        for port in [
-            first.https,
-            first.http,
-            first.admin,
-            first.backend,
-            first.backend_admin,
-        ] {
-            let to = if port == first.https {
-                taken
-            } else {
-                free_port()
-            };
+        let mut yaml = config
+            .replace(
+                &first.state_dir().display().to_string(),
+                &dir.path().join("var").display().to_string(),
+            )
+            .replace(
+                &format!("127.0.0.1:{}", first.https),
+                &format!("127.0.0.1:{taken}"),
+            );
+        for port in [first.http, first.admin, first.backend, first.backend_admin] {
+            let to = free_port();
             yaml = yaml.replace(&format!("127.0.0.1:{port}"), &format!("127.0.0.1:{to}"));
         }
         let file = dir.path().join("portcullis.yaml");

@@ -87,6 +87,15 @@ impl<S> HeadDeadline<S> {
             passed: 0,
         }
     }
+
+    /// Counts the cut and says why the read fails.
+    fn expire(&mut self) -> io::Error {
+        self.expired.inc();
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            "request head not complete within its deadline",
+        )
+    }
 }
 
 impl<S: AsyncWrite + Unpin> HeadDeadline<S> {
@@ -172,16 +181,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for HeadDeadline<S> {
                 Poll::Pending
             }
         }
-    }
-}
-
-impl<S> HeadDeadline<S> {
-    fn expire(&mut self) -> io::Error {
-        self.expired.inc();
-        io::Error::new(
-            io::ErrorKind::TimedOut,
-            "request head not complete within its deadline",
-        )
     }
 }
 
