@@ -127,37 +127,48 @@ impl ServerApp for TlsFront {
 impl TlsFront {
     /// One connection: the TLS handshake, then pingora's h2 server or the HTTP/1.1 loop.
     async fn serve(self: &Arc<Self>, tcp: TcpStream, shutdown: &ShutdownWatch) {
-        // Boxed: the handshake's state (a second copy of the TLS stream among it) is
-        // only needed until it completes, not for the life of the connection.
-        let handshake = Box::pin(tokio::time::timeout(
-            self.handshake_timeout,
-            self.acceptor.tls_handshake(tcp),
-        ));
-        let tls = match handshake.await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                self.refused.with_label_values(&["tls_handshake"]).inc();
-                tracing::debug!(error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                self.refused
-                    .with_label_values(&["tls_handshake_timeout"])
-                    .inc();
-                return;
+        // The handshake and the TLS stream live in this block, which ends before anything
+        // else is awaited: a local keeps its room in this future until its scope ends
+        // once it has been borrowed (the ALPN check), so at function level the stream
+        // (kilobytes) would have stayed in every idle connection's task. The handshake's
+        // state (a second copy of the TLS stream among it) is boxed, and freed when the
+        // block ends rather than when the connection does.
+        let (stream, h2): (Stream, bool) = {
+            let handshake = Box::pin(tokio::time::timeout(
+                self.handshake_timeout,
+                self.acceptor.tls_handshake(tcp),
+            ));
+            let tls = match handshake.await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    self.refused.with_label_values(&["tls_handshake"]).inc();
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    self.refused
+                        .with_label_values(&["tls_handshake_timeout"])
+                        .inc();
+                    return;
+                }
+            };
+            if tls.selected_alpn_proto() == Some(ALPN::H2) {
+                (Box::new(tls), true)
+            } else {
+                // HTTP/1.1 heads get one deadline each.
+                let stream = HeadDeadline::new(
+                    tls,
+                    self.head_timeout,
+                    self.refused.with_label_values(&["request_head_timeout"]),
+                );
+                (Box::new(stream), false)
             }
         };
         // h2 bounds its header frames itself and multiplexes: pingora's server as is.
-        if tls.selected_alpn_proto() == Some(ALPN::H2) {
-            ServerApp::process_new(&self.proxy, Box::new(tls), shutdown).await;
+        if h2 {
+            ServerApp::process_new(&self.proxy, stream, shutdown).await;
             return;
         }
-        // HTTP/1.1 heads get one deadline each.
-        let stream: Stream = Box::new(HeadDeadline::new(
-            tls,
-            self.head_timeout,
-            self.refused.with_label_values(&["request_head_timeout"]),
-        ));
         self.serve_http1(stream, shutdown).await;
     }
 
