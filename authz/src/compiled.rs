@@ -159,16 +159,11 @@ impl CompiledDecisions {
         self.entries.contains_key(rule)
     }
 
-    /// The cache slot of `rule`'s decision for `input`: the program's id and the key,
-    /// or `None` when that rule's decisions are not cached.
-    pub(crate) fn cache_slot(
-        &self,
-        rule: &str,
-        input: &serde_json::Value,
-    ) -> Option<(u64, String)> {
+    /// The cache slot of `rule`'s decisions: the program's id and what they are keyed
+    /// by, or `None` when that rule's decisions are not cached.
+    pub(crate) fn cache_slot(&self, rule: &str) -> Option<(u64, &InputKey)> {
         let compiled = self.entries.get(rule)?;
-        let key = compiled.cache_key.as_ref()?;
-        Some((compiled.id, key.of(input)))
+        Some((compiled.id, compiled.cache_key.as_ref()?))
     }
 
     /// Evaluates the compiled `rule` with `input` on this thread's VM; `None` when the

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bundle::PolicyBundle;
 use crate::eval_error::EvalError;
+use crate::input_key::PolicyInput;
 
 /// `rule` of every decision that did not come from a well-formed policy result.
 pub const FAIL_CLOSED_RULE: &str = "fail_closed";
@@ -97,15 +98,27 @@ impl PolicyBundle {
     ///
     /// A compiled rule's decisions are cached per worker thread, keyed by the input
     /// fields the rule can read (see `input_key`); fail-closed decisions are never cached.
+    ///
+    /// `input` is read field by field for the cache key; its whole document is built
+    /// only when the decision is not cached (see [`PolicyInput`]).
     #[must_use]
-    pub fn decide(&self, query: &str, input: &serde_json::Value) -> Decision {
-        let Some((id, key)) = self.compiled().cache_slot(query, input) else {
-            return self.decide_uncached(query, input);
+    pub fn decide<I: PolicyInput + ?Sized>(&self, query: &str, input: &I) -> Decision {
+        let Some((id, key)) = self.compiled().cache_slot(query) else {
+            return self.decide_uncached(query, &input.document());
         };
-        if let Some(hit) = cached(id, &key) {
+        let (hit, key) = KEY.with(|buffer| {
+            let mut buffer = buffer.borrow_mut();
+            buffer.clear();
+            key.write(input, &mut buffer);
+            match cached(id, &buffer) {
+                Some(hit) => (Some(hit), Vec::new()),
+                None => (None, buffer.clone()),
+            }
+        });
+        if let Some(hit) = hit {
             return hit;
         }
-        let decision = self.decide_uncached(query, input);
+        let decision = self.decide_uncached(query, &input.document());
         if decision.rule != FAIL_CLOSED_RULE {
             remember(id, key, decision.clone());
         }
@@ -242,16 +255,18 @@ const MAX_CACHED_BUNDLES: usize = 8;
 thread_local! {
     /// This worker thread's decisions, by compiled program and input key: no lock on the
     /// request path, and a reloaded bundle (new programs) starts empty.
-    static CACHE: RefCell<HashMap<u64, HashMap<String, Decision>>> = RefCell::new(HashMap::new());
+    static CACHE: RefCell<HashMap<u64, HashMap<Vec<u8>, Decision>>> = RefCell::new(HashMap::new());
+    /// This thread's buffer for writing a key: a cache hit allocates none.
+    static KEY: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// This thread's cached decision for `key` under bundle `id`.
-fn cached(id: u64, key: &str) -> Option<Decision> {
+fn cached(id: u64, key: &[u8]) -> Option<Decision> {
     CACHE.with(|caches| caches.borrow().get(&id)?.get(key).cloned())
 }
 
 /// Remembers `decision` for `key` under bundle `id` on this thread.
-fn remember(id: u64, key: String, decision: Decision) {
+fn remember(id: u64, key: Vec<u8>, decision: Decision) {
     CACHE.with(|caches| {
         let mut caches = caches.borrow_mut();
         if !caches.contains_key(&id) && caches.len() >= MAX_CACHED_BUNDLES {

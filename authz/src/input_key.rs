@@ -11,7 +11,38 @@
 //! imported under another name makes the whole input the key (correct, rarely a hit).
 //! The cache itself (per worker thread and bundle) is in `decision`.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
+
+/// A policy input the decision cache can read one field at a time.
+///
+/// A cache hit needs only the few fields the decision reads, so a caller whose input is
+/// costly to assemble (the proxy builds one per request) writes those fields straight
+/// from its own state, and builds the whole document only when the decision has to be
+/// evaluated. A `serde_json::Value` is the plain implementation.
+pub trait PolicyInput {
+    /// Appends the compact JSON of the value at `path` (object keys below `input`) to
+    /// `out` and returns `true`; returns `false`, writing nothing, when there is no value
+    /// there (undefined in Rego). The bytes must be exactly what
+    /// [`PolicyInput::document`]'s value at `path` serialises to.
+    fn write_at(&self, path: &[String], out: &mut Vec<u8>) -> bool;
+
+    /// The whole input document.
+    fn document(&self) -> Cow<'_, serde_json::Value>;
+}
+
+impl PolicyInput for serde_json::Value {
+    fn write_at(&self, path: &[String], out: &mut Vec<u8>) -> bool {
+        let found = path
+            .iter()
+            .try_fold(self, |node, step| node.as_object()?.get(step));
+        found.is_some_and(|value| serde_json::to_writer(out, value).is_ok())
+    }
+
+    fn document(&self) -> Cow<'_, serde_json::Value> {
+        Cow::Borrowed(self)
+    }
+}
 
 /// What a cached decision is keyed by.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,24 +54,23 @@ pub(crate) enum InputKey {
 }
 
 impl InputKey {
-    /// The key of `input`: the JSON of the values at the paths, with a marker for a
-    /// path that is not there (undefined in Rego, which is not `null`).
-    pub(crate) fn of(&self, input: &serde_json::Value) -> String {
+    /// Writes the key of `input` to `out`: the JSON of the values at the paths, each
+    /// followed by `\x01`, with `\x00` for a path that is not there (undefined in Rego,
+    /// which is not `null`). Compact JSON never holds either byte raw, so two inputs
+    /// share a key only when they agree on every path.
+    pub(crate) fn write<I: PolicyInput + ?Sized>(&self, input: &I, out: &mut Vec<u8>) {
         match self {
-            Self::Whole => input.to_string(),
+            Self::Whole => {
+                // Writing a `Value` to a `Vec` cannot fail.
+                let _ = serde_json::to_writer(out, input.document().as_ref());
+            }
             Self::Paths(paths) => {
-                let mut key = String::with_capacity(64);
                 for path in paths {
-                    let found = path
-                        .iter()
-                        .try_fold(input, |node, step| node.as_object()?.get(step));
-                    match found {
-                        Some(value) => key.push_str(&value.to_string()),
-                        None => key.push('\u{0}'),
+                    if !input.write_at(path, out) {
+                        out.push(0);
                     }
-                    key.push('\u{1}');
+                    out.push(1);
                 }
-                key
             }
         }
     }
@@ -179,15 +209,36 @@ mod tests {
         );
     }
 
+    fn key_of(key: &InputKey, input: &serde_json::Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        key.write(input, &mut out);
+        out
+    }
+
     #[test]
     fn keys_tell_undefined_from_null_and_ignore_other_fields() {
         let key = InputKey::Paths(vec![vec!["a".into()], vec!["b".into(), "c".into()]]);
-        let one = key.of(&json!({"a": 1, "b": {"c": null}, "ignored": 1}));
+        let one = key_of(&key, &json!({"a": 1, "b": {"c": null}, "ignored": 1}));
         assert_eq!(
             one,
-            key.of(&json!({"a": 1, "b": {"c": null}, "ignored": 2}))
+            key_of(&key, &json!({"a": 1, "b": {"c": null}, "ignored": 2}))
         );
-        assert_ne!(one, key.of(&json!({"a": 1, "b": {}})));
-        assert_ne!(one, key.of(&json!({"a": 2, "b": {"c": null}})));
+        assert_ne!(one, key_of(&key, &json!({"a": 1, "b": {}})));
+        assert_ne!(one, key_of(&key, &json!({"a": 2, "b": {"c": null}})));
+        // A separator inside a value is escaped, so it cannot forge another split.
+        let two = InputKey::Paths(vec![vec!["a".into()], vec!["b".into()]]);
+        assert_ne!(
+            key_of(&two, &json!({"a": "x\u{1}", "b": "y"})),
+            key_of(&two, &json!({"a": "x", "b": "\u{1}y"}))
+        );
+    }
+
+    #[test]
+    fn the_whole_key_is_the_document() {
+        let input = json!({"a": [1, "two"], "b": {"c": true}});
+        assert_eq!(
+            key_of(&InputKey::Whole, &input),
+            input.to_string().into_bytes()
+        );
     }
 }

@@ -26,6 +26,7 @@ use arc_swap::ArcSwap;
 pub use bundle::{BundleError, DEFAULT_EVAL_TIME_LIMIT, PolicyBundle};
 pub use decision::{Decision, FAIL_CLOSED_RULE, Obligations};
 pub use eval_error::EvalError;
+pub use input_key::PolicyInput;
 pub use testing::{CoverageSummary, FileCoverage, TestReport, TestResult};
 
 /// At most this many failing test names are copied into [`BundleError::TestsFailed`].
@@ -56,7 +57,7 @@ impl Authorizer {
 
     /// Evaluates `query` on the bundle in force; see [`PolicyBundle::decide`].
     #[must_use]
-    pub fn decide(&self, query: &str, input: &serde_json::Value) -> Decision {
+    pub fn decide<I: PolicyInput + ?Sized>(&self, query: &str, input: &I) -> Decision {
         self.current.load().decide(query, input)
     }
 

@@ -3,7 +3,9 @@
 //! normalised as the gateway does before any guard runs (refused paths end there); a
 //! `Bearer` token's claims (read without verification: the signature is the verifier's
 //! business) make the request authenticated. The input is then decided by the shipped
-//! bundle (`policies/`), as every request is.
+//! bundle (`policies/`), as every request is, both through the decision cache (whose key
+//! the guard writes from the request's fields) and on the whole document uncached: the
+//! two must agree.
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -27,6 +29,8 @@ const INPUT_HEADERS: [&str; 6] = [
     "content-type",
     "accept",
 ];
+/// The decision the proxy asks for.
+const QUERY: &str = "data.portcullis.http.decision";
 /// Most query pairs read.
 const MAX_QUERY_PAIRS: usize = 64;
 
@@ -103,7 +107,8 @@ fuzz_target!(|data: &[u8]| {
     let authenticated = principal.is_some();
     let client_ip = Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)));
 
-    let input = portcullis_proxy::fuzzing::policy_input(
+    let (input, decision) = portcullis_proxy::fuzzing::policy_input(
+        authorizer(),
         &method,
         path.as_str(),
         query,
@@ -150,5 +155,11 @@ fuzz_target!(|data: &[u8]| {
     assert!(input["route"].is_string());
     assert!(input["time"]["unix_seconds"].is_i64());
 
-    let _ = authorizer().decide("data.portcullis.http.decision", &input);
+    // The guard's way (cache key written from the request's fields) decides as the
+    // whole document does without the cache.
+    assert_eq!(
+        decision,
+        authorizer().current().decide_uncached(QUERY, &input),
+        "cached decision differs for {input}"
+    );
 });

@@ -659,15 +659,19 @@ pub mod fuzzing {
     pub use crate::guards::rate_limit::login_account;
 
     /// The policy input the policy guard builds for a request on no route, from a caller
-    /// verified with `principal` (`via_cookie` says how the credential came) or anonymous.
+    /// verified with `principal` (`via_cookie` says how the credential came) or anonymous,
+    /// and the decision `authorizer` gives the request (`data.portcullis.http.decision`)
+    /// the way the guard asks for it: through the decision cache, whose key is written
+    /// straight from the request's fields.
     pub fn policy_input(
+        authorizer: &portcullis_authz::Authorizer,
         method: &http::Method,
         path: &str,
         query: Option<&str>,
         headers: &http::HeaderMap,
         client_ip: Option<IpAddr>,
         principal: Option<(crate::jwt::VerifiedToken, bool)>,
-    ) -> serde_json::Value {
+    ) -> (serde_json::Value, portcullis_authz::Decision) {
         let drain = Arc::new(crate::drain::Drain::default());
         let mut ctx = crate::context::RequestCtx::new(drain.enter());
         ctx.client_ip = client_ip;
@@ -682,7 +686,11 @@ pub mod fuzzing {
             headers,
             host: None,
         };
-        crate::guards::policy::policy_input(&facts, &ctx)
+        let decision = authorizer.decide(
+            crate::guards::policy::HTTP_DECISION,
+            &crate::guards::policy::HttpInput::new(&facts, &ctx),
+        );
+        (crate::guards::policy::policy_input(&facts, &ctx), decision)
     }
 }
 

@@ -5,19 +5,23 @@
 //! mode is `report_only`. An allowed request gets the decision id and the
 //! obligations' headers.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::{HeaderName, HeaderValue};
 use percent_encoding::percent_decode_str;
 use portcullis_audit::{Category, Level};
-use portcullis_authz::{Authorizer, Decision};
+use portcullis_authz::{Authorizer, Decision, PolicyInput};
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 use serde_json::{Map, Value, json};
 
 use super::{RequestGuard, Verdict};
 use crate::context::{Principal, RequestCtx, RequestFacts, outcome, with_principal};
 use crate::problem::{Problem, Refusal};
+
+/// The rule the policy guard asks for.
+pub(crate) const HTTP_DECISION: &str = "data.portcullis.http.decision";
 
 /// Policy metrics.
 #[derive(Clone)]
@@ -210,9 +214,14 @@ fn query_map(raw: Option<&str>) -> Value {
     Value::Object(map)
 }
 
+/// The path's segments, as `input.request.segments` lists them.
+fn segments(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|s| !s.is_empty())
+}
+
 /// The policy input: request, subject, source, route, time.
 pub(crate) fn policy_input(req: &RequestFacts<'_>, ctx: &RequestCtx) -> Value {
-    let segments: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
+    let segments: Vec<&str> = segments(req.path).collect();
     let mut headers = Map::new();
     for name in [
         "user-agent",
@@ -239,6 +248,76 @@ pub(crate) fn policy_input(req: &RequestFacts<'_>, ctx: &RequestCtx) -> Value {
         "route": ctx.route_label(),
         "time": { "unix_seconds": time::OffsetDateTime::now_utc().unix_timestamp() },
     })
+}
+
+/// One request's policy input as the decision cache reads it: the fields a decision
+/// usually depends on are written straight from the request, and the whole document
+/// ([`policy_input`]) is built only for an evaluation or for a field not written here.
+/// A cache hit, most requests, builds no JSON at all.
+pub(crate) struct HttpInput<'r, 'a> {
+    req: &'r RequestFacts<'a>,
+    ctx: &'r RequestCtx,
+    document: std::cell::OnceCell<Value>,
+}
+
+impl<'r, 'a> HttpInput<'r, 'a> {
+    pub(crate) fn new(req: &'r RequestFacts<'a>, ctx: &'r RequestCtx) -> Self {
+        Self {
+            req,
+            ctx,
+            document: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn whole(&self) -> &Value {
+        self.document
+            .get_or_init(|| policy_input(self.req, self.ctx))
+    }
+}
+
+impl PolicyInput for HttpInput<'_, '_> {
+    fn write_at(&self, path: &[String], out: &mut Vec<u8>) -> bool {
+        let principal = self.ctx.principal.as_ref();
+        match path {
+            [field] if field == "route" => write_json(out, self.ctx.route_label()),
+            [part, field] => match (part.as_str(), field.as_str()) {
+                ("request", "method") => write_json(out, self.req.method.as_str()),
+                ("request", "path") => write_json(out, self.req.path),
+                ("request", "segments") => {
+                    out.push(b'[');
+                    for (i, segment) in segments(self.req.path).enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        write_json(out, segment);
+                    }
+                    out.push(b']');
+                }
+                ("subject", "authenticated") => write_json(out, &principal.is_some()),
+                ("subject", "roles") => match principal {
+                    Some(p) => write_json(out, &p.token.roles),
+                    None => return false,
+                },
+                ("subject", "sub") => match principal {
+                    Some(p) => write_json(out, &p.token.sub),
+                    None => return false,
+                },
+                _ => return self.whole().write_at(path, out),
+            },
+            _ => return self.whole().write_at(path, out),
+        }
+        true
+    }
+
+    fn document(&self) -> Cow<'_, Value> {
+        Cow::Borrowed(self.whole())
+    }
+}
+
+/// Appends `value`'s compact JSON, as `serde_json::Value` would write it.
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    // Writing to a `Vec` cannot fail.
+    let _ = serde_json::to_writer(out, value);
 }
 
 fn subject(principal: Option<&Principal>) -> Value {
@@ -285,10 +364,9 @@ fn refused(decision: &Decision, decision_id: String) -> Refusal {
 impl RequestGuard for PolicyGuard {
     async fn check(&self, req: &RequestFacts<'_>, ctx: &mut RequestCtx) -> Verdict {
         let mode = ctx.modes.policy;
-        let input = policy_input(req, ctx);
         let bundle = self.authorizer.current();
         let started = Instant::now();
-        let decision: Decision = bundle.decide("data.portcullis.http.decision", &input);
+        let decision: Decision = bundle.decide(HTTP_DECISION, &HttpInput::new(req, ctx));
         self.metrics
             .evaluation
             .observe(started.elapsed().as_secs_f64());
@@ -383,6 +461,78 @@ mod tests {
         assert_eq!(rule_label("/api/tickets/TCK-1?x=<script>"), "other");
         assert_eq!(rule_label(&"a".repeat(65)), "other");
         assert_eq!(rule_label(""), "other");
+    }
+
+    /// The fields the cache reads straight from the request are, byte for byte, what
+    /// the whole document holds at those paths, so a cached decision is the one the
+    /// document would get.
+    #[test]
+    fn fields_written_directly_match_the_document() {
+        let token = crate::jwt::VerifiedToken {
+            issuer: "portcullis".to_owned(),
+            sub: "7\"x".to_owned(),
+            sid: Some("s1".to_owned()),
+            roles: vec!["agent".to_owned(), "r\u{e9}le \"q\"".to_owned()],
+            amr: vec!["pwd".to_owned()],
+            exp: 0,
+            claims: json!({"preferred_username": "ann"}),
+        };
+        let drain = Arc::new(crate::drain::Drain::default());
+        let mut headers = http::HeaderMap::new();
+        headers.insert("origin", HeaderValue::from_static("https://a.test"));
+        let fields: &[&[&str]] = &[
+            &["route"],
+            &["request", "method"],
+            &["request", "path"],
+            &["request", "segments"],
+            &["subject", "authenticated"],
+            &["subject", "roles"],
+            &["subject", "sub"],
+            // Not written directly: read from the document.
+            &["subject", "mfa"],
+            &["subject", "roles", "0"],
+            &["request", "headers"],
+            &["request", "query"],
+            &["source"],
+            &["missing"],
+            &["request", "missing"],
+        ];
+        for principal in [None, Some(Arc::new(token))] {
+            for (method, path) in [
+                (http::Method::GET, "/"),
+                (http::Method::POST, "/api/tickets/TCK-1"),
+                (
+                    http::Method::from_bytes(b"PURGE").unwrap(),
+                    "/a/b%22c/\u{e9}/",
+                ),
+                (http::Method::DELETE, "/x\"y\\z"),
+            ] {
+                let mut ctx = RequestCtx::new(drain.enter());
+                ctx.principal = principal.clone().map(|token| Principal {
+                    token,
+                    via_cookie: false,
+                });
+                let facts = RequestFacts {
+                    method: &method,
+                    path,
+                    query: Some("a=1&b"),
+                    headers: &headers,
+                    host: None,
+                };
+                let document = policy_input(&facts, &ctx);
+                for field in fields {
+                    let field: Vec<String> = field.iter().map(|s| (*s).to_owned()).collect();
+                    let (mut direct, mut whole) = (Vec::new(), Vec::new());
+                    let present = HttpInput::new(&facts, &ctx).write_at(&field, &mut direct);
+                    assert_eq!(present, document.write_at(&field, &mut whole), "{field:?}");
+                    assert_eq!(
+                        String::from_utf8(direct).unwrap(),
+                        String::from_utf8(whole).unwrap(),
+                        "{method} {path} {field:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
