@@ -2,6 +2,7 @@
 //! into [`SecurityHeaders`] and applied to every response, the proxy's own
 //! included; each route's CSP header.
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 use schemars::JsonSchema;
@@ -91,16 +92,34 @@ impl Default for CspConfig {
     }
 }
 
-/// A route's ready-made CSP header.
+/// One ready-made response header.
 #[derive(Debug, Clone)]
-pub struct CspHeader {
+pub struct Field {
     name: HeaderName,
+    /// The name as written on an HTTP/1 response. pingora's header keeps each name's
+    /// spelling beside it and takes `Bytes` as they are, where from a `HeaderName` it
+    /// would copy the name out again on every response.
+    spelling: Bytes,
     value: HeaderValue,
 }
 
+impl Field {
+    fn new(name: HeaderName, value: HeaderValue) -> Self {
+        Self {
+            spelling: Bytes::copy_from_slice(name.as_str().as_bytes()),
+            name,
+            value,
+        }
+    }
+}
+
+/// A route's ready-made CSP header.
+#[derive(Debug, Clone)]
+pub struct CspHeader(Field);
+
 impl CspHeader {
     pub fn mode(&self) -> Mode {
-        if self.name == http::header::CONTENT_SECURITY_POLICY {
+        if self.0.name == http::header::CONTENT_SECURITY_POLICY {
             Mode::Enforce
         } else {
             Mode::ReportOnly
@@ -111,7 +130,7 @@ impl CspHeader {
 /// The fixed security headers plus the default CSP.
 #[derive(Debug, Clone)]
 pub struct SecurityHeaders {
-    fixed: Vec<(HeaderName, HeaderValue)>,
+    fixed: Vec<Field>,
     default_csp: CspHeader,
 }
 
@@ -220,11 +239,11 @@ impl SecurityHeaders {
         if *hsts_preload {
             hsts.push_str("; preload");
         }
-        let mut fixed = vec![(
+        let mut fixed = vec![Field::new(
             http::header::STRICT_TRANSPORT_SECURITY,
             HeaderValue::from_str(&hsts).ok()?,
         )];
-        fixed.push((
+        fixed.push(Field::new(
             http::header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ));
@@ -256,19 +275,19 @@ impl SecurityHeaders {
             ),
         ] {
             if let Some(v) = validated_header_value(p, &format!("{path}.{field}"), value) {
-                fixed.push((name, v));
+                fixed.push(Field::new(name, v));
             }
         }
-        fixed.push((
+        fixed.push(Field::new(
             HeaderName::from_static("reporting-endpoints"),
             HeaderValue::from_str(&format!("{REPORT_GROUP}=\"{CSP_REPORT_PATH}\"")).ok()?,
         ));
         let shell = Self {
             fixed,
-            default_csp: CspHeader {
-                name: http::header::CONTENT_SECURITY_POLICY,
-                value: HeaderValue::from_static("default-src 'none'"),
-            },
+            default_csp: CspHeader(Field::new(
+                http::header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'none'"),
+            )),
         };
         let default_csp = shell.csp_for(&csp.policy, csp.mode, &format!("{path}.csp.policy"), p)?;
         (before == p.len()).then_some(Self {
@@ -301,7 +320,7 @@ impl SecurityHeaders {
             Mode::Enforce => http::header::CONTENT_SECURITY_POLICY,
             Mode::ReportOnly => http::header::CONTENT_SECURITY_POLICY_REPORT_ONLY,
         };
-        Some(CspHeader { name, value })
+        Some(CspHeader(Field::new(name, value)))
     }
 
     /// The CSP used where no route matched.
@@ -317,10 +336,10 @@ impl SecurityHeaders {
         }
         resp.remove(http::header::CONTENT_SECURITY_POLICY.as_str());
         resp.remove(http::header::CONTENT_SECURITY_POLICY_REPORT_ONLY.as_str());
-        for (name, value) in &self.fixed {
-            resp.set(name, value);
+        for field in &self.fixed {
+            resp.set(field);
         }
-        resp.set(&csp.name, &csp.value);
+        resp.set(&csp.0);
     }
 }
 
@@ -328,16 +347,17 @@ impl SecurityHeaders {
 /// keeps header case for HTTP/1) or a plain `http` header map.
 pub trait HeaderSink {
     fn remove(&mut self, name: &str);
-    fn set(&mut self, name: &HeaderName, value: &HeaderValue);
+    /// Sets `field`, replacing any value under its name.
+    fn set(&mut self, field: &Field);
 }
 
 impl HeaderSink for ResponseHeader {
     fn remove(&mut self, name: &str) {
         self.remove_header(name);
     }
-    fn set(&mut self, name: &HeaderName, value: &HeaderValue) {
+    fn set(&mut self, field: &Field) {
         // Inserting a valid name/value pair into a header map cannot fail.
-        let _ = self.insert_header(name.clone(), value.clone());
+        let _ = self.insert_header(field.spelling.clone(), field.value.clone());
     }
 }
 
@@ -345,8 +365,8 @@ impl HeaderSink for http::HeaderMap {
     fn remove(&mut self, name: &str) {
         http::HeaderMap::remove(self, name);
     }
-    fn set(&mut self, name: &HeaderName, value: &HeaderValue) {
-        self.insert(name.clone(), value.clone());
+    fn set(&mut self, field: &Field) {
+        self.insert(field.name.clone(), field.value.clone());
     }
 }
 
@@ -393,6 +413,17 @@ mod tests {
         );
         assert!(get("server").is_none());
         assert!(get("x-powered-by").is_none());
+        // On the wire each name is written once, as configured.
+        let mut wire = bytes::BytesMut::new();
+        resp.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire.to_vec()).unwrap();
+        for name in [
+            "strict-transport-security: ",
+            "permissions-policy: ",
+            "content-security-policy: ",
+        ] {
+            assert_eq!(wire.matches(name).count(), 1, "{name} in {wire}");
+        }
     }
 
     #[test]
