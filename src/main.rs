@@ -360,21 +360,7 @@ enum DbCommand {
     },
 }
 
-/// Turns transparent huge pages off for this process, before it has touched much memory.
-///
-/// Where the system enables them for everything (`always`, Debian's default), each 2 MiB
-/// of the allocator's arena the process touches becomes resident whole: the proxy and
-/// backend started at about 100 MiB instead of about 70, and the requests per second and
-/// CPU per request did not change measurably with them off (BENCHMARKS.md). A kernel
-/// without the switch keeps the system's setting.
-#[cfg(target_os = "linux")]
-fn disable_transparent_huge_pages() {
-    let _ = nix::sys::prctl::set_thp_disable(true);
-}
-
 fn main() -> ExitCode {
-    #[cfg(target_os = "linux")]
-    disable_transparent_huge_pages();
     // One crypto provider for the whole process, before anything uses TLS.
     let _ = portcullis_proxy::crypto_provider().install_default();
     let cli = Cli::parse();
