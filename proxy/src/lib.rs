@@ -655,6 +655,8 @@ pub mod fuzzing {
     use std::net::IpAddr;
     use std::sync::Arc;
 
+    use portcullis_authz::PolicyInput as _;
+
     pub use crate::csp_report::{ReportError, Violation, parse as parse_csp_report};
     pub use crate::guards::rate_limit::login_account;
 
@@ -686,11 +688,9 @@ pub mod fuzzing {
             headers,
             host: None,
         };
-        let decision = authorizer.decide(
-            crate::guards::policy::HTTP_DECISION,
-            &crate::guards::policy::HttpInput::new(&facts, &ctx),
-        );
-        (crate::guards::policy::policy_input(&facts, &ctx), decision)
+        let input = crate::guards::policy::HttpInput::new(&facts, &ctx);
+        let decision = authorizer.decide(crate::guards::policy::HTTP_DECISION, &input);
+        (input.document().into_owned(), decision)
     }
 }
 
