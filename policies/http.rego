@@ -3,11 +3,12 @@
 # Query: data.portcullis.http.decision (input and output documented in README.md).
 # Object-level checks (whose ticket) are made by the backend with tickets.rego.
 #
-# Written for regorus' speed profile: referring to another rule (or calling a function)
-# inside a loop is what costs, so loops work on local variables only, routes are
-# pre-filtered on their first segment (patterns must start with a literal, which
-# http_test.rego checks) and each request computes the matching routes once.
+# Routes are looked up in the route index the loader derives from data.yaml
+# (data.derived.http, README.md "Route index"): only the patterns that could match the
+# request's first segment and length are compared.
 package portcullis.http
+
+import data.derived.http as route_index
 
 # Path segments as an array; undefined (so nothing matches) when malformed.
 segments := input.request.segments if is_array(input.request.segments)
@@ -49,28 +50,22 @@ decision := allow("public_route", public_grants[0]) if {
 
 # Routes whose path matches the request: patterns without "**" first, then those with it,
 # each in data.yaml order.
-public_hits := matching(data.config.http.public_routes, segments)
+public_hits := matching("public_routes")
 
-role_hits := matching(data.config.http.routes, segments)
+role_hits := matching("routes")
 
 # Public routes matching the method too; the first one decides.
 public_grants := [route |
-	method := input.request.method
-	hits := public_hits
-	some route in hits
-	route.method == method
+	some route in public_hits
+	route.method == input.request.method
 ]
 
 # Role routes listing the method with one of the subject's roles ("*": any authenticated
 # subject); the first one decides.
 role_grants := [route |
 	authenticated
-	method := input.request.method
-	roles := subject_roles
-	hits := role_hits
-	some route in hits
-	allowed := route.methods[method]
-	role_allowed(allowed, roles)
+	some route in role_hits
+	role_allowed(route.methods[input.request.method])
 ]
 
 deny_rule := "role_not_permitted" if {
@@ -81,52 +76,42 @@ deny_rule := "role_not_permitted" if {
 
 # Role routes that list the request's method, whichever roles they name.
 method_hits := [route |
-	method := input.request.method
-	hits := role_hits
-	some route in hits
-	route.methods[method]
+	some route in role_hits
+	route.methods[input.request.method]
 ]
 
-role_allowed(allowed, _) if "*" in allowed
+role_allowed(allowed) if "*" in allowed
 
-role_allowed(allowed, roles) if {
-	some role in roles
+role_allowed(allowed) if {
+	some role in subject_roles
 	role in allowed
 }
 
-# The routes whose path pattern matches the request's segments. Patterns: "*" matches
-# exactly one non-empty segment; "**" as the last element matches any remaining segments
-# (none included); anything else matches itself; the empty pattern matches only the root.
-# Written without helper functions (see the note at the top); the first element is
-# compared first as a cheap pre-filter.
-matching(routes, segs) := array.concat(root_matches(routes, segs), array.concat(
+# The routes of config.http[list] whose path pattern matches the request's segments.
+# Patterns: "*" matches exactly one non-empty segment; "**" as the last element matches
+# any remaining segments (none included); anything else matches itself; the empty pattern
+# matches only the root.
+matching(list) := array.concat(
 	[route |
-		some route in routes
-		route.path[0] == segs[0]
-		count(route.path) == count(segs)
-		every i, p in route.path {
-			segs[i] != ""
-			p in {segs[i], "*"}
+		some route in route_index[list][first_segment].by_length[count(segments)]
+		every i, pattern in route.path {
+			segments[i] != ""
+			pattern in {segments[i], "*"}
 		}
 	],
 	[route |
-		some route in routes
-		route.path[0] == segs[0]
-		n := count(route.path)
-		route.path[n - 1] == "**"
-		count(segs) >= n - 1
-		every i, p in array.slice(route.path, 0, n - 1) {
-			segs[i] != ""
-			p in {segs[i], "*"}
+		some route in route_index[list][first_segment].open
+		prefix := array.slice(route.path, 0, count(route.path) - 1)
+		count(segments) >= count(prefix)
+		every i, pattern in prefix {
+			segments[i] != ""
+			pattern in {segments[i], "*"}
 		}
 	],
-))
+)
 
-root_matches(routes, segs) := [route |
-	count(segs) == 0
-	some route in routes
-	count(route.path) == 0
-]
+# The key of the request's routes in the index: its first segment, "" for the root.
+first_segment := segments[0] if count(segments) > 0 else := ""
 
 # An allow naming the route, with its optional obligations.
 allow(reason, route) := {

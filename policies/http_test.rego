@@ -85,13 +85,36 @@ test_route_ids_are_unique if {
 	count(ids) == count({id | some id in ids})
 }
 
-# http.rego pre-filters routes on their first segment, so it must be a literal (an empty
-# path, the site's root, has none and is matched on its own).
-test_route_patterns_start_with_a_literal if {
-	every route in all_routes {
-		not route.path[0] in {"*", "**", ""}
+# The route index the loader derives (data.derived.http, README.md "Route index") holds
+# every route of data.config.http exactly where this plain-Rego statement of it says: per
+# first segment, the patterns of each length, then those ending in "**", in data.yaml order.
+test_route_index_is_the_route_lists_regrouped if {
+	every list in ["public_routes", "routes"] {
+		data.derived.http[list] == reference_index(data.config.http[list])
 	}
 }
+
+reference_index(routes) := {first: {"by_length": by_length(group), "open": open_patterns(group)} |
+	some route in routes
+	first := first_of(route.path)
+	group := [r | some r in routes; first_of(r.path) == first]
+}
+
+by_length(group) := [] if {
+	every route in group {
+		is_open(route)
+	}
+} else := [[r | some r in group; not is_open(r); count(r.path) == n] |
+	some n in numbers.range(0, max({count(r.path) | some r in group; not is_open(r)}))
+]
+
+open_patterns(group) := [r | some r in group; is_open(r)]
+
+is_open(route) if route.path[count(route.path) - 1] == "**"
+
+first_of(path) := path[0]
+
+first_of(path) := "" if count(path) == 0
 
 test_only_the_root_pattern_matches_the_root if {
 	decide("GET", [], anonymous).rule == "app_page"

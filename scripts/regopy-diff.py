@@ -108,14 +108,19 @@ def portcullis_eval(rule, cases):
     return json.loads(out.stdout)
 
 
-def regopy_interpreter():
-    data = json.loads(subprocess.run([binary, "policy", "eval", "--dir", str(bundle), "data.config"],
+def data_document(key):
+    # As Portcullis loads it: `config` is data.yaml's, `derived` the route index the
+    # loader builds from it.
+    return json.loads(subprocess.run([binary, "policy", "eval", "--dir", str(bundle), f"data.{key}"],
                                      capture_output=True, text=True, check=True).stdout)
+
+
+def regopy_interpreter():
     rego = Interpreter()
     for path in sorted(bundle.glob("*.rego")):
         if not path.name.endswith("_test.rego"):
             rego.add_module(path.name, path.read_text())
-    rego.add_data_json(json.dumps({"config": data}))
+    rego.add_data_json(json.dumps({key: data_document(key) for key in ("config", "derived")}))
     return rego
 
 

@@ -2,7 +2,12 @@
 //! (allow, public route, deny) and the ticket object decision: as served (a cache hit
 //! after the first call), on the compiled (bytecode VM) path without the cache (a miss),
 //! and on the interpreter, side by side in one run.
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark setup")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods,
+    reason = "benchmark setup; the bundle to measure comes from the environment"
+)]
 
 use std::hint::black_box;
 use std::path::Path;
@@ -28,8 +33,13 @@ fn http_input(method: &str, path: &str, roles: &[&str], authenticated: bool) -> 
 }
 
 fn bench(c: &mut Criterion) {
-    let bundle =
-        PolicyBundle::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")).unwrap();
+    // Another bundle can be measured the same way (its decisions must agree on the
+    // inputs below): PORTCULLIS_BENCH_POLICIES=dir.
+    let dir = std::env::var_os("PORTCULLIS_BENCH_POLICIES").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies"),
+        std::path::PathBuf::from,
+    );
+    let bundle = PolicyBundle::load(&dir).unwrap();
     let allow = http_input("GET", "/api/tickets/TCK-2026-000001", &["employee"], true);
     let public = http_input("POST", "/auth/login", &[], false);
     let deny = http_input("DELETE", "/admin/sessions/abc", &["technician"], true);

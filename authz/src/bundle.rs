@@ -14,6 +14,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::compiled::{CompiledDecisions, NotCompiled, iterating_else_rules};
 use crate::input_key::InputKey;
+use crate::route_index;
 
 /// Time limit applied to every evaluation of a bundle unless
 /// [`PolicyBundle::with_eval_time_limit`] sets another one.
@@ -349,7 +350,17 @@ fn add_data(engine: &mut Engine, file: &BundleFile) -> Result<(), BundleError> {
     match json {
         // An empty file (or one with only comments) adds nothing.
         serde_json::Value::Null => Ok(()),
-        serde_json::Value::Object(_) => {
+        serde_json::Value::Object(data) => {
+            if data.contains_key(route_index::DERIVED_KEY) {
+                return Err(data_error(format!(
+                    "the top-level key `{}` is reserved for the data the loader derives (the route index)",
+                    route_index::DERIVED_KEY
+                )));
+            }
+            let mut json = serde_json::Value::Object(data);
+            if let Some(derived) = route_index::derive(&json).map_err(data_error)? {
+                json[route_index::DERIVED_KEY] = derived;
+            }
             let value = regorus::Value::deserialize(&json)
                 .map_err(|err| data_error(format!("unsupported value: {err}")))?;
             engine

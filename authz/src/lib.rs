@@ -16,6 +16,7 @@ mod compiled;
 mod decision;
 mod eval_error;
 mod input_key;
+mod route_index;
 mod testing;
 
 use std::path::Path;

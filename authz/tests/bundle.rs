@@ -173,6 +173,51 @@ fn data_yaml_becomes_data() {
 }
 
 #[test]
+fn route_lists_are_indexed_under_data_derived() {
+    let (_dir, bundle) = load(&[
+        ("app.rego", ALLOW_ALL),
+        (
+            "data.yaml",
+            "config:\n  http:\n    routes:\n      - {id: a, path: [api, x, \"*\"]}\n      - {id: b, path: [api, \"**\"]}\n      - {id: root, path: []}\n",
+        ),
+    ]);
+    let index = bundle
+        .eval_value("data.derived.http.routes", &json!({}))
+        .unwrap();
+    assert_eq!(index["api"]["by_length"][3][0]["id"], "a");
+    assert_eq!(index["api"]["open"][0]["id"], "b");
+    assert_eq!(index[""]["by_length"][0][0]["id"], "root");
+    // data.yaml itself is served as written.
+    let routes = bundle
+        .eval_value("data.config.http.routes", &json!({}))
+        .unwrap();
+    assert_eq!(routes.as_array().map(Vec::len), Some(3));
+}
+
+#[test]
+fn a_route_the_index_cannot_place_refuses_the_bundle() {
+    for (yaml, expected) in [
+        (
+            "config:\n  http:\n    routes:\n      - {id: ok, path: [a]}\n      - {id: wild, path: [\"*\", b]}\n",
+            "config.http.routes[1] (id wild)",
+        ),
+        (
+            "config:\n  http:\n    public_routes:\n      - {id: mid, path: [a, \"**\", b]}\n",
+            "config.http.public_routes[0] (id mid)",
+        ),
+        ("derived:\n  http: {}\n", "reserved"),
+    ] {
+        let dir = bundle_dir(&[("app.rego", ALLOW_ALL), ("data.yaml", yaml)]);
+        let err = PolicyBundle::load(dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, BundleError::Data { path, .. } if path.ends_with("data.yaml")),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(expected), "{expected}: {err}");
+    }
+}
+
+#[test]
 fn digest_is_content_addressed() {
     let files = [("app.rego", ALLOW_ALL), ("data.yaml", "config: {a: 1}\n")];
     let (_a, first) = load(&files);
