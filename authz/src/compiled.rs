@@ -66,9 +66,10 @@ struct Compiled {
     /// Unique per program and time limit: a thread's VM for another id is never reused.
     id: u64,
     program: Arc<Program>,
-    /// What its decisions are cached by; `None` when they are not (a non-deterministic
-    /// builtin is reachable).
-    cache_key: Option<InputKey>,
+    /// The input paths its decisions depend on; `None` when they are not known.
+    reads: Option<InputKey>,
+    /// Whether its decisions may be cached (no non-deterministic builtin is reachable).
+    cacheable: bool,
 }
 
 /// The compiled `decision` rules of one bundle, by rule path.
@@ -116,17 +117,17 @@ impl CompiledDecisions {
             });
             match compiled {
                 Ok(program) => {
-                    let deterministic = !program
+                    let cacheable = !program
                         .builtin_info_table
                         .iter()
                         .any(|b| NON_DETERMINISTIC_BUILTINS.contains(&b.name.as_str()));
-                    let cache_key = keys.get(rule).cloned().filter(|_| deterministic);
                     entries.insert(
                         rule.clone(),
                         Compiled {
                             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                             program,
-                            cache_key,
+                            reads: keys.get(rule).cloned(),
+                            cacheable,
                         },
                     );
                 }
@@ -163,7 +164,16 @@ impl CompiledDecisions {
     /// by, or `None` when that rule's decisions are not cached.
     pub(crate) fn cache_slot(&self, rule: &str) -> Option<(u64, &InputKey)> {
         let compiled = self.entries.get(rule)?;
-        Some((compiled.id, compiled.cache_key.as_ref()?))
+        if !compiled.cacheable {
+            return None;
+        }
+        Some((compiled.id, compiled.reads.as_ref()?))
+    }
+
+    /// The input paths the compiled `rule`'s decisions depend on; `None` when the rule is
+    /// not compiled or they are not known.
+    pub(crate) fn reads(&self, rule: &str) -> Option<&InputKey> {
+        self.entries.get(rule)?.reads.as_ref()
     }
 
     /// Evaluates the compiled `rule` with `input` on this thread's VM; `None` when the

@@ -129,7 +129,13 @@ impl PolicyBundle {
     /// interpreter.
     #[must_use]
     pub fn decide_uncached(&self, query: &str, input: &serde_json::Value) -> Decision {
-        let value = to_regorus(input).and_then(|input| {
+        // A compiled decision gets only the fields it reads (on the interpreter fallback
+        // below too: it is the same decision).
+        let input = match self.compiled().reads(query) {
+            Some(reads) => reads.prune(input),
+            None => std::borrow::Cow::Borrowed(input),
+        };
+        let value = to_regorus(&input).and_then(|input| {
             match self.compiled().eval(query, input.clone()) {
                 // An undefined result is rare (decisions have defaults) and the VM gives
                 // it where the interpreter reports an error (conflicting rule values):

@@ -74,6 +74,41 @@ impl InputKey {
             }
         }
     }
+
+    /// `input` with only the values the decision can read: the same decision, for less
+    /// conversion into the engine's values (a request carries headers, query and
+    /// addresses the shipped decisions never look at). Objects on the way to a path are
+    /// kept as objects; a path that is not there stays undefined.
+    pub(crate) fn prune<'a>(&self, input: &'a serde_json::Value) -> Cow<'a, serde_json::Value> {
+        let Self::Paths(paths) = self else {
+            return Cow::Borrowed(input);
+        };
+        let mut pruned = serde_json::Map::new();
+        for path in paths {
+            let Some((last, parents)) = path.split_last() else {
+                return Cow::Borrowed(input); // the empty path is the whole input
+            };
+            let Some(value) = path
+                .iter()
+                .try_fold(input, |node, step| node.as_object()?.get(step))
+            else {
+                continue;
+            };
+            let mut node = &mut pruned;
+            for step in parents {
+                let entry = node
+                    .entry(step.clone())
+                    .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+                // Paths are prefix-free (see `input_key`), so a parent is never a leaf.
+                let serde_json::Value::Object(map) = entry else {
+                    return Cow::Borrowed(input);
+                };
+                node = map;
+            }
+            node.insert(last.clone(), value.clone());
+        }
+        Cow::Owned(serde_json::Value::Object(pruned))
+    }
 }
 
 /// The input paths referred to in Rego source text (comments already removed), or
@@ -240,5 +275,31 @@ mod tests {
             key_of(&InputKey::Whole, &input),
             input.to_string().into_bytes()
         );
+    }
+
+    #[test]
+    fn pruning_keeps_exactly_the_paths_read() {
+        let key = InputKey::Paths(vec![
+            vec!["request".into(), "method".into()],
+            vec!["request".into(), "segments".into()],
+            vec!["subject".into(), "roles".into()],
+            vec!["absent".into(), "field".into()],
+        ]);
+        let input = json!({
+            "request": {"method": "GET", "segments": ["a", "b"], "headers": {"x": "y"}},
+            "subject": {"roles": null, "sub": "42"},
+            "source": {"ip": "192.0.2.1"},
+        });
+        assert_eq!(
+            key.prune(&input).into_owned(),
+            json!({"request": {"method": "GET", "segments": ["a", "b"]}, "subject": {"roles": null}})
+        );
+        // A field whose parent is not an object is undefined, and stays so.
+        assert_eq!(
+            key.prune(&json!({"request": "GET", "subject": {"roles": []}}))
+                .into_owned(),
+            json!({"subject": {"roles": []}})
+        );
+        assert!(matches!(InputKey::Whole.prune(&input), Cow::Borrowed(_)));
     }
 }
