@@ -1,5 +1,6 @@
 //! Evaluating queries against a [`PolicyBundle`] and turning results into [`Decision`]s.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -133,7 +134,7 @@ impl PolicyBundle {
         // below too: it is the same decision).
         let input = match self.compiled().reads(query) {
             Some(reads) => reads.prune(input),
-            None => std::borrow::Cow::Borrowed(input),
+            None => Cow::Borrowed(input),
         };
         let value = to_regorus(&input).and_then(|input| {
             match self.compiled().eval(query, input.clone()) {

@@ -19,6 +19,9 @@
 //! A Rego test that replaces `data.config.http` with `with` must replace
 //! `data.derived.http` too: the index is built once, from the loaded data.
 
+use std::collections::BTreeMap;
+
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 /// Top-level key of the data document the loader derives; `data.yaml` may not use it.
@@ -49,9 +52,18 @@ pub(crate) fn derive(data: &Value) -> Result<Option<Value>, String> {
     Ok(Some(Value::Object(derived)))
 }
 
+/// The routes of one list that share a first segment.
+#[derive(Default, Serialize)]
+struct Bucket<'a> {
+    /// Index `n`: the patterns of exactly `n` elements.
+    by_length: Vec<Vec<&'a Value>>,
+    /// The patterns ending in `"**"`.
+    open: Vec<&'a Value>,
+}
+
 /// The index of one route list, `config.http.<name>`.
 fn index_list(name: &str, routes: &[Value]) -> Result<Value, String> {
-    let mut by_first: Map<String, Value> = Map::new();
+    let mut by_first: BTreeMap<String, Bucket<'_>> = BTreeMap::new();
     for (position, route) in routes.iter().enumerate() {
         let (first, shape) = shape(route).map_err(|why| {
             let id = route
@@ -61,28 +73,18 @@ fn index_list(name: &str, routes: &[Value]) -> Result<Value, String> {
                 .unwrap_or_default();
             format!("config.http.{name}[{position}]{id}: {why}")
         })?;
-        let bucket = by_first
-            .entry(first)
-            .or_insert_with(|| serde_json::json!({"by_length": [], "open": []}));
-        let slot = match shape {
+        let bucket = by_first.entry(first).or_default();
+        match shape {
             Shape::Fixed(length) => {
-                let by_length = &mut bucket["by_length"];
-                let Some(lengths) = by_length.as_array_mut() else {
-                    unreachable!("by_length is made an array above");
-                };
-                if lengths.len() <= length {
-                    lengths.resize(length + 1, Value::Array(Vec::new()));
+                if bucket.by_length.len() <= length {
+                    bucket.by_length.resize_with(length + 1, Vec::new);
                 }
-                &mut lengths[length]
+                bucket.by_length[length].push(route);
             }
-            Shape::Open => &mut bucket["open"],
-        };
-        let Some(slot) = slot.as_array_mut() else {
-            unreachable!("every slot is made an array above");
-        };
-        slot.push(route.clone());
+            Shape::Open => bucket.open.push(route),
+        }
     }
-    Ok(Value::Object(by_first))
+    serde_json::to_value(by_first).map_err(|err| format!("config.http.{name}: {err}"))
 }
 
 /// Which bucket a route's pattern goes in.
