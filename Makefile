@@ -3,7 +3,7 @@ CARGO ?= cargo
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 BIN_DEBUG := $(TARGET_DIR)/debug/portcullis
 
-.PHONY: run test deps build lint layout unit check-configs policy regopy schemathesis jwt-hack tls-audit siem browser schema fmt bench bench-proxy web gate gate-selftest observability observability-live scan scan-testssl scan-sslyze scan-observatory scan-wapiti scan-smugglex fuzz-smoke dr-drill screenshots
+.PHONY: run test deps build lint layout unit check-configs policy regopy schemathesis jwt-hack tls-audit siem browser schema fmt bench bench-proxy bench-proxy-instructions web gate gate-selftest observability observability-live scan scan-testssl scan-sslyze scan-observatory scan-wapiti scan-smugglex fuzz-smoke dr-drill screenshots
 
 ## Build and start proxy + backend on the embedded defaults (Ctrl-C stops).
 run: web
@@ -185,6 +185,14 @@ bench-proxy:
 	@bench/proxy/install-deps.sh
 	$(CARGO) build --release --bin portcullis
 	PORTCULLIS_BIN=$${PORTCULLIS_BIN:-$(TARGET_DIR)/release/portcullis} python3 bench/proxy/run.py
+
+## User-space instructions per proxied request under callgrind (bench/proxy/instructions.py):
+## steady where requests/s on a shared machine are not. Give two builds to compare them:
+## make bench-proxy-instructions BINS="old/portcullis new/portcullis".
+bench-proxy-instructions:
+	@bench/proxy/install-deps.sh
+	@if [ -z "$(BINS)" ]; then $(CARGO) build --release --bin portcullis; fi
+	python3 bench/proxy/instructions.py $${BINS:-$(TARGET_DIR)/release/portcullis}
 
 fmt:
 	$(CARGO) fmt --all

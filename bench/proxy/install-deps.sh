@@ -3,8 +3,9 @@
 # whatever is already there. Idempotent.
 #   nginx (static upstream and the TLS reverse proxy it is compared with), wrk
 #   (http/1.1 load), h2load from nghttp2-client (h2 load), openssl (throwaway
-#   certificate), and oha (crates.io; open-loop constant-rate load for the
-#   added-latency rows), built once into $BENCH_TOOLS (default ~/.cache/bench-tools;
+#   certificate), valgrind (callgrind, for `make bench-proxy-instructions`), and oha
+#   (crates.io; open-loop constant-rate load for the added-latency rows), built once
+#   into $BENCH_TOOLS (default ~/.cache/bench-tools;
 #   a few minutes at nice 19; BENCH_OHA_JOBS=N limits the build jobs; BENCH_SKIP_OHA=1
 #   skips it and the driver leaves those rows out).
 set -euo pipefail
@@ -14,6 +15,7 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 command -v wrk >/dev/null || need_apt+=(wrk)
 command -v h2load >/dev/null || need_apt+=(nghttp2-client)
 command -v openssl >/dev/null || need_apt+=(openssl)
+command -v valgrind >/dev/null || need_apt+=(valgrind)  # bench-proxy-instructions
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi
   $sudo apt-get update -qq
