@@ -264,12 +264,17 @@ async fn spoofed_forwarding_and_identity_headers_from_untrusted_peers_are_droppe
         .header("x-forwarded-host", "evil.example")
         .header("x-request-id", "attacker-chosen")
         .header("x-portcullis-user", "admin")
+        .header("x-portcullis-client-ip", "6.6.6.6")
         .send()
         .await
         .unwrap();
     let seen: serde_json::Value = r.json().await.unwrap();
     let h = &seen["headers"];
     assert_eq!(h["x-forwarded-for"], serde_json::json!(["127.0.0.1"]));
+    assert_eq!(
+        h["x-portcullis-client-ip"],
+        serde_json::json!(["127.0.0.1"])
+    );
     assert_eq!(h["x-forwarded-proto"], serde_json::json!(["https"]));
     assert_eq!(
         h["x-forwarded-host"],
@@ -303,6 +308,10 @@ async fn spoofed_forwarding_and_identity_headers_from_untrusted_peers_are_droppe
     assert_eq!(
         h["x-forwarded-for"],
         serde_json::json!(["198.51.100.7, 127.0.0.1"])
+    );
+    assert_eq!(
+        h["x-portcullis-client-ip"],
+        serde_json::json!(["198.51.100.7"])
     );
     assert_eq!(h["x-request-id"], serde_json::json!(["lb-1234"]));
     assert!(h.get("x-portcullis-user").is_none(), "{h}");

@@ -20,6 +20,7 @@ mod metrics;
 mod redis_store;
 mod rules;
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -208,16 +209,17 @@ impl RateLimitHeaders {
     /// requests per period and the window its period; `t` and `Retry-After`
     /// are rounded up to whole seconds.
     pub fn render(name: &str, limit: &RateLimit, verdict: &Verdict) -> Self {
-        let name: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let safe = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+        // Configured names are already safe: the copy is only for the odd one out.
+        let name: Cow<'_, str> = if name.chars().all(safe) {
+            Cow::Borrowed(name)
+        } else {
+            Cow::Owned(
+                name.chars()
+                    .map(|c| if safe(c) { c } else { '_' })
+                    .collect(),
+            )
+        };
         let ceil_seconds = |d: Duration| d.as_micros().div_ceil(1_000_000);
         Self {
             policy: format!("\"{name}\";q={};w={}", limit.requests, limit.period_seconds),

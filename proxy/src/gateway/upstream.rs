@@ -67,12 +67,14 @@ impl Gateway {
         for name in crate::framing::hop_by_hop(&upstream.headers) {
             upstream.remove_header(&name);
         }
-        forwarded_headers(session, upstream, ctx)?;
+        // The client address as the trusted-proxy logic established it, written once:
+        // the end of `X-Forwarded-For`, and the backend's sign-in throttling key
+        // (inbound copies were stripped).
+        let client = ctx.client_ip.map(|ip| ip.to_string());
+        forwarded_headers(session, upstream, ctx, client.as_deref())?;
         upstream.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
-        // The client address as the trusted-proxy logic established it, for
-        // the backend's sign-in throttling (inbound copies were stripped).
-        if let Some(ip) = ctx.client_ip {
-            upstream.insert_header(CLIENT_IP_HEADER, ip.to_string())?;
+        if let Some(client) = client {
+            upstream.insert_header(CLIENT_IP_HEADER, client)?;
         }
         if ctx.passed {
             if let Some(decision_id) = ctx.decision_id.as_deref() {
@@ -105,8 +107,8 @@ fn forwarded_headers(
     session: &Session,
     upstream: &mut RequestHeader,
     ctx: &RequestCtx,
+    client: Option<&str>,
 ) -> Result<()> {
-    let client = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
     let xff = match upstream
         .headers
         .get("x-forwarded-for")
@@ -118,7 +120,7 @@ fn forwarded_headers(
                 .unwrap_or_default();
             format!("{prior}, {peer}")
         }
-        _ => client,
+        _ => client.unwrap_or_default().to_owned(),
     };
     upstream.insert_header("x-forwarded-for", xff)?;
     upstream.insert_header("x-forwarded-proto", "https")?;
