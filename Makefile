@@ -192,7 +192,7 @@ bench-proxy:
 bench-proxy-instructions:
 	@bench/proxy/install-deps.sh
 	@if [ -z "$(BINS)" ]; then $(CARGO) build --release --bin portcullis; fi
-	python3 bench/proxy/instructions.py $${BINS:-$(TARGET_DIR)/release/portcullis}
+	python3 bench/proxy/instructions.py $(if $(BINS),$(BINS),$(TARGET_DIR)/release/portcullis)
 
 fmt:
 	$(CARGO) fmt --all

@@ -135,6 +135,10 @@ def main() -> int:
     if missing:
         bench.log(f"missing tools: {', '.join(missing)} (bench/proxy/install-deps.sh installs them)")
         return 2
+    unknown = [r for r in ROWS if r not in ("bearer", "cookie", "denied")]
+    if unknown or not ROWS:
+        bench.log(f"INSTR_ROWS: unknown rows {unknown}; choose from bearer, cookie, denied")
+        return 2
     if "/usr/sbin" not in os.environ.get("PATH", ""):
         os.environ["PATH"] += ":/usr/sbin"
     results = []

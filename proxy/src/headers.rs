@@ -19,8 +19,9 @@ const REPORT_GROUP: &str = "csp-endpoint";
 
 /// Upstream response headers removed: those that reveal the software behind the proxy,
 /// and the upstream's own content security policy, which the route's replaces. Names,
-/// not strings: removing by `&str` parses the name again on every response.
-const REMOVED: [HeaderName; 6] = [
+/// not strings: removing by `&str` parses the name again on every response. A `static`,
+/// so the names are not built and dropped again on every call.
+static REMOVED: [HeaderName; 6] = [
     http::header::SERVER,
     HeaderName::from_static("x-powered-by"),
     HeaderName::from_static("x-aspnet-version"),
