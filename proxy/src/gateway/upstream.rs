@@ -90,9 +90,10 @@ impl Gateway {
                     iat: time::OffsetDateTime::now_utc().unix_timestamp(),
                     issuer: Some(p.token.issuer.clone()),
                 };
-                let target = String::from_utf8_lossy(&target).into_owned();
-                let method = upstream.method.as_str().to_owned();
-                let (id, sig) = self.identity_key.sign(&method, &target, &identity);
+                let target = String::from_utf8_lossy(&target);
+                let (id, sig) =
+                    self.identity_key
+                        .sign(upstream.method.as_str(), &target, &identity);
                 upstream.insert_header(IDENTITY_HEADER, id)?;
                 upstream.insert_header(SIGNATURE_HEADER, sig)?;
             }
