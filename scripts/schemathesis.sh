@@ -168,6 +168,17 @@ for n in $(seq 40); do
     python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')")
 done
 aid_values=$(printf '"%s", ' "${seed_aids[@]}")
+# A dictionary $1 of the values $2 (TOML), used for the path id of the operations $3...
+# in nine generated cases of ten.
+path_ids() {
+  local name=$1 values=$2 op
+  shift 2
+  printf '[dictionaries.%s]\nvalues = [%s]\n\n' "$name" "$values"
+  for op in "$@"; do
+    printf '[[operations]]\ninclude-operation-id = "%s"\nparameters = { "path.id" = { dictionary = "%s", probability = 0.9 } }\n\n' \
+      "$op" "$name"
+  done
+}
 # And tickets of its own for each change that must name the ticket's current version
 # in If-Match (update, transition, assignment, approval): every generated case sends
 # "1", so only a ticket's first change can pass. Without these the run's short stateful
@@ -180,23 +191,39 @@ fresh_tickets() {
   done
   local values
   values=$(printf '"%s", ' "${ids[@]}")
-  printf '[dictionaries.%s_tickets]\nvalues = [%s]\n\n[[operations]]\ninclude-operation-id = "%s_ticket"\nparameters = { "path.id" = { dictionary = "%s_tickets", probability = 0.9 } }\n\n' \
-    "$1" "${values%, }" "$1" "$1"
+  path_ids "$1_tickets" "${values%, }" "$1_ticket"
 }
+# Employees and departments of its own to read, change and delete. Without them the
+# path ids were the fuzz users (few, one of them itself, which it may not delete: 409)
+# and random numbers, and a run could leave "delete employee" with nothing but 404 and
+# 409, the "repeatedly returned 404" warning.
+new_id() {
+  curl -sf --cacert "$ca" -H "authorization: Bearer $admin_token" "$base$1" \
+    -H 'content-type: application/json' -d "$2" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
+}
+seed_employees=() seed_departments=()
+for n in $(seq 20); do
+  seed_employees+=("$(new_id /api/employees \
+    "{\"username\":\"seeded-$n\",\"email\":\"seeded-$n@example.org\",\"display_name\":\"Seeded $n\",\"department_id\":$department,\"roles\":[\"employee\"]}")")
+  seed_departments+=("$(new_id /api/departments "{\"name\":\"Seeded department $n\"}")")
+done
 {
   cat schemathesis.toml
   cat <<TOML
-[dictionaries.seed_ticket]
-values = ["$seed_ticket"]
 [dictionaries.seed_attachments]
 values = [${aid_values%, }]
 
 TOML
+  # Every operation on attachments names the seeded ticket (and, through path.aid, one
+  # of its attachments) in most generated cases; the other ticket operations in one of
+  # five (the [parameters] entry added below).
+  path_ids seed_ticket "\"$seed_ticket\"" upload list_attachments download upload_version delete_attachment
+  path_ids seed_employees "$(IFS=,; echo "${seed_employees[*]}")" get_employee update_employee delete_employee
+  path_ids seed_departments "$(IFS=,; echo "${seed_departments[*]}")" get_department rename_department delete_department
   for change in update transition assign approve; do fresh_tickets "$change"; done
 } > schemathesis.administrator.toml
-python3 - "$seed_ticket" <<'PY'
-import sys
-ticket = sys.argv[1]
+python3 - <<'PY'
 text = open("schemathesis.administrator.toml").read()
 text = text.replace('[parameters]\n', '[parameters]\n"path.id" = { dictionary = "seed_ticket", probability = 0.2 }\n"path.aid" = { dictionary = "seed_attachments", probability = 0.9 }\n', 1)
 open("schemathesis.administrator.toml", "w").write(text)
@@ -280,6 +307,13 @@ done
 echo "=== schemathesis summary ($(( $(date +%s) - started )) s) ==="
 printf '%s\n' "${summary[@]}"
 if [ "$status" -ne 0 ]; then
+  # Each failed role's summary again, so the end of a CI log names the operations and
+  # warnings (the full logs are above).
+  for role in "${roles[@]}"; do
+    [ "$(cat "run.$role.rc")" -ne 0 ] || continue
+    echo "--- schemathesis as $role: summary ---"
+    sed -n '/^=* SUMMARY =*$/,$p' "run.$role.log"
+  done
   echo "--- portcullis log (tail) ---"; tail -n 40 portcullis.log
 fi
 exit "$status"
