@@ -3,7 +3,7 @@ CARGO ?= cargo
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 BIN_DEBUG := $(TARGET_DIR)/debug/portcullis
 
-.PHONY: run test deps build lint layout unit check-configs policy regopy schemathesis jwt-hack tls-audit siem browser schema fmt bench bench-proxy bench-proxy-instructions web gate gate-selftest observability observability-live scan scan-testssl scan-sslyze scan-observatory scan-wapiti scan-smugglex fuzz-smoke dr-drill screenshots
+.PHONY: run test deps build lint layout unit check-configs policy regopy schemathesis jwt-hack tls-audit siem browser schema fmt bench bench-proxy bench-proxy-instructions bench-proxy-syscalls web gate gate-selftest observability observability-live scan scan-testssl scan-sslyze scan-observatory scan-wapiti scan-smugglex fuzz-smoke dr-drill screenshots
 
 ## Build and start proxy + backend on the embedded defaults (Ctrl-C stops).
 run: web
@@ -193,6 +193,12 @@ bench-proxy-instructions:
 	@bench/proxy/install-deps.sh
 	@if [ -z "$(BINS)" ]; then $(CARGO) build --release --bin portcullis; fi
 	python3 bench/proxy/instructions.py $(if $(BINS),$(BINS),$(TARGET_DIR)/release/portcullis)
+
+## System calls per proxied request, Portcullis beside nginx (strace -c); BIN=path to use one binary.
+bench-proxy-syscalls:
+	@bench/proxy/install-deps.sh
+	@if [ -z "$(BIN)" ]; then $(CARGO) build --release --bin portcullis; fi
+	python3 bench/proxy/syscalls.py $(if $(BIN),$(BIN),$(TARGET_DIR)/release/portcullis)
 
 fmt:
 	$(CARGO) fmt --all

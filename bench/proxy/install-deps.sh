@@ -3,7 +3,8 @@
 # whatever is already there. Idempotent.
 #   nginx (static upstream and the TLS reverse proxy it is compared with), wrk
 #   (http/1.1 load), h2load from nghttp2-client (h2 load), openssl (throwaway
-#   certificate), valgrind (callgrind, for `make bench-proxy-instructions`), and oha
+#   certificate), valgrind (callgrind, for `make bench-proxy-instructions`), strace (for
+#   `make bench-proxy-syscalls`), and oha
 #   (crates.io; open-loop constant-rate load for the added-latency rows), built once
 #   into $BENCH_TOOLS (default ~/.cache/bench-tools;
 #   a few minutes at nice 19; BENCH_OHA_JOBS=N limits the build jobs; BENCH_SKIP_OHA=1
@@ -16,6 +17,7 @@ command -v wrk >/dev/null || need_apt+=(wrk)
 command -v h2load >/dev/null || need_apt+=(nghttp2-client)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v valgrind >/dev/null || need_apt+=(valgrind)  # bench-proxy-instructions
+command -v strace >/dev/null || need_apt+=(strace)  # bench-proxy-syscalls
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi
   $sudo apt-get update -qq

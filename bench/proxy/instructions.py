@@ -63,11 +63,13 @@ exec "{real}" "$@"
     return w
 
 
-def requests(b: bench.Bench, path: str, headers: list[str], n: int, expect: int) -> None:
+def requests(b: bench.Bench, path: str, headers: list[str], n: int, expect: int,
+             kind: str = "portcullis") -> None:
+    """Exactly `n` keep-alive requests to `kind` (a proxy of run.py), each answered `expect`."""
     argv = ["h2load", "--h1", "-n", str(n), "-c", str(CONNS), "-t", "1"]
     for h in headers:
         argv += ["-H", h]
-    argv.append(b.url("portcullis", path, name="localhost"))
+    argv.append(b.url(kind, path, name="localhost"))
     r = bench.run_bounded(argv, 3600)
     codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", r.stdout)
     counts = dict(zip((200, 300, 400, 500), map(int, codes.groups()))) if codes else {}

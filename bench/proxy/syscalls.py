@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""`make bench-proxy-syscalls`: system calls per proxied request, Portcullis beside nginx.
+
+A third of the proxy's CPU under load is the kernel's (BENCHMARKS.md), and a system call
+costs the same whoever makes it, so the count per request is the kernel side's measure
+that callgrind (`make bench-proxy-instructions`) leaves out. This runs `make
+bench-proxy`'s set-up (the static upstream, nginx as the TLS reverse proxy, `portcullis
+up` with the `/bench` routes, a signed-in user: see run.py), sends a warm-up, then
+attaches `strace -f -c` to nginx's workers and to Portcullis in turn while exactly N
+keep-alive requests go through (h2load --h1, 32 connections), and prints the calls per
+request of each, side by side:
+
+    python3 bench/proxy/syscalls.py [BINARY]
+
+Rows: nginx, and Portcullis with the shipped RBAC policy and a bearer JWT (200). Counts
+are exact; timings under strace are not, so none are printed. Calls made by a timer or
+a background task (a tick, a flush) are included, divided by N like the rest.
+
+Environment (optional): SYSCALL_REQUESTS (20000). Every process started is stopped by
+pid at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import instructions  # noqa: E402  (its request driver)
+import run as bench  # noqa: E402  (the set-up of `make bench-proxy`)
+
+REQUESTS = bench.env_int("SYSCALL_REQUESTS", 20000)
+
+
+def counted(b: bench.Bench, pids: list[int], kind: str, headers: list[str], out: Path) -> dict[str, int]:
+    """Calls by `pids` (all their threads) while REQUESTS requests go through `kind`."""
+    argv = ["strace", "-f", "-c", "-o", str(out)]
+    for pid in pids:
+        argv += ["-p", str(pid)]
+    tracer = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        # strace prints nothing once attached; give it time to reach every thread.
+        time.sleep(1.5)
+        if tracer.poll() is not None:
+            raise bench.BenchError(f"strace exited: {tracer.stderr.read() if tracer.stderr else ''}")
+        instructions.requests(b, "/bench", headers, REQUESTS, 200, kind=kind)
+        time.sleep(0.5)
+    finally:
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(timeout=60)
+    calls: dict[str, int] = {}
+    for line in out.read_text().splitlines():
+        f = line.split()
+        # "% time  seconds  usecs/call  calls  [errors]  syscall"; the total line is skipped.
+        if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total" and f[3].isdigit():
+            calls[f[-1]] = int(f[3])
+    if not calls:
+        raise bench.BenchError(f"strace counted nothing:\n{out.read_text()[-2000:]}")
+    return calls
+
+
+def main() -> int:
+    binary = Path(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("PORTCULLIS_BIN")
+                  or Path(os.environ.get("CARGO_TARGET_DIR") or bench.ROOT / "target") / "release" / "portcullis").resolve()
+    missing = [t for t in ("strace", "h2load", "openssl") if not shutil.which(t)]
+    if not (shutil.which("nginx") or os.access("/usr/sbin/nginx", os.X_OK)):
+        missing.append("nginx")
+    if missing:
+        bench.log(f"missing tools: {', '.join(missing)} (bench/proxy/install-deps.sh installs them)")
+        return 2
+    if not os.access(binary, os.X_OK):
+        bench.log(f"no executable binary at {binary}")
+        return 2
+    if "/usr/sbin" not in os.environ.get("PATH", ""):
+        os.environ["PATH"] += ":/usr/sbin"
+    tmp = Path(tempfile.mkdtemp(prefix="bench-syscalls-"))
+    b = bench.Bench(binary, tmp)
+    try:
+        b.cert()
+        b.start_upstream()
+        b.policies()
+        b.start_portcullis()
+        b.sign_in()
+        b.start_nginx_tls(b.security_headers_of_portcullis())
+        workers = [int(p) for p in subprocess.run(["pgrep", "-P", str(b.nginx.pid)], capture_output=True,
+                                                  text=True).stdout.split()]
+        if not workers:
+            raise bench.BenchError("nginx has no worker processes")
+        cols = {}
+        for name, pids, kind, headers in (("nginx", workers, "nginx", []),
+                                          ("Portcullis", [b.pc_proc.pid], "portcullis", b.bearer())):
+            instructions.requests(b, "/bench", headers, 2000, 200, kind=kind)
+            cols[name] = counted(b, pids, kind, headers, tmp / f"strace.{kind}")
+            bench.log(f"{name}: {sum(cols[name].values()) / REQUESTS:.2f} system calls per request")
+    except bench.BenchError as e:
+        bench.log(f"failed: {e}")
+        return 1
+    finally:
+        b.procs.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+    names = sorted(set(cols["nginx"]) | set(cols["Portcullis"]),
+                   key=lambda s: -(cols["nginx"].get(s, 0) + cols["Portcullis"].get(s, 0)))
+    print(f"\nSystem calls per request (strace -f -c, {REQUESTS} keep-alive requests, 32 connections; "
+          f"Portcullis: shipped RBAC policy, bearer JWT):\n")
+    print("| system call | nginx | Portcullis |")
+    print("| --- | ---: | ---: |")
+    for s in names:
+        print(f"| `{s}` | {cols['nginx'].get(s, 0) / REQUESTS:.3f} | {cols['Portcullis'].get(s, 0) / REQUESTS:.3f} |")
+    print(f"| all | {sum(cols['nginx'].values()) / REQUESTS:.2f} | {sum(cols['Portcullis'].values()) / REQUESTS:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
