@@ -14,7 +14,10 @@ request of each, side by side:
 
 Rows: nginx, and Portcullis with the shipped RBAC policy and a bearer JWT (200). Counts
 are exact; timings under strace are not, so none are printed. Calls made by a timer or
-a background task (a tick, a flush) are included, divided by N like the rest.
+a background task (a tick, a flush) are included, divided by N like the rest. A second
+table gives each side's context switches per request (every thread's counters in
+/proc, over another N requests without strace): a voluntary one is a thread that
+waited for work and was woken again.
 
 Environment (optional): SYSCALL_REQUESTS (20000). Every process started is stopped by
 pid at the end.
@@ -65,6 +68,31 @@ def counted(b: bench.Bench, pids: list[int], kind: str, headers: list[str], out:
     return calls
 
 
+def context_switches(pids: list[int]) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches so far of every thread of `pids`."""
+    vol = invol = 0
+    for pid in pids:
+        for status in Path(f"/proc/{pid}/task").glob("*/status"):
+            try:
+                text = status.read_text()
+            except OSError:  # a thread that ended meanwhile
+                continue
+            for line in text.splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    vol += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches:"):
+                    invol += int(line.split()[1])
+    return vol, invol
+
+
+def switched(b: bench.Bench, pids: list[int], kind: str, headers: list[str]) -> tuple[int, int]:
+    """Context switches of `pids` while REQUESTS requests go through `kind`, untraced."""
+    before = context_switches(pids)
+    instructions.requests(b, "/bench", headers, REQUESTS, 200, kind=kind)
+    after = context_switches(pids)
+    return after[0] - before[0], after[1] - before[1]
+
+
 def main() -> int:
     binary = Path(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("PORTCULLIS_BIN")
                   or Path(os.environ.get("CARGO_TARGET_DIR") or bench.ROOT / "target") / "release" / "portcullis").resolve()
@@ -92,10 +120,12 @@ def main() -> int:
                                                   text=True).stdout.split()]
         if not workers:
             raise bench.BenchError("nginx has no worker processes")
-        cols = {}
+        cols: dict[str, dict[str, int]] = {}
+        switches: dict[str, tuple[int, int]] = {}
         for name, pids, kind, headers in (("nginx", workers, "nginx", []),
                                           ("Portcullis", [b.pc_proc.pid], "portcullis", b.bearer())):
             instructions.requests(b, "/bench", headers, 2000, 200, kind=kind)
+            switches[name] = switched(b, pids, kind, headers)
             cols[name] = counted(b, pids, kind, headers, tmp / f"strace.{kind}")
             bench.log(f"{name}: {sum(cols[name].values()) / REQUESTS:.2f} system calls per request")
     except bench.BenchError as e:
@@ -113,6 +143,11 @@ def main() -> int:
     for s in names:
         print(f"| `{s}` | {cols['nginx'].get(s, 0) / REQUESTS:.3f} | {cols['Portcullis'].get(s, 0) / REQUESTS:.3f} |")
     print(f"| all | {sum(cols['nginx'].values()) / REQUESTS:.2f} | {sum(cols['Portcullis'].values()) / REQUESTS:.2f} |")
+    print(f"\nContext switches per request (/proc/PID/task/*/status, the same {REQUESTS} requests untraced):\n")
+    print("| | nginx | Portcullis |")
+    print("| --- | ---: | ---: |")
+    for i, what in enumerate(("voluntary (waits)", "involuntary (preempted)")):
+        print(f"| {what} | {switches['nginx'][i] / REQUESTS:.3f} | {switches['Portcullis'][i] / REQUESTS:.3f} |")
     return 0
 
 
