@@ -4,9 +4,8 @@
 #   nginx (static upstream and the TLS reverse proxy it is compared with), wrk
 #   (http/1.1 load), h2load from nghttp2-client (h2 load), openssl (throwaway
 #   certificate), valgrind (callgrind, for `make bench-proxy-instructions`), strace (for
-#   `make bench-proxy-syscalls`), and oha
-#   (crates.io; open-loop constant-rate load for the added-latency rows), built once
-#   into $BENCH_TOOLS (default ~/.cache/bench-tools;
+#   `make bench-proxy-syscalls`), and oha (crates.io; open-loop constant-rate load for
+#   the added-latency rows), built once into $BENCH_TOOLS (default ~/.cache/bench-tools;
 #   a few minutes at nice 19; BENCH_OHA_JOBS=N limits the build jobs; BENCH_SKIP_OHA=1
 #   skips it and the driver leaves those rows out).
 set -euo pipefail
