@@ -34,13 +34,23 @@ pub fn valid_request_id(id: &str) -> bool {
 /// backend both key on this, so a lockout cannot be evaded where the rate limit holds.
 #[must_use]
 pub fn client_network(ip: std::net::IpAddr) -> String {
-    match ip.to_canonical() {
-        std::net::IpAddr::V4(v4) => v4.to_string(),
+    let mut out = String::with_capacity(24);
+    write_client_network(&mut out, ip);
+    out
+}
+
+/// [`client_network`], appended to `out` (the proxy writes it into a rate-limit key
+/// on every request, without a string of its own).
+pub fn write_client_network(out: &mut String, ip: std::net::IpAddr) {
+    use std::fmt::Write as _;
+    // Writing to a `String` cannot fail.
+    let _ = match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => write!(out, "{v4}"),
         std::net::IpAddr::V6(v6) => {
             let s = v6.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            write!(out, "{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
         }
-    }
+    };
 }
 
 #[cfg(test)]

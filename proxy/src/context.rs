@@ -18,7 +18,7 @@ use crate::jwt::VerifiedToken;
 use crate::mode::Modes;
 use crate::path::NormalisedPath;
 use crate::problem::Refusal;
-use crate::ratelimit::RateLimitHeaders;
+use crate::ratelimit::RuleHit;
 use crate::routes::Route;
 
 /// Route label for requests answered before a route was chosen.
@@ -150,8 +150,8 @@ pub struct RequestCtx {
     pub modes: Modes,
     /// The verified caller, once authentication found one.
     pub principal: Option<Principal>,
-    /// `RateLimit-Policy` / `RateLimit` values for the response.
-    pub rate_headers: Option<RateLimitHeaders>,
+    /// The rule the response's `RateLimit-Policy` / `RateLimit` headers describe.
+    pub rate_limit: Option<RuleHit>,
     /// The policy decision's id.
     pub decision_id: Option<String>,
     /// Headers the policy's obligations add to the response.
@@ -185,7 +185,7 @@ impl RequestCtx {
             local_status: None,
             modes: Modes::default(),
             principal: None,
-            rate_headers: None,
+            rate_limit: None,
             decision_id: None,
             obligations: Vec::new(),
             rate_limit_class: None,

@@ -209,30 +209,51 @@ impl RateLimitHeaders {
     /// requests per period and the window its period; `t` and `Retry-After`
     /// are rounded up to whole seconds.
     pub fn render(name: &str, limit: &RateLimit, verdict: &Verdict) -> Self {
-        let safe = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-        // Configured names are already safe: the copy is only for the odd one out.
-        let name: Cow<'_, str> = if name.chars().all(safe) {
-            Cow::Borrowed(name)
-        } else {
-            Cow::Owned(
-                name.chars()
-                    .map(|c| if safe(c) { c } else { '_' })
-                    .collect(),
-            )
-        };
-        let ceil_seconds = |d: Duration| d.as_micros().div_ceil(1_000_000);
         Self {
-            policy: format!("\"{name}\";q={};w={}", limit.requests, limit.period_seconds),
-            rate_limit: format!(
-                "\"{name}\";r={};t={}",
-                verdict.remaining,
-                ceil_seconds(verdict.reset_after)
-            ),
+            policy: policy_value(name, limit),
+            rate_limit: rate_limit_value(name, verdict),
             retry_after: verdict
                 .retry_after
                 .map(|d| ceil_seconds(d).max(1).to_string()),
         }
     }
+}
+
+/// `name` as the content of a structured-field string: letters, digits, `_` and `-`
+/// kept, anything else replaced by `_`.
+fn header_safe(name: &str) -> Cow<'_, str> {
+    let safe = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    // Configured names are already safe: the copy is only for the odd one out.
+    if name.chars().all(safe) {
+        Cow::Borrowed(name)
+    } else {
+        Cow::Owned(
+            name.chars()
+                .map(|c| if safe(c) { c } else { '_' })
+                .collect(),
+        )
+    }
+}
+
+fn ceil_seconds(d: Duration) -> u128 {
+    d.as_micros().div_ceil(1_000_000)
+}
+
+/// The `RateLimit-Policy` value of rule `name`: the same for every request, so a
+/// [`Rule`] makes it once.
+fn policy_value(name: &str, limit: &RateLimit) -> String {
+    let name = header_safe(name);
+    format!("\"{name}\";q={};w={}", limit.requests, limit.period_seconds)
+}
+
+/// The `RateLimit` value of rule `name` for one request's verdict.
+fn rate_limit_value(name: &str, verdict: &Verdict) -> String {
+    let name = header_safe(name);
+    format!(
+        "\"{name}\";r={};t={}",
+        verdict.remaining,
+        ceil_seconds(verdict.reset_after)
+    )
 }
 
 #[cfg(test)]

@@ -84,9 +84,11 @@ impl Gateway {
         self.headers.apply(upstream_response, self.csp_for(ctx));
         upstream_response.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
         if ctx.passed {
-            if let Some(h) = &ctx.rate_headers {
-                upstream_response.insert_header("ratelimit-policy", h.policy.as_str())?;
-                upstream_response.insert_header("ratelimit", h.rate_limit.as_str())?;
+            if let Some(hit) = &ctx.rate_limit {
+                // The policy value is the rule's, made once; the `RateLimit` string
+                // becomes the header value without a copy.
+                upstream_response.insert_header("ratelimit-policy", hit.policy_header.clone())?;
+                upstream_response.insert_header("ratelimit", hit.rate_limit_value())?;
             }
             for (k, v) in &ctx.obligations {
                 upstream_response.insert_header(k.clone(), v.clone())?;

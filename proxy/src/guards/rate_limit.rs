@@ -97,7 +97,7 @@ impl RequestGuard for ClientLimit {
                 return refused;
             }
         }
-        ctx.rate_headers = pre.headers();
+        ctx.rate_limit = pre.into_advertised();
         Verdict::Continue
     }
 }
@@ -138,7 +138,7 @@ impl RequestGuard for SubjectLimit {
             }
         }
         if post.tightest.is_some() {
-            ctx.rate_headers = post.headers().or(ctx.rate_headers.take());
+            ctx.rate_limit = post.into_advertised().or(ctx.rate_limit.take());
         }
         Verdict::Continue
     }
@@ -181,7 +181,7 @@ impl RequestGuard for ClassLimit {
             }
         }
         if d.tightest.is_some() {
-            ctx.rate_headers = d.headers().or(ctx.rate_headers.take());
+            ctx.rate_limit = d.into_advertised().or(ctx.rate_limit.take());
         }
         Verdict::Continue
     }

@@ -78,17 +78,20 @@ impl LocalStore {
         let mut shard = self.shards[index]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let tat = shard.tats.get(key).copied();
-        let step = gcra::step(tat, now_us, limit);
-        if step.allowed {
-            if let Some(stored) = shard.tats.get_mut(key) {
+        // A key seen before (the common case) is looked up once.
+        if let Some(stored) = shard.tats.get_mut(key) {
+            let step = gcra::step(Some(*stored), now_us, limit);
+            if step.allowed {
                 *stored = step.tat;
-            } else {
-                if shard.tats.len() >= self.per_shard {
-                    make_room(&mut shard, now_us, self.per_shard);
-                }
-                shard.tats.insert(key.into(), step.tat);
             }
+            return Verdict::from_step(limit, step);
+        }
+        let step = gcra::step(None, now_us, limit);
+        if step.allowed {
+            if shard.tats.len() >= self.per_shard {
+                make_room(&mut shard, now_us, self.per_shard);
+            }
+            shard.tats.insert(key.into(), step.tat);
         }
         Verdict::from_step(limit, step)
     }

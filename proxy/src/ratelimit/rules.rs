@@ -6,11 +6,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use http::HeaderValue;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{FailMode, RateLimit, RateLimitHeaders, RateLimitMetrics, Store, StoreError, Verdict};
+use super::{
+    FailMode, RateLimit, RateLimitHeaders, RateLimitMetrics, Store, StoreError, Verdict,
+    policy_value, rate_limit_value,
+};
 use crate::mode::Mode;
 
 /// What a rule counts requests by.
@@ -46,6 +50,10 @@ impl KeyKind {
 pub struct Rule {
     name: Arc<str>,
     key: KeyKind,
+    /// `<name>:<kind>:`, how every store key of the rule starts.
+    key_prefix: Box<str>,
+    /// The rule's `RateLimit-Policy` value, the same on every response.
+    policy_header: HeaderValue,
     /// `None`: every route.
     routes: Option<BTreeSet<String>>,
     limit: RateLimit,
@@ -66,9 +74,14 @@ impl Rule {
         mode: Mode,
         fail_mode: FailMode,
     ) -> Self {
+        let policy = policy_value(name, &limit);
         Self {
             name: Arc::from(name),
             key,
+            key_prefix: format!("{name}:{}:", key.label()).into(),
+            // Made of a safe name and two numbers: always a valid value.
+            policy_header: HeaderValue::try_from(policy)
+                .unwrap_or_else(|_| HeaderValue::from_static("")),
             routes: (!routes.is_empty()).then(|| routes.iter().map(|r| (*r).to_owned()).collect()),
             limit,
             mode,
@@ -123,12 +136,20 @@ pub struct RuleHit {
     pub verdict: Verdict,
     /// The store failed and the rule's fail mode produced this verdict.
     pub store_error: bool,
+    /// The rule's `RateLimit-Policy` value.
+    pub policy_header: HeaderValue,
 }
 
 impl RuleHit {
     /// The response headers for this rule.
     pub fn headers(&self) -> RateLimitHeaders {
         RateLimitHeaders::render(&self.rule, &self.limit, &self.verdict)
+    }
+
+    /// The `RateLimit` value for this request (`RateLimit-Policy` is the rule's own,
+    /// [`RuleHit::policy_header`]).
+    pub fn rate_limit_value(&self) -> String {
+        rate_limit_value(&self.rule, &self.verdict)
     }
 }
 
@@ -159,6 +180,11 @@ impl Decision {
             .as_ref()
             .or(self.tightest.as_ref())
             .map(RuleHit::headers)
+    }
+
+    /// The hit [`Decision::headers`] describes: the denying rule, else the tightest.
+    pub fn into_advertised(self) -> Option<RuleHit> {
+        self.denied.or(self.tightest)
     }
 }
 
@@ -252,6 +278,7 @@ impl Rules {
                     limit: rule.limit,
                     verdict,
                     store_error: false,
+                    policy_header: rule.policy_header.clone(),
                 },
                 Err(error) => {
                     decision.store_error = true;
@@ -269,6 +296,7 @@ impl Rules {
                             retry_after: (!allowed).then_some(FAIL_CLOSED_RETRY),
                         },
                         store_error: true,
+                        policy_header: rule.policy_header.clone(),
                     }
                 }
             };
@@ -324,28 +352,34 @@ impl Rules {
 /// The store key of `rule` for this request: `<rule>:<kind>:<value>`.
 /// Subjects and account names are hashed (SHA-256, 128 bits) so that the
 /// store — Redis included — never holds them in clear and keys stay short.
+/// Written into one string: this runs for every rule on every request.
 fn rule_key(rule: &Rule, ctx: &KeyContext<'_>) -> Option<String> {
-    let value = match rule.key {
-        KeyKind::ClientIp => ip_key(ctx.client_ip?),
-        KeyKind::Subject => hashed(ctx.subject.filter(|s| !s.is_empty())?),
-        KeyKind::Route => ctx.route.to_owned(),
+    let mut key = String::with_capacity(rule.key_prefix.len() + 40);
+    key.push_str(&rule.key_prefix);
+    match rule.key {
+        KeyKind::ClientIp => {
+            portcullis_contract::headers::write_client_network(&mut key, ctx.client_ip?);
+        }
+        KeyKind::Subject => push_hashed(&mut key, ctx.subject.filter(|s| !s.is_empty())?),
+        KeyKind::Route => key.push_str(ctx.route),
         KeyKind::LoginAccount => {
             let account = ctx.login_account?.trim().to_lowercase();
             if account.is_empty() {
                 return None;
             }
-            hashed(&account)
+            push_hashed(&mut key, &account);
         }
-    };
-    Some(format!("{}:{}:{value}", rule.name, rule.key.label()))
+    }
+    Some(key)
 }
 
-fn ip_key(ip: IpAddr) -> String {
-    portcullis_contract::headers::client_network(ip)
-}
-
-fn hashed(value: &str) -> String {
-    hex::encode(&Sha256::digest(value.as_bytes())[..16])
+/// Appends the first 128 bits of `value`'s SHA-256, in hex.
+fn push_hashed(key: &mut String, value: &str) {
+    let mut hex = [0u8; 32];
+    // 16 bytes fill exactly 32 hex digits.
+    if hex::encode_to_slice(&Sha256::digest(value.as_bytes())[..16], &mut hex).is_ok() {
+        key.push_str(std::str::from_utf8(&hex).unwrap_or_default());
+    }
 }
 
 #[cfg(test)]
@@ -413,5 +447,34 @@ mod tests {
             None
         );
         assert_eq!(rule_key(&rule(KeyKind::Route), &c).unwrap(), "r:route:api");
+        let v4 = rule_key(&rule(KeyKind::ClientIp), &ctx("192.0.2.7", None, None)).unwrap();
+        assert_eq!(v4, "r:ip:192.0.2.7");
+    }
+
+    /// The values made once per rule are the ones rendered per request before.
+    #[tokio::test]
+    async fn a_hits_header_values_are_the_rendered_ones() {
+        let limit = RateLimit::try_new(100, 60, 3).unwrap();
+        let rules = Rules::new(
+            vec![Rule::new(
+                "we\"ird",
+                KeyKind::ClientIp,
+                &[],
+                limit,
+                Mode::Enforce,
+                FailMode::Closed,
+            )],
+            Arc::new(super::super::LocalStore::new(16)),
+            RateLimitMetrics::try_new(&prometheus::Registry::new()).unwrap(),
+        );
+        let c = ctx("192.0.2.7", None, None);
+        for _ in 0..4 {
+            let decision = rules.check_all(&c, &[KeyKind::ClientIp]).await;
+            let rendered = decision.headers().unwrap();
+            let hit = decision.into_advertised().unwrap();
+            assert_eq!(hit.policy_header.to_str().unwrap(), rendered.policy);
+            assert_eq!(hit.rate_limit_value(), rendered.rate_limit);
+            assert_eq!(rendered.policy, "\"we_ird\";q=100;w=60");
+        }
     }
 }
