@@ -11,7 +11,8 @@ divides. Each binary given is measured in turn, so an A/B comparison is one comm
     python3 bench/proxy/instructions.py OLD_BINARY NEW_BINARY
 
 Rows: `bearer` (shipped RBAC policy, bearer JWT, 200), `cookie` (session cookie, 200),
-`denied` (403, audited). Read the figures as relative, not as time:
+`denied` (403, audited), `post` (the cookie + CSRF POST of run.py's post group, with its
+JSON body, 200; not in the default set). Read the figures as relative, not as time:
   * only Portcullis' own user-space instructions count: the system calls' kernel work,
     which is about a third of the proxy's CPU time under load (BENCHMARKS.md), is not;
   * valgrind does not emulate the SHA extensions, so SHA-256 (the token cache key, the
@@ -64,9 +65,12 @@ exec "{real}" "$@"
 
 
 def requests(b: bench.Bench, path: str, headers: list[str], n: int, expect: int,
-             kind: str = "portcullis") -> None:
-    """Exactly `n` keep-alive requests to `kind` (a proxy of run.py), each answered `expect`."""
+             body: Path | None = None, kind: str = "portcullis") -> None:
+    """Exactly `n` keep-alive requests to `kind` (a proxy of run.py), each answered `expect`;
+    POSTs of the file `body` when given."""
     argv = ["h2load", "--h1", "-n", str(n), "-c", str(CONNS), "-t", "1"]
+    if body is not None:
+        argv += ["-d", str(body)]
     for h in headers:
         argv += ["-H", h]
     argv.append(b.url(kind, path, name="localhost"))
@@ -102,18 +106,21 @@ def measure(binary: Path, keep_root: Path | None) -> dict[str, float]:
         b.start_portcullis()
         b.sign_in()
         pid = str(b.pc_proc.pid)
+        post_body = tmp / "post-body.json"
+        post_body.write_text('{"bench":true}')
         rows = {
-            "bearer": ("/bench", b.bearer(), 200),
-            "cookie": ("/bench", b.cookie_headers(False, "portcullis"), 200),
-            "denied": ("/bench/denied", b.bearer(), 403),
+            "bearer": ("/bench", b.bearer(), 200, None),
+            "cookie": ("/bench", b.cookie_headers(False, "portcullis"), 200, None),
+            "denied": ("/bench/denied", b.bearer(), 403, None),
+            "post": ("/bench", b.cookie_headers(True, "portcullis"), 200, post_body),
         }
         for name in ROWS:
-            path, headers, expect = rows[name]
-            requests(b, path, headers, 2000, expect)
+            path, headers, expect, body = rows[name]
+            requests(b, path, headers, 2000, expect, body)
             for f in tmp.glob("callgrind.out.*"):
                 f.unlink()
             subprocess.run(["callgrind_control", "-z", pid], check=True, capture_output=True)
-            requests(b, path, headers, REQUESTS, expect)
+            requests(b, path, headers, REQUESTS, expect, body)
             subprocess.run(["callgrind_control", "-d", pid], check=True, capture_output=True)
             time.sleep(0.5)
             per_request[name] = first_part_total(tmp) / REQUESTS
@@ -137,9 +144,9 @@ def main() -> int:
     if missing:
         bench.log(f"missing tools: {', '.join(missing)} (bench/proxy/install-deps.sh installs them)")
         return 2
-    unknown = [r for r in ROWS if r not in ("bearer", "cookie", "denied")]
+    unknown = [r for r in ROWS if r not in ("bearer", "cookie", "denied", "post")]
     if unknown or not ROWS:
-        bench.log(f"INSTR_ROWS: unknown rows {unknown}; choose from bearer, cookie, denied")
+        bench.log(f"INSTR_ROWS: unknown rows {unknown}; choose from bearer, cookie, denied, post")
         return 2
     if "/usr/sbin" not in os.environ.get("PATH", ""):
         os.environ["PATH"] += ":/usr/sbin"
