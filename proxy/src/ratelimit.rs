@@ -239,8 +239,7 @@ fn ceil_seconds(d: Duration) -> u128 {
     d.as_micros().div_ceil(1_000_000)
 }
 
-/// The `RateLimit-Policy` value of rule `name`: the same for every request, so a
-/// [`Rule`] makes it once.
+/// The `RateLimit-Policy` value of rule `name`.
 fn policy_value(name: &str, limit: &RateLimit) -> String {
     let name = header_safe(name);
     format!("\"{name}\";q={};w={}", limit.requests, limit.period_seconds)

@@ -85,9 +85,10 @@ impl Gateway {
         upstream_response.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
         if ctx.passed {
             if let Some(hit) = &ctx.rate_limit {
-                // The policy value is the rule's, made once; the `RateLimit` string
-                // becomes the header value without a copy.
-                upstream_response.insert_header("ratelimit-policy", hit.policy_header.clone())?;
+                // Rendered once, here; each string becomes its header value without a
+                // copy. (A value made once per rule and cloned here would be a reference
+                // count that every worker thread bumps on every request.)
+                upstream_response.insert_header("ratelimit-policy", hit.policy_value())?;
                 upstream_response.insert_header("ratelimit", hit.rate_limit_value())?;
             }
             for (k, v) in &ctx.obligations {

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use http::HeaderValue;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -52,8 +51,6 @@ pub struct Rule {
     key: KeyKind,
     /// `<name>:<kind>:`, how every store key of the rule starts.
     key_prefix: Box<str>,
-    /// The rule's `RateLimit-Policy` value, the same on every response.
-    policy_header: HeaderValue,
     /// `None`: every route.
     routes: Option<BTreeSet<String>>,
     limit: RateLimit,
@@ -74,14 +71,10 @@ impl Rule {
         mode: Mode,
         fail_mode: FailMode,
     ) -> Self {
-        let policy = policy_value(name, &limit);
         Self {
             name: Arc::from(name),
             key,
             key_prefix: format!("{name}:{}:", key.label()).into(),
-            // Made of a safe name and two numbers: always a valid value.
-            policy_header: HeaderValue::try_from(policy)
-                .unwrap_or_else(|_| HeaderValue::from_static("")),
             routes: (!routes.is_empty()).then(|| routes.iter().map(|r| (*r).to_owned()).collect()),
             limit,
             mode,
@@ -136,8 +129,6 @@ pub struct RuleHit {
     pub verdict: Verdict,
     /// The store failed and the rule's fail mode produced this verdict.
     pub store_error: bool,
-    /// The rule's `RateLimit-Policy` value.
-    pub policy_header: HeaderValue,
 }
 
 impl RuleHit {
@@ -146,8 +137,12 @@ impl RuleHit {
         RateLimitHeaders::render(&self.rule, &self.limit, &self.verdict)
     }
 
-    /// The `RateLimit` value for this request (`RateLimit-Policy` is the rule's own,
-    /// [`RuleHit::policy_header`]).
+    /// The `RateLimit-Policy` value, for a response the request got through to.
+    pub fn policy_value(&self) -> String {
+        policy_value(&self.rule, &self.limit)
+    }
+
+    /// The `RateLimit` value, for a response the request got through to.
     pub fn rate_limit_value(&self) -> String {
         rate_limit_value(&self.rule, &self.verdict)
     }
@@ -278,7 +273,6 @@ impl Rules {
                     limit: rule.limit,
                     verdict,
                     store_error: false,
-                    policy_header: rule.policy_header.clone(),
                 },
                 Err(error) => {
                     decision.store_error = true;
@@ -296,7 +290,6 @@ impl Rules {
                             retry_after: (!allowed).then_some(FAIL_CLOSED_RETRY),
                         },
                         store_error: true,
-                        policy_header: rule.policy_header.clone(),
                     }
                 }
             };
@@ -451,7 +444,7 @@ mod tests {
         assert_eq!(v4, "r:ip:192.0.2.7");
     }
 
-    /// The values made once per rule are the ones rendered per request before.
+    /// The values written on a response the request got through to are those of a 429.
     #[tokio::test]
     async fn a_hits_header_values_are_the_rendered_ones() {
         let limit = RateLimit::try_new(100, 60, 3).unwrap();
@@ -472,7 +465,7 @@ mod tests {
             let decision = rules.check_all(&c, &[KeyKind::ClientIp]).await;
             let rendered = decision.headers().unwrap();
             let hit = decision.into_advertised().unwrap();
-            assert_eq!(hit.policy_header.to_str().unwrap(), rendered.policy);
+            assert_eq!(hit.policy_value(), rendered.policy);
             assert_eq!(hit.rate_limit_value(), rendered.rate_limit);
             assert_eq!(rendered.policy, "\"we_ird\";q=100;w=60");
         }
