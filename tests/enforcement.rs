@@ -101,10 +101,26 @@ async fn signed_in_users_reach_the_api_and_anonymous_ones_do_not() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert!(
-        r.headers().get("ratelimit").is_some(),
-        "rate-limit headers advertised"
-    );
+    // The advertised rule's quota and its state for this request, under one name.
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("{name} advertised"))
+            .to_owned()
+    };
+    let (policy, state) = (header("ratelimit-policy"), header("ratelimit"));
+    let rule = |value: &str| value.split(';').next().unwrap_or_default().to_owned();
+    assert!(rule(&policy).starts_with('"') && rule(&policy) == rule(&state));
+    let params = |value: &str| -> Vec<String> {
+        value
+            .split(';')
+            .skip(1)
+            .map(|p| p.split('=').next().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(params(&policy), ["q", "w"], "{policy}");
+    assert_eq!(params(&state), ["r", "t"], "{state}");
     // An employee is not an administrator: the route policy says 403, with the decision id.
     let r = api(&p, &token, reqwest::Method::GET, "/admin/sessions")
         .send()
