@@ -313,11 +313,12 @@ impl IdentityKey {
             .into_bytes();
         // `v1=` and the tag in hex, written in place (`hex::encode` goes a character
         // at a time, and `format!` would copy its result once more).
-        let mut signature = [0u8; 3 + 64];
-        signature[..3].copy_from_slice(b"v1=");
-        // 32 bytes fill exactly the 64 hex digits.
-        let _ = hex::encode_to_slice(tag, &mut signature[3..]);
-        let signature = String::from_utf8_lossy(&signature).into_owned();
+        let mut hex = [0u8; 64];
+        // 32 bytes always fill exactly the 64 digits: this cannot fail.
+        let _ = hex::encode_to_slice(tag, &mut hex);
+        let mut signature = String::with_capacity(3 + hex.len());
+        signature.push_str("v1=");
+        signature.extend(hex.iter().map(|&digit| char::from(digit)));
         (encoded, signature)
     }
 

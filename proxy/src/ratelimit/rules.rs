@@ -369,10 +369,9 @@ fn rule_key(rule: &Rule, ctx: &KeyContext<'_>) -> Option<String> {
 /// Appends the first 128 bits of `value`'s SHA-256, in hex.
 fn push_hashed(key: &mut String, value: &str) {
     let mut hex = [0u8; 32];
-    // 16 bytes fill exactly 32 hex digits.
-    if hex::encode_to_slice(&Sha256::digest(value.as_bytes())[..16], &mut hex).is_ok() {
-        key.push_str(std::str::from_utf8(&hex).unwrap_or_default());
-    }
+    // 16 bytes always fill exactly the 32 digits: this cannot fail.
+    let _ = hex::encode_to_slice(&Sha256::digest(value.as_bytes())[..16], &mut hex);
+    key.extend(hex.iter().map(|&digit| char::from(digit)));
 }
 
 #[cfg(test)]
@@ -444,7 +443,8 @@ mod tests {
         assert_eq!(v4, "r:ip:192.0.2.7");
     }
 
-    /// The values written on a response the request got through to are those of a 429.
+    /// The values written on a response the request got through to are those of a 429,
+    /// for the same hit: the allowed requests' tightest, then the fourth's denial.
     #[tokio::test]
     async fn a_hits_header_values_are_the_rendered_ones() {
         let limit = RateLimit::try_new(100, 60, 3).unwrap();
@@ -457,7 +457,7 @@ mod tests {
                 Mode::Enforce,
                 FailMode::Closed,
             )],
-            Arc::new(super::super::LocalStore::new(16)),
+            Arc::new(crate::ratelimit::LocalStore::new(16)),
             RateLimitMetrics::try_new(&prometheus::Registry::new()).unwrap(),
         );
         let c = ctx("192.0.2.7", None, None);
