@@ -1,11 +1,12 @@
 //! The HTTPS listener's connection handling, against the real binary: TLS sessions
 //! resume (tickets and session ids), a connection that never finishes its handshake is
 //! closed, connections past the limit are closed at once while others are served, idle
-//! keep-alive connections end, a request head that trickles in is cut at its deadline
-//! while slow bodies and idle keep-alive are not, hundreds of silent, idle and trickling
-//! connections do not keep a normal client from being served, too many header fields
-//! are answered 431 over either protocol, and a sign-in body that arrives in pieces
-//! reaches the backend whole without corrupting the pooled upstream connection.
+//! keep-alive connections end, the server runs without transparent huge pages, a request
+//! head that trickles in is cut at its deadline while slow bodies and idle keep-alive are
+//! not, hundreds of silent, idle and trickling connections do not keep a normal client
+//! from being served, too many header fields are answered 431 over either protocol, and a
+//! sign-in body that arrives in pieces reaches the backend whole without corrupting the
+//! pooled upstream connection.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -191,6 +192,27 @@ async fn an_idle_keep_alive_connection_is_closed_after_its_idle_limit() {
     let started = Instant::now();
     assert!(closed_within(&mut tls, Duration::from_secs(5)).await);
     assert!(started.elapsed() >= Duration::from_millis(800));
+}
+
+/// Idle connections cost what they hold, not the 2 MiB pages the allocator's arenas
+/// would otherwise be backed by: the running server has transparent huge pages off
+/// (`THP_enabled` in its `/proc/<pid>/status`, Linux 5.0 and later).
+#[tokio::test]
+async fn the_server_runs_without_transparent_huge_pages() {
+    let p = portcullis().start().await;
+    let config = client_config(&p.pki.ca_pem, &[&rustls::version::TLS13]);
+    let mut tls = connect(&config, p.https).await;
+    assert_eq!(status(&exchange(&mut tls, HEALTH).await), 200);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid())).unwrap();
+    let thp = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .expect("this kernel reports THP_enabled in /proc/<pid>/status");
+    assert_eq!(
+        thp.trim(),
+        "0",
+        "transparent huge pages are on for the server"
+    );
 }
 
 #[tokio::test]

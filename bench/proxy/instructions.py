@@ -65,15 +65,15 @@ exec "{real}" "$@"
 
 
 def requests(b: bench.Bench, path: str, headers: list[str], n: int, expect: int,
-             body: Path | None = None) -> None:
-    """Exactly `n` keep-alive requests to Portcullis, each answered `expect`; POSTs of the
-    file `body` when given."""
+             body: Path | None = None, kind: str = "portcullis") -> None:
+    """Exactly `n` keep-alive requests to `kind` (a proxy of run.py: syscalls.py also sends
+    them to nginx), each answered `expect`; POSTs of the file `body` when given."""
     argv = ["h2load", "--h1", "-n", str(n), "-c", str(CONNS), "-t", "1"]
     if body is not None:
         argv += ["-d", str(body)]
     for h in headers:
         argv += ["-H", h]
-    argv.append(b.url("portcullis", path, name="localhost"))
+    argv.append(b.url(kind, path, name="localhost"))
     r = bench.run_bounded(argv, 3600)
     codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", r.stdout)
     counts = dict(zip((200, 300, 400, 500), map(int, codes.groups()))) if codes else {}

@@ -12,15 +12,17 @@ request of each, side by side:
 
     python3 bench/proxy/syscalls.py [BINARY]
 
-Rows: nginx, and Portcullis with the shipped RBAC policy and a bearer JWT (200). Counts
-are exact; timings under strace are not, so none are printed. Calls made by a timer or
-a background task (a tick, a flush) are included, divided by N like the rest. A second
+Rows (SYSCALL_ROWS, default `get`): `get` is nginx, and Portcullis with the shipped RBAC
+policy and a bearer JWT (200); `post` is run.py's cookie + CSRF POST with its JSON body,
+to both. Counts are exact; timings under strace are not, so none are printed. Calls made
+by a timer or a background task (a tick, a flush) are included, divided by N like the
+rest. A second
 table gives each side's context switches per request (every thread's counters in
 /proc, over another N requests without strace): a voluntary one is a thread that
 waited for work and was woken again.
 
-Environment (optional): SYSCALL_REQUESTS (20000). Every process started is stopped by
-pid at the end.
+Environment (optional): SYSCALL_REQUESTS (20000), SYSCALL_ROWS (`get`; `get,post` for
+both). Every process started is stopped by pid at the end.
 """
 
 from __future__ import annotations
@@ -39,9 +41,11 @@ import instructions  # noqa: E402  (its request driver)
 import run as bench  # noqa: E402  (the set-up of `make bench-proxy`)
 
 REQUESTS = bench.env_int("SYSCALL_REQUESTS", 20000)
+ROWS = [r for r in os.environ.get("SYSCALL_ROWS", "get").split(",") if r]
 
 
-def counted(b: bench.Bench, pids: list[int], kind: str, headers: list[str], out: Path) -> dict[str, int]:
+def counted(b: bench.Bench, pids: list[int], kind: str, headers: list[str], body: Path | None,
+            out: Path) -> dict[str, int]:
     """Calls by `pids` (all their threads) while REQUESTS requests go through `kind`."""
     argv = ["strace", "-f", "-c", "-o", str(out)]
     for pid in pids:
@@ -52,7 +56,7 @@ def counted(b: bench.Bench, pids: list[int], kind: str, headers: list[str], out:
         time.sleep(1.5)
         if tracer.poll() is not None:
             raise bench.BenchError(f"strace exited: {tracer.stderr.read() if tracer.stderr else ''}")
-        instructions.requests(b, "/bench", headers, REQUESTS, 200, kind=kind)
+        instructions.requests(b, "/bench", headers, REQUESTS, 200, body, kind=kind)
         time.sleep(0.5)
     finally:
         tracer.send_signal(signal.SIGINT)
@@ -85,10 +89,11 @@ def context_switches(pids: list[int]) -> tuple[int, int]:
     return vol, invol
 
 
-def switched(b: bench.Bench, pids: list[int], kind: str, headers: list[str]) -> tuple[int, int]:
+def switched(b: bench.Bench, pids: list[int], kind: str, headers: list[str],
+             body: Path | None) -> tuple[int, int]:
     """Context switches of `pids` while REQUESTS requests go through `kind`, untraced."""
     before = context_switches(pids)
-    instructions.requests(b, "/bench", headers, REQUESTS, 200, kind=kind)
+    instructions.requests(b, "/bench", headers, REQUESTS, 200, body, kind=kind)
     after = context_switches(pids)
     return after[0] - before[0], after[1] - before[1]
 
@@ -120,34 +125,52 @@ def main() -> int:
                                                   text=True).stdout.split()]
         if not workers:
             raise bench.BenchError("nginx has no worker processes")
-        cols: dict[str, dict[str, int]] = {}
-        switches: dict[str, tuple[int, int]] = {}
-        for name, pids, kind, headers in (("nginx", workers, "nginx", []),
-                                          ("Portcullis", [b.pc_proc.pid], "portcullis", b.bearer())):
-            instructions.requests(b, "/bench", headers, 2000, 200, kind=kind)
-            switches[name] = switched(b, pids, kind, headers)
-            cols[name] = counted(b, pids, kind, headers, tmp / f"strace.{kind}")
-            bench.log(f"{name}: {sum(cols[name].values()) / REQUESTS:.2f} system calls per request")
+        post_body = tmp / "post-body.json"
+        post_body.write_text('{"bench":true}')
+        # row -> (what Portcullis is sent, the body); nginx gets the same requests.
+        row_kinds = {
+            "get": (b.bearer(), None),
+            "post": (b.cookie_headers(True, "portcullis"), post_body),
+        }
+        unknown = [r for r in ROWS if r not in row_kinds]
+        if unknown:
+            raise bench.BenchError(f"unknown SYSCALL_ROWS {unknown}; rows: {', '.join(row_kinds)}")
+        cols: dict[tuple[str, str], dict[str, int]] = {}
+        switches: dict[tuple[str, str], tuple[int, int]] = {}
+        for row in ROWS:
+            pc_headers, body = row_kinds[row]
+            nginx_headers = b.cookie_headers(True, "nginx") if row == "post" else []
+            for name, pids, kind, headers in (("nginx", workers, "nginx", nginx_headers),
+                                              ("Portcullis", [b.pc_proc.pid], "portcullis", pc_headers)):
+                instructions.requests(b, "/bench", headers, 2000, 200, body, kind=kind)
+                switches[row, name] = switched(b, pids, kind, headers, body)
+                cols[row, name] = counted(b, pids, kind, headers, body, tmp / f"strace.{row}.{kind}")
+                bench.log(f"{row}, {name}: {sum(cols[row, name].values()) / REQUESTS:.2f} system calls per request")
     except bench.BenchError as e:
         bench.log(f"failed: {e}")
         return 1
     finally:
         b.procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
-    names = sorted(set(cols["nginx"]) | set(cols["Portcullis"]),
-                   key=lambda s: -(cols["nginx"].get(s, 0) + cols["Portcullis"].get(s, 0)))
-    print(f"\nSystem calls per request (strace -f -c, {REQUESTS} keep-alive requests, 32 connections; "
-          f"Portcullis: shipped RBAC policy, bearer JWT):\n")
-    print("| system call | nginx | Portcullis |")
-    print("| --- | ---: | ---: |")
-    for s in names:
-        print(f"| `{s}` | {cols['nginx'].get(s, 0) / REQUESTS:.3f} | {cols['Portcullis'].get(s, 0) / REQUESTS:.3f} |")
-    print(f"| all | {sum(cols['nginx'].values()) / REQUESTS:.2f} | {sum(cols['Portcullis'].values()) / REQUESTS:.2f} |")
-    print(f"\nContext switches per request (/proc/PID/task/*/status, the same {REQUESTS} requests untraced):\n")
-    print("| | nginx | Portcullis |")
-    print("| --- | ---: | ---: |")
-    for i, what in enumerate(("voluntary (waits)", "involuntary (preempted)")):
-        print(f"| {what} | {switches['nginx'][i] / REQUESTS:.3f} | {switches['Portcullis'][i] / REQUESTS:.3f} |")
+    what = {"get": "GET, Portcullis: shipped RBAC policy, bearer JWT",
+            "post": "cookie + CSRF POST with a JSON body"}
+    for row in ROWS:
+        ng, pc = cols[row, "nginx"], cols[row, "Portcullis"]
+        names = sorted(set(ng) | set(pc), key=lambda c: -(ng.get(c, 0) + pc.get(c, 0)))
+        print(f"\nSystem calls per request (strace -f -c, {REQUESTS} keep-alive requests, 32 connections; "
+              f"{what[row]}):\n")
+        print("| system call | nginx | Portcullis |")
+        print("| --- | ---: | ---: |")
+        for c in names:
+            print(f"| `{c}` | {ng.get(c, 0) / REQUESTS:.3f} | {pc.get(c, 0) / REQUESTS:.3f} |")
+        print(f"| all | {sum(ng.values()) / REQUESTS:.2f} | {sum(pc.values()) / REQUESTS:.2f} |")
+        print(f"\nContext switches per request ({what[row]}; /proc/PID/task/*/status, the same "
+              f"{REQUESTS} requests untraced):\n")
+        print("| | nginx | Portcullis |")
+        print("| --- | ---: | ---: |")
+        for i, kind in enumerate(("voluntary (waits)", "involuntary (preempted)")):
+            print(f"| {kind} | {switches[row, 'nginx'][i] / REQUESTS:.3f} | "
+                  f"{switches[row, 'Portcullis'][i] / REQUESTS:.3f} |")
     return 0
 
 

@@ -106,9 +106,9 @@ impl CsrfSettings {
         let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
         check_fetch_site(headers)?;
         if let Some(origin) = get("origin") {
-            let own = host.map(|h| format!("https://{h}"));
-            let allowed =
-                own.as_deref() == Some(origin) || self.extra_origins.iter().any(|o| o == origin);
+            // This site's own origin is `https://` and the authority the client sent.
+            let own = host.is_some_and(|h| origin.strip_prefix("https://") == Some(h));
+            let allowed = own || self.extra_origins.iter().any(|o| o == origin);
             if !allowed {
                 return Err(CsrfFailure::OriginMismatch);
             }
@@ -195,6 +195,22 @@ mod tests {
             ),
             (
                 vec![
+                    ("origin", "http://app.example"),
+                    ("cookie", "__Host-portcullis-csrf=t"),
+                    ("x-csrf-token", "t"),
+                ],
+                CsrfFailure::OriginMismatch,
+            ),
+            (
+                vec![
+                    ("origin", "https://app.example.evil"),
+                    ("cookie", "__Host-portcullis-csrf=t"),
+                    ("x-csrf-token", "t"),
+                ],
+                CsrfFailure::OriginMismatch,
+            ),
+            (
+                vec![
                     ("origin", "null"),
                     ("cookie", "__Host-portcullis-csrf=t"),
                     ("x-csrf-token", "t"),
@@ -221,6 +237,12 @@ mod tests {
                 "{h:?}"
             );
         }
+        // Without the request's authority only a listed origin could match.
+        assert_eq!(
+            s.check(&ok, None),
+            Err(CsrfFailure::OriginMismatch),
+            "no host"
+        );
         assert!(
             unsafe_method(&Method::POST)
                 && unsafe_method(&Method::DELETE)
