@@ -203,8 +203,8 @@ async fn the_server_runs_without_transparent_huge_pages() {
     let config = client_config(&p.pki.ca_pem, &[&rustls::version::TLS13]);
     let mut tls = connect(&config, p.https).await;
     assert_eq!(status(&exchange(&mut tls, HEALTH).await), 200);
-    let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid())).unwrap();
-    let thp = status
+    let proc_status = std::fs::read_to_string(format!("/proc/{}/status", p.pid())).unwrap();
+    let thp = proc_status
         .lines()
         .find_map(|l| l.strip_prefix("THP_enabled:"))
         .expect("this kernel reports THP_enabled in /proc/<pid>/status");

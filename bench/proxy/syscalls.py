@@ -16,10 +16,9 @@ Rows (SYSCALL_ROWS, default `get`): `get` is nginx, and Portcullis with the ship
 policy and a bearer JWT (200); `post` is run.py's cookie + CSRF POST with its JSON body,
 to both. Counts are exact; timings under strace are not, so none are printed. Calls made
 by a timer or a background task (a tick, a flush) are included, divided by N like the
-rest. A second
-table gives each side's context switches per request (every thread's counters in
-/proc, over another N requests without strace): a voluntary one is a thread that
-waited for work and was woken again.
+rest. A second table gives each side's context switches per request (every thread's
+counters in /proc, over another N requests without strace): a voluntary one is a thread
+that waited for work and was woken again.
 
 Environment (optional): SYSCALL_REQUESTS (20000), SYSCALL_ROWS (`get`; `get,post` for
 both). Every process started is stopped by pid at the end.
@@ -127,19 +126,20 @@ def main() -> int:
             raise bench.BenchError("nginx has no worker processes")
         post_body = tmp / "post-body.json"
         post_body.write_text('{"bench":true}')
-        # row -> (what Portcullis is sent, the body); nginx gets the same requests.
-        row_kinds = {
-            "get": (b.bearer(), None),
-            "post": (b.cookie_headers(True, "portcullis"), post_body),
+        # row -> (what it is, nginx's headers, Portcullis' headers, the body): the same
+        # requests to both, except that each POST names its own proxy as the Origin.
+        rows = {
+            "get": ("GET, Portcullis: shipped RBAC policy, bearer JWT", [], b.bearer(), None),
+            "post": ("cookie + CSRF POST with a JSON body", b.cookie_headers(True, "nginx"),
+                     b.cookie_headers(True, "portcullis"), post_body),
         }
-        unknown = [r for r in ROWS if r not in row_kinds]
+        unknown = [r for r in ROWS if r not in rows]
         if unknown:
-            raise bench.BenchError(f"unknown SYSCALL_ROWS {unknown}; rows: {', '.join(row_kinds)}")
+            raise bench.BenchError(f"unknown SYSCALL_ROWS {unknown}; rows: {', '.join(rows)}")
         cols: dict[tuple[str, str], dict[str, int]] = {}
         switches: dict[tuple[str, str], tuple[int, int]] = {}
         for row in ROWS:
-            pc_headers, body = row_kinds[row]
-            nginx_headers = b.cookie_headers(True, "nginx") if row == "post" else []
+            _, nginx_headers, pc_headers, body = rows[row]
             for name, pids, kind, headers in (("nginx", workers, "nginx", nginx_headers),
                                               ("Portcullis", [b.pc_proc.pid], "portcullis", pc_headers)):
                 instructions.requests(b, "/bench", headers, 2000, 200, body, kind=kind)
@@ -152,24 +152,23 @@ def main() -> int:
     finally:
         b.procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
-    what = {"get": "GET, Portcullis: shipped RBAC policy, bearer JWT",
-            "post": "cookie + CSRF POST with a JSON body"}
     for row in ROWS:
+        what = rows[row][0]
         ng, pc = cols[row, "nginx"], cols[row, "Portcullis"]
         names = sorted(set(ng) | set(pc), key=lambda c: -(ng.get(c, 0) + pc.get(c, 0)))
         print(f"\nSystem calls per request (strace -f -c, {REQUESTS} keep-alive requests, 32 connections; "
-              f"{what[row]}):\n")
+              f"{what}):\n")
         print("| system call | nginx | Portcullis |")
         print("| --- | ---: | ---: |")
         for c in names:
             print(f"| `{c}` | {ng.get(c, 0) / REQUESTS:.3f} | {pc.get(c, 0) / REQUESTS:.3f} |")
         print(f"| all | {sum(ng.values()) / REQUESTS:.2f} | {sum(pc.values()) / REQUESTS:.2f} |")
-        print(f"\nContext switches per request ({what[row]}; /proc/PID/task/*/status, the same "
+        print(f"\nContext switches per request ({what}; /proc/PID/task/*/status, the same "
               f"{REQUESTS} requests untraced):\n")
         print("| | nginx | Portcullis |")
         print("| --- | ---: | ---: |")
-        for i, kind in enumerate(("voluntary (waits)", "involuntary (preempted)")):
-            print(f"| {kind} | {switches[row, 'nginx'][i] / REQUESTS:.3f} | "
+        for i, label in enumerate(("voluntary (waits)", "involuntary (preempted)")):
+            print(f"| {label} | {switches[row, 'nginx'][i] / REQUESTS:.3f} | "
                   f"{switches[row, 'Portcullis'][i] / REQUESTS:.3f} |")
     return 0
 
