@@ -25,9 +25,8 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::protocols::raw_connect::ProxyDigest;
-use pingora::protocols::tls::{SslDigest, TlsRef, TlsStream};
+use pingora::protocols::tls::{SslDigest, TlsRef};
 use pingora::protocols::{
     ALPN, GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
     TimingDigest, UniqueID, UniqueIDType,
@@ -36,6 +35,8 @@ use pingora::proxy::Session;
 use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+use crate::tls_stream::ServerTls;
 
 /// Waiting for the first byte of a head: no clock yet.
 const IDLE: u8 = 0;
@@ -48,12 +49,9 @@ const EXCHANGE: u8 = 2;
 /// 16 KiB is one TLS record's worth of plaintext.
 pub const COALESCE: usize = 16 * 1024;
 
-/// What the HTTPS listener wraps: the TLS stream over TCP.
-pub type Tls = TlsStream<TcpStream>;
-
 /// The decrypted stream of one HTTP/1.1 connection, with a deadline per request head.
 #[derive(Debug)]
-pub struct HeadDeadline<S = Tls> {
+pub struct HeadDeadline<S = ServerTls> {
     inner: S,
     limit: Duration,
     /// Written by the gateway through a shared reference ([`head_read`]).

@@ -40,6 +40,7 @@ mod redirect;
 mod reloads;
 mod revocation;
 mod tls;
+mod tls_stream;
 
 use std::net::SocketAddr;
 use std::path::Path;

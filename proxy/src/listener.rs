@@ -19,14 +19,14 @@
 //! as long as the connection idles; here those exist only while a request is in
 //! flight, and 10 000 idle keep-alive connections cost little more than their TLS state.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::BytesMut;
-use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
-use pingora::listeners::tls::Acceptor;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::protocols::{ALPN, Ssl, Stream};
@@ -37,14 +37,16 @@ use rustls::ServerConfig;
 use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
 
 use crate::gateway::Gateway;
 use crate::head_deadline::HeadDeadline;
 use crate::settings::Limits;
+use crate::tls_stream;
 
 /// The TLS front of the HTTPS listener.
 pub struct TlsFront {
-    acceptor: Acceptor,
+    acceptor: TlsAcceptor,
     proxy: Arc<HttpProxy<Gateway>>,
     handshake_timeout: Duration,
     /// Each HTTP/1.1 request head must arrive within this ([`HeadDeadline`]).
@@ -74,7 +76,7 @@ impl TlsFront {
         let slots = Arc::new(Semaphore::new(limits.max_connections));
         (0..workers)
             .map(|_| Self {
-                acceptor: Acceptor::from_server_config(Arc::clone(&tls)),
+                acceptor: TlsAcceptor::from(Arc::clone(&tls)),
                 proxy: Arc::clone(&proxy),
                 handshake_timeout: limits.tls_handshake_timeout,
                 head_timeout: limits.request_head_timeout,
@@ -113,7 +115,7 @@ impl ServerApp for TlsFront {
         let front = Arc::clone(self);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            front.serve(*tcp, &shutdown).await;
+            front.serve(tcp, &shutdown).await;
             drop(slot);
         });
         None
@@ -126,7 +128,7 @@ impl ServerApp for TlsFront {
 
 impl TlsFront {
     /// One connection: the TLS handshake, then pingora's h2 server or the HTTP/1.1 loop.
-    async fn serve(self: &Arc<Self>, tcp: TcpStream, shutdown: &ShutdownWatch) {
+    async fn serve(self: &Arc<Self>, tcp: Box<TcpStream>, shutdown: &ShutdownWatch) {
         // The handshake and the TLS stream live in this block, which ends before anything
         // else is awaited: a local keeps its room in this future until its scope ends
         // once it has been borrowed (the ALPN check), so at function level the stream
@@ -134,9 +136,16 @@ impl TlsFront {
         // state (a second copy of the TLS stream among it) is boxed, and freed when the
         // block ends rather than when the connection does.
         let (stream, h2): (Stream, bool) = {
+            // The TCP stream leaves the listener's box here, and the box is freed: a box
+            // whose contents were moved out is freed only when its binding's scope ends,
+            // which for the parameter would be when the connection closes.
+            let tcp = {
+                let boxed = tcp;
+                *boxed
+            };
             let handshake = Box::pin(tokio::time::timeout(
                 self.handshake_timeout,
-                self.acceptor.tls_handshake(tcp),
+                tls_stream::accept(&self.acceptor, tcp),
             ));
             let tls = match handshake.await {
                 Ok(Ok(tls)) => tls,
@@ -189,24 +198,41 @@ impl TlsFront {
             else {
                 return;
             };
-            let mut session = ServerSession::new_http1(stream);
-            if let Some(settings) = settings.take() {
-                settings.apply_to_session(&mut session);
-            } else if first {
-                let stopping = *shutdown.borrow();
-                session.set_keepalive((!stopping).then_some(self.keepalive_idle.as_secs()));
-                session.set_keepalive_reuses_remaining(
-                    HttpServerApp::server_options(&*self.proxy)
-                        .and_then(|o| o.keepalive_request_limit),
-                );
-            }
+            let exchange = self.exchange(stream, prefix, settings.take(), first, shutdown);
             first = false;
-            session.set_pipelined_prefix(prefix);
-            let Some(reused) = self.proxy.process_new_http(session, shutdown).await else {
+            let Some(reused) = exchange.await else {
                 return;
             };
             (stream, settings) = reused.consume();
         }
+    }
+
+    /// pingora's future for one request on `stream`, whose first bytes are `prefix`.
+    ///
+    /// The session is made in this plain function rather than in the connection's
+    /// loop: a value moved into an awaited call can keep its room in the enclosing
+    /// future, and pingora's HTTP/1.1 session is hundreds of bytes that every idle
+    /// connection's task would carry. Only the boxed request future crosses the await.
+    fn exchange<'a>(
+        self: &'a Arc<Self>,
+        stream: Stream,
+        prefix: BytesMut,
+        settings: Option<HttpPersistentSettings>,
+        first: bool,
+        shutdown: &'a ShutdownWatch,
+    ) -> Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'a>> {
+        let mut session = ServerSession::new_http1(stream);
+        if let Some(settings) = settings {
+            settings.apply_to_session(&mut session);
+        } else if first {
+            let stopping = *shutdown.borrow();
+            session.set_keepalive((!stopping).then_some(self.keepalive_idle.as_secs()));
+            session.set_keepalive_reuses_remaining(
+                HttpServerApp::server_options(&*self.proxy).and_then(|o| o.keepalive_request_limit),
+            );
+        }
+        session.set_pipelined_prefix(prefix);
+        self.proxy.process_new_http(session, shutdown)
     }
 }
 
