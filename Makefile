@@ -3,7 +3,7 @@ CARGO ?= cargo
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 BIN_DEBUG := $(TARGET_DIR)/debug/portcullis
 
-.PHONY: run test deps build lint layout unit check-configs policy regopy schemathesis jwt-hack tls-audit siem browser schema fmt bench bench-proxy bench-proxy-instructions bench-proxy-syscalls web gate gate-selftest observability observability-live scan scan-testssl scan-sslyze scan-observatory scan-wapiti scan-smugglex fuzz-smoke dr-drill screenshots
+.PHONY: run test deps build lint layout unit check-configs policy regopy schemathesis jwt-hack tls-audit siem browser schema fmt bench bench-proxy bench-proxy-instructions bench-proxy-syscalls bench-proxy-heap web gate gate-selftest observability observability-live scan scan-testssl scan-sslyze scan-observatory scan-wapiti scan-smugglex fuzz-smoke dr-drill screenshots
 
 ## Build and start proxy + backend on the embedded defaults (Ctrl-C stops).
 run: web
@@ -199,6 +199,15 @@ bench-proxy-syscalls:
 	@bench/proxy/install-deps.sh
 	@if [ -z "$(BIN)" ]; then $(CARGO) build --release --bin portcullis; fi
 	python3 bench/proxy/syscalls.py $(if $(BIN),$(BIN),$(TARGET_DIR)/release/portcullis)
+
+## Heap bytes per idle keep-alive connection by allocation site (massif; bench/proxy/heap.py).
+## massif sees only the system allocator: this builds without mimalloc, linked by GNU ld
+## (valgrind cannot read rust-lld's symbols), in a target directory of its own.
+HEAP_TARGET_DIR ?= $(TARGET_DIR)/heap
+bench-proxy-heap:
+	@bench/proxy/install-deps.sh
+	CARGO_TARGET_DIR=$(HEAP_TARGET_DIR) RUSTFLAGS=-Clink-arg=-fuse-ld=bfd $(CARGO) build --release --bin portcullis --no-default-features
+	python3 bench/proxy/heap.py $(HEAP_TARGET_DIR)/release/portcullis
 
 fmt:
 	$(CARGO) fmt --all
