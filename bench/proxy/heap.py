@@ -99,14 +99,7 @@ def measure(binary: Path) -> tuple[collections.Counter, int]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-heap-"))
     b = bench.Bench(wrapper(tmp, binary), tmp)
     try:
-        b.cert()
-        b.start_upstream()
-        b.policies()
-        # Their evaluation time limit is too short under valgrind (see instructions.py).
-        for t in b.policy_dir.glob("*_test.rego"):
-            t.unlink()
-        b.start_portcullis()
-        b.sign_in()
+        b.start_signed_in(under_valgrind=True)
         pid = b.pc_proc.pid
         time.sleep(2)
         before = snapshot(pid, tmp / "before.massif")
@@ -145,14 +138,8 @@ def main() -> int:
         bench.log("usage: heap.py BINARY [BINARY ...], each built without mimalloc "
                   "(cargo build --release --bin portcullis --no-default-features; see the docstring)")
         return 2
-    missing = [t for t in ("valgrind", "vgdb", "openssl") if not shutil.which(t)]
-    if not (shutil.which("nginx") or os.access("/usr/sbin/nginx", os.X_OK)):
-        missing.append("nginx")
-    if missing:
-        bench.log(f"missing tools: {', '.join(missing)} (bench/proxy/install-deps.sh installs them)")
+    if not bench.tools_present("valgrind", "vgdb", "openssl"):
         return 2
-    if "/usr/sbin" not in os.environ.get("PATH", ""):
-        os.environ["PATH"] += ":/usr/sbin"
     for binary in binaries:
         if not os.access(binary, os.X_OK):
             bench.log(f"no executable binary at {binary}")

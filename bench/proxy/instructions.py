@@ -98,13 +98,7 @@ def measure(binary: Path, keep_root: Path | None) -> dict[str, float]:
     b = bench.Bench(wrapper(tmp, binary, tmp), tmp)
     per_request: dict[str, float] = {}
     try:
-        b.cert()
-        b.start_upstream()
-        b.policies()
-        for t in b.policy_dir.glob("*_test.rego"):
-            t.unlink()
-        b.start_portcullis()
-        b.sign_in()
+        b.start_signed_in(under_valgrind=True)
         pid = str(b.pc_proc.pid)
         post_body = tmp / "post-body.json"
         post_body.write_text('{"bench":true}')
@@ -138,18 +132,12 @@ def main() -> int:
     binaries = [Path(a).resolve() for a in sys.argv[1:]] or [
         Path(os.environ.get("PORTCULLIS_BIN")
              or Path(os.environ.get("CARGO_TARGET_DIR") or bench.ROOT / "target") / "release" / "portcullis").resolve()]
-    missing = [t for t in ("valgrind", "callgrind_control", "h2load", "openssl") if not shutil.which(t)]
-    if not (shutil.which("nginx") or os.access("/usr/sbin/nginx", os.X_OK)):
-        missing.append("nginx")
-    if missing:
-        bench.log(f"missing tools: {', '.join(missing)} (bench/proxy/install-deps.sh installs them)")
+    if not bench.tools_present("valgrind", "callgrind_control", "h2load", "openssl"):
         return 2
     unknown = [r for r in ROWS if r not in ("bearer", "cookie", "denied", "post")]
     if unknown or not ROWS:
         bench.log(f"INSTR_ROWS: unknown rows {unknown}; choose from bearer, cookie, denied, post")
         return 2
-    if "/usr/sbin" not in os.environ.get("PATH", ""):
-        os.environ["PATH"] += ":/usr/sbin"
     results = []
     for i, binary in enumerate(binaries):
         if not os.access(binary, os.X_OK):

@@ -123,6 +123,20 @@ def log(msg: str) -> None:
     print(f"bench-proxy: {msg}", file=sys.stderr, flush=True)
 
 
+def tools_present(*tools: str) -> bool:
+    """Whether `tools` and nginx are installed (saying which are not); puts /usr/sbin, where
+    Debian keeps nginx, on PATH for the servers started later."""
+    missing = [t for t in tools if not shutil.which(t)]
+    if not (shutil.which("nginx") or os.access("/usr/sbin/nginx", os.X_OK)):
+        missing.append("nginx")
+    if missing:
+        log(f"missing tools: {', '.join(missing)} (bench/proxy/install-deps.sh installs them)")
+        return False
+    if "/usr/sbin" not in os.environ.get("PATH", ""):
+        os.environ["PATH"] += ":/usr/sbin"
+    return True
+
+
 # ----------------------------------------------------------------- processes
 
 
@@ -1097,6 +1111,20 @@ test_everything_is_allowed if {
         out.append("")
         return out
 
+    def start_signed_in(self, under_valgrind: bool = False) -> None:
+        """The upstream, Portcullis on the bench bundle and a signed-in user: the set-up the
+        per-request tools (instructions.py, syscalls.py, heap.py) share. Under valgrind the
+        bundle's `*_test.rego` files go before start-up: their evaluation time limit (5 s) is
+        too short there, and run.py passes them natively on the same copy."""
+        self.cert()
+        self.start_upstream()
+        self.policies()
+        if under_valgrind:
+            for t in self.policy_dir.glob("*_test.rego"):
+                t.unlink()
+        self.start_portcullis()
+        self.sign_in()
+
     # -- driver -------------------------------------------------------------
 
     def run(self) -> None:
@@ -1288,14 +1316,8 @@ def main() -> int:
     if not os.access(binary, os.X_OK):
         log(f"no executable Portcullis binary at {binary} (build it: cargo build --release --bin portcullis)")
         return 2
-    missing = [t for t in ("wrk", "h2load", "openssl") if not shutil.which(t)]
-    if not (shutil.which("nginx") or os.access("/usr/sbin/nginx", os.X_OK)):
-        missing.append("nginx")
-    if missing:
-        log(f"missing tools: {', '.join(missing)} (bench/proxy/install-deps.sh installs them)")
+    if not tools_present("wrk", "h2load", "openssl"):
         return 2
-    if "/usr/sbin" not in os.environ.get("PATH", ""):
-        os.environ["PATH"] += ":/usr/sbin"
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by every server started here

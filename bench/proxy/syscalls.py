@@ -100,25 +100,15 @@ def switched(b: bench.Bench, pids: list[int], kind: str, headers: list[str],
 def main() -> int:
     binary = Path(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("PORTCULLIS_BIN")
                   or Path(os.environ.get("CARGO_TARGET_DIR") or bench.ROOT / "target") / "release" / "portcullis").resolve()
-    missing = [t for t in ("strace", "h2load", "openssl") if not shutil.which(t)]
-    if not (shutil.which("nginx") or os.access("/usr/sbin/nginx", os.X_OK)):
-        missing.append("nginx")
-    if missing:
-        bench.log(f"missing tools: {', '.join(missing)} (bench/proxy/install-deps.sh installs them)")
+    if not bench.tools_present("strace", "h2load", "openssl"):
         return 2
     if not os.access(binary, os.X_OK):
         bench.log(f"no executable binary at {binary}")
         return 2
-    if "/usr/sbin" not in os.environ.get("PATH", ""):
-        os.environ["PATH"] += ":/usr/sbin"
     tmp = Path(tempfile.mkdtemp(prefix="bench-syscalls-"))
     b = bench.Bench(binary, tmp)
     try:
-        b.cert()
-        b.start_upstream()
-        b.policies()
-        b.start_portcullis()
-        b.sign_in()
+        b.start_signed_in()
         b.start_nginx_tls(b.security_headers_of_portcullis())
         workers = [int(p) for p in subprocess.run(["pgrep", "-P", str(b.nginx.pid)], capture_output=True,
                                                   text=True).stdout.split()]
