@@ -37,7 +37,6 @@ use rustls::ServerConfig;
 use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
-use tokio_rustls::TlsAcceptor;
 
 use crate::gateway::Gateway;
 use crate::head_deadline::HeadDeadline;
@@ -46,7 +45,7 @@ use crate::tls_stream;
 
 /// The TLS front of the HTTPS listener.
 pub struct TlsFront {
-    acceptor: TlsAcceptor,
+    tls: Arc<ServerConfig>,
     proxy: Arc<HttpProxy<Gateway>>,
     handshake_timeout: Duration,
     /// Each HTTP/1.1 request head must arrive within this ([`HeadDeadline`]).
@@ -63,8 +62,7 @@ pub struct TlsFront {
 impl TlsFront {
     /// The fronts of one listening address, one per worker thread ([`crate`]'s
     /// `https_services`): they share the gateway, the upstream pool and the connection
-    /// slots; each has its own acceptor over the same rustls configuration (one session
-    /// cache and ticket key for all).
+    /// slots and the rustls configuration (one session cache and ticket key for all).
     pub fn per_worker(
         workers: usize,
         tls: Arc<ServerConfig>,
@@ -76,7 +74,7 @@ impl TlsFront {
         let slots = Arc::new(Semaphore::new(limits.max_connections));
         (0..workers)
             .map(|_| Self {
-                acceptor: TlsAcceptor::from(Arc::clone(&tls)),
+                tls: Arc::clone(&tls),
                 proxy: Arc::clone(&proxy),
                 handshake_timeout: limits.tls_handshake_timeout,
                 head_timeout: limits.request_head_timeout,
@@ -145,7 +143,7 @@ impl TlsFront {
             };
             let handshake = Box::pin(tokio::time::timeout(
                 self.handshake_timeout,
-                tls_stream::accept(&self.acceptor, tcp),
+                tls_stream::accept(&self.tls, tcp),
             ));
             let tls = match handshake.await {
                 Ok(Ok(tls)) => tls,
