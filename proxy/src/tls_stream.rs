@@ -19,6 +19,7 @@
 //! handshake over the listener's rustls configuration, and what pingora asks of a stream
 //! afterwards (its digests, the ALPN choice, the socket's id) is answered from here.
 
+use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -182,7 +183,7 @@ pub async fn accept(config: &Arc<ServerConfig>, mut tcp: TcpStream) -> io::Resul
         .protocol_version()
         .and_then(|version| version.as_str())
         .unwrap_or_default();
-    let digest = Arc::new(SslDigest::new(cipher, version, None, None, Vec::new()));
+    let digest = shared_digest(cipher, version);
     let timing = TimingDigest {
         established_ts: SystemTime::now(),
         establishment_duration: Some(started.elapsed()),
@@ -204,6 +205,28 @@ pub async fn accept(config: &Arc<ServerConfig>, mut tcp: TcpStream) -> io::Resul
         failed: false,
         digest,
         timing,
+    })
+}
+
+/// The digest of `cipher` under `version`, one per pair and worker thread: connections
+/// share it rather than hold 152 bytes each. Per thread, because every request's session
+/// takes a reference, and a count both worker threads changed on every request would
+/// bounce between their caches; a connection never leaves its thread.
+fn shared_digest(cipher: &'static str, version: &'static str) -> Arc<SslDigest> {
+    thread_local! {
+        // A handful at most: the TLS versions times the suites the provider offers.
+        static DIGESTS: RefCell<Vec<Arc<SslDigest>>> = const { RefCell::new(Vec::new()) };
+    }
+    DIGESTS.with_borrow_mut(|digests| {
+        if let Some(digest) = digests
+            .iter()
+            .find(|digest| digest.cipher == cipher && digest.version == version)
+        {
+            return Arc::clone(digest);
+        }
+        let digest = Arc::new(SslDigest::new(cipher, version, None, None, Vec::new()));
+        digests.push(Arc::clone(&digest));
+        digest
     })
 }
 
@@ -800,6 +823,14 @@ mod tests {
         let h1 = handshake(b"http/1.1").await;
         assert_eq!(h1.selected_alpn_proto(), Some(ALPN::H1));
         assert_ne!(h1.id(), 0, "the id is the socket's descriptor");
+        assert!(
+            Arc::ptr_eq(&h1.digest, &h2.digest),
+            "connections with the same version and cipher on one thread share the digest"
+        );
+
+        let (_, tls12) = connect(configs_for(b"http/1.1", &[&rustls::version::TLS12])).await;
+        assert_eq!(tls12.get_ssl_digest().unwrap().version, "TLSv1_2");
+        assert!(!Arc::ptr_eq(&tls12.digest, &h2.digest));
     }
 
     #[tokio::test]
