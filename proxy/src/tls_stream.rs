@@ -41,6 +41,7 @@ use rustls::unbuffered::{
     UnbufferedStatus, WriteTraffic,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_util::io::poll_read_buf;
 
 /// Bytes asked of the socket per read, as rustls' own buffered connection does.
 const READ_SIZE: usize = 4096;
@@ -328,25 +329,14 @@ impl ServerTls {
                 "TLS record too large",
             )));
         }
-        let filled = self.incoming.len();
-        // Zero-filled rather than read into spare capacity: the workspace has no
-        // `unsafe`, and rustls' buffered connection zeroes its buffer the same way.
-        self.incoming.resize(filled + READ_SIZE, 0);
-        let mut window = ReadBuf::new(&mut self.incoming[filled..]);
-        let polled = Pin::new(&mut self.tcp).poll_read(cx, &mut window);
-        let n = window.filled().len();
-        self.incoming.truncate(filled + n);
-        match polled {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(n)),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => {
-                // Idle: nothing received is kept, and neither is the buffer.
-                if self.incoming.is_empty() {
-                    self.incoming = Vec::new();
-                }
-                Poll::Pending
-            }
+        // Read into spare capacity, so the bytes are not zeroed first.
+        self.incoming.reserve(READ_SIZE);
+        let read = poll_read_buf(Pin::new(&mut self.tcp), cx, &mut self.incoming);
+        if read.is_pending() && self.incoming.is_empty() {
+            // Idle: nothing received is kept, and neither is the buffer.
+            self.incoming = Vec::new();
         }
+        read
     }
 
     /// Runs `write` with rustls' permission to encrypt and the send buffer, once rustls
