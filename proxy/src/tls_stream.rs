@@ -37,7 +37,7 @@ use pingora::protocols::{
 use rustls::ServerConfig;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{
-    ConnectionState, EncodeError, EncodeTlsData, EncryptError, InsufficientSizeError,
+    ConnectionState, EncodeError, EncodeTlsData, EncryptError, InsufficientSizeError, ReadTraffic,
     UnbufferedStatus, WriteTraffic,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -96,6 +96,7 @@ impl std::fmt::Debug for ServerTls {
             .field("outgoing", &(self.outgoing.len() - self.outgoing_sent))
             .field("peer_closed", &self.peer_closed)
             .field("closing", &self.closing)
+            .field("failed", &self.failed)
             .finish_non_exhaustive()
     }
 }
@@ -127,20 +128,12 @@ pub async fn accept(config: &Arc<ServerConfig>, mut tcp: TcpStream) -> io::Resul
             // The client's first request, sent right behind its Finished: the handshake
             // is over on its side, and the request is kept for the first read.
             Ok(ConnectionState::ReadTraffic(mut records)) => {
-                let mut step = Step::Next;
-                while let Some(record) = records.next_record() {
-                    match record {
-                        Ok(record) => {
-                            discard += record.discard;
-                            plaintext.extend_from_slice(record.payload);
-                        }
-                        Err(e) => {
-                            step = Step::Fail(tls_error(e));
-                            break;
-                        }
-                    }
+                match take_records(&mut records, &mut discard, |payload| {
+                    plaintext.extend_from_slice(payload)
+                }) {
+                    Ok(()) => Step::Next,
+                    Err(e) => Step::Fail(tls_error(e)),
                 }
-                step
             }
             Ok(other) => Step::Fail(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -244,18 +237,66 @@ fn encode(
     record: &mut EncodeTlsData<'_, ServerConnectionData>,
     outgoing: &mut Vec<u8>,
 ) -> io::Result<()> {
-    let start = outgoing.len();
-    match record.encode(&mut []) {
-        Ok(_) | Err(EncodeError::AlreadyEncoded) => Ok(()),
-        Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
-            outgoing.resize(start + required_size, 0);
-            let written = record
-                .encode(&mut outgoing[start..])
-                .map_err(|e| io::Error::other(e.to_string()))?;
-            outgoing.truncate(start + written);
-            Ok(())
+    append_sized(outgoing, |room| record.encode(room)).map(drop)
+}
+
+/// An error of rustls' unbuffered API that may only mean "give me this much room".
+trait NeedsRoom: std::fmt::Display {
+    fn required_size(&self) -> Option<usize>;
+}
+
+impl NeedsRoom for EncodeError {
+    fn required_size(&self) -> Option<usize> {
+        match self {
+            EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => {
+                Some(*required_size)
+            }
+            _ => None,
         }
     }
+}
+
+impl NeedsRoom for EncryptError {
+    fn required_size(&self) -> Option<usize> {
+        match self {
+            EncryptError::InsufficientSize(InsufficientSizeError { required_size }) => {
+                Some(*required_size)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Appends to `outgoing` what `write` puts in a slice: rustls writes records only into
+/// room large enough for them, and given none it says how much they need.
+fn append_sized<E: NeedsRoom>(
+    outgoing: &mut Vec<u8>,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, E>,
+) -> io::Result<usize> {
+    let fail = |e: E| io::Error::other(e.to_string());
+    let required = match write(&mut []) {
+        Ok(written) => return Ok(written),
+        Err(e) => e.required_size().ok_or_else(|| fail(e))?,
+    };
+    let start = outgoing.len();
+    outgoing.resize(start + required, 0);
+    let written = write(&mut outgoing[start..]).map_err(fail)?;
+    outgoing.truncate(start + written);
+    Ok(written)
+}
+
+/// Hands each decrypted record to `take`, adding the bytes it frees to `discard`.
+fn take_records(
+    records: &mut ReadTraffic<'_, '_, ServerConnectionData>,
+    discard: &mut usize,
+    mut take: impl FnMut(&[u8]),
+) -> Result<(), rustls::Error> {
+    while let Some(record) = records.next_record() {
+        let record = record?;
+        *discard += record.discard;
+        take(record.payload);
+    }
+    Ok(())
 }
 
 /// After a protocol error, encodes the alert rustls queued for the peer into
@@ -372,22 +413,12 @@ impl ServerTls {
                     self.peer_closed = true;
                     Ok(())
                 }
+                // Kept for the next read.
                 Ok(ConnectionState::ReadTraffic(mut records)) => {
-                    // Kept for the next read.
-                    let mut kept = Ok(());
-                    while let Some(record) = records.next_record() {
-                        match record {
-                            Ok(record) => {
-                                discard += record.discard;
-                                self.plaintext.extend_from_slice(record.payload);
-                            }
-                            Err(e) => {
-                                kept = Err(tls_error(e));
-                                break;
-                            }
-                        }
-                    }
-                    kept
+                    take_records(&mut records, &mut discard, |payload| {
+                        self.plaintext.extend_from_slice(payload)
+                    })
+                    .map_err(tls_error)
                 }
                 Ok(other) => Err(io::Error::new(
                     io::ErrorKind::BrokenPipe,
@@ -413,20 +444,7 @@ impl ServerTls {
         }
         let data = &data[..data.len().min(MAX_WRITE)];
         self.with_write_traffic(|traffic, outgoing| {
-            // Asked with no room first, rustls says how much the records take.
-            let required = match traffic.encrypt(data, &mut []) {
-                Ok(_) => return Ok(data.len()),
-                Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
-                    required_size
-                }
-                Err(e) => return Err(io::Error::other(e.to_string())),
-            };
-            let start = outgoing.len();
-            outgoing.resize(start + required, 0);
-            let written = traffic
-                .encrypt(data, &mut outgoing[start..])
-                .map_err(|e| io::Error::other(e.to_string()))?;
-            outgoing.truncate(start + written);
+            append_sized(outgoing, |room| traffic.encrypt(data, room))?;
             Ok(data.len())
         })
     }
@@ -488,26 +506,16 @@ impl AsyncRead for ServerTls {
                 this.conn.process_tls_records(&mut this.incoming);
             let next = match state {
                 Ok(ConnectionState::ReadTraffic(mut records)) => {
-                    let mut failed = None;
-                    while let Some(record) = records.next_record() {
-                        match record {
-                            Ok(record) => {
-                                discard += record.discard;
-                                let n = record.payload.len().min(buf.remaining());
-                                buf.put_slice(&record.payload[..n]);
-                                this.plaintext.extend_from_slice(&record.payload[n..]);
-                            }
-                            Err(e) => {
-                                failed = Some(e);
-                                break;
-                            }
-                        }
-                    }
-                    match failed {
-                        Some(e) => Err(tls_error(e)),
+                    let taken = take_records(&mut records, &mut discard, |payload| {
+                        let n = payload.len().min(buf.remaining());
+                        buf.put_slice(&payload[..n]);
+                        this.plaintext.extend_from_slice(&payload[n..]);
+                    });
+                    match taken {
+                        Err(e) => Err(tls_error(e)),
                         // An empty record is legal; it gives the reader nothing.
-                        None if buf.filled().len() > filled_before => Ok(Read::Data),
-                        None => Ok(Read::Again),
+                        Ok(()) if buf.filled().len() > filled_before => Ok(Read::Data),
+                        Ok(()) => Ok(Read::Again),
                     }
                 }
                 Ok(ConnectionState::EncodeTlsData(mut record)) => {
@@ -626,19 +634,7 @@ impl AsyncWrite for ServerTls {
             this.closing = true;
             // A connection rustls already failed has nothing more to say.
             let _ = this.with_write_traffic(|traffic, outgoing| {
-                let required = match traffic.queue_close_notify(&mut []) {
-                    Err(EncryptError::InsufficientSize(InsufficientSizeError {
-                        required_size,
-                    })) => required_size,
-                    _ => 0,
-                };
-                let start = outgoing.len();
-                outgoing.resize(start + required, 0);
-                let written = traffic
-                    .queue_close_notify(&mut outgoing[start..])
-                    .map_err(|e| io::Error::other(e.to_string()))?;
-                outgoing.truncate(start + written);
-                Ok(())
+                append_sized(outgoing, |room| traffic.queue_close_notify(room))
             });
         }
         ready!(this.poll_send(cx))?;
@@ -781,6 +777,12 @@ mod tests {
     /// Sends `ping` from the client, answers `pong`; returns the server's stream.
     async fn handshake(alpn: &[u8]) -> ServerTls {
         let (mut client, mut tls) = pair(alpn).await;
+        ping_pong(&mut client, &mut tls).await;
+        tls
+    }
+
+    /// `ping` from the client, `pong` back from the server.
+    async fn ping_pong(client: &mut ClientTls<tokio::net::TcpStream>, tls: &mut ServerTls) {
         client.write_all(b"ping").await.unwrap();
         let mut request = [0u8; 4];
         tls.read_exact(&mut request).await.unwrap();
@@ -790,7 +792,6 @@ mod tests {
         let mut answer = [0u8; 4];
         client.read_exact(&mut answer).await.unwrap();
         assert_eq!(&answer, b"pong");
-        tls
     }
 
     /// Bytes that differ from position to position, so a reordering would show.
@@ -998,12 +999,7 @@ mod tests {
         let (mut client, mut tls) = pair(b"http/1.1").await;
         // One exchange first, so that the client has read the session tickets: a socket
         // closed with unread bytes sends a reset, not an end of stream.
-        client.write_all(b"ping").await.unwrap();
-        let mut request = [0u8; 4];
-        tls.read_exact(&mut request).await.unwrap();
-        tls.write_all(b"pong").await.unwrap();
-        tls.flush().await.unwrap();
-        client.read_exact(&mut request).await.unwrap();
+        ping_pong(&mut client, &mut tls).await;
         let (tcp, _) = client.into_inner();
         drop(tcp);
         let mut buf = [0u8; 16];
