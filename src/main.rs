@@ -8,9 +8,10 @@ mod keys_cli;
 mod progress;
 mod retention_cli;
 
-// The global allocator and its setting (mimalloc; see the crate). Named here so the
-// crate is linked: nothing else of it is called.
-use portcullis_allocator as _;
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
