@@ -360,22 +360,7 @@ enum DbCommand {
     },
 }
 
-/// Turns transparent huge pages off for this process. mimalloc asks for them
-/// (`madvise(MADV_HUGEPAGE)` on its arenas), and where the kernel grants them each
-/// 2 MiB region a thread touches becomes resident whole: with `portcullis up`'s threads
-/// that was a quarter of the resident memory before the first connection and a third
-/// under load (BENCHMARKS.md, eighth stop), while requests per second did not change
-/// measurably.
-/// A proxy that holds thousands of idle connections wants the small pages. The flag
-/// belongs to the process (every thread, later mappings included). It can only fail
-/// on kernels before 3.15, where memory use is just higher, so a failure is ignored.
-fn small_pages_only() {
-    #[cfg(target_os = "linux")]
-    let _ = nix::sys::prctl::set_thp_disable(true);
-}
-
 fn main() -> ExitCode {
-    small_pages_only();
     // One crypto provider for the whole process, before anything uses TLS.
     let _ = portcullis_proxy::crypto_provider().install_default();
     let cli = Cli::parse();
