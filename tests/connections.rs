@@ -1,7 +1,8 @@
 //! The HTTPS listener's connection handling, against the real binary: TLS sessions
 //! resume (tickets and session ids), a connection that never finishes its handshake is
 //! closed, connections past the limit are closed at once while others are served, idle
-//! keep-alive connections end, the server runs without transparent huge pages, a request
+//! keep-alive connections end, the server leaves transparent huge pages to the system and
+//! only Argon2id's memory asks for them (and leaves when idle), a request
 //! head that trickles in is cut at its deadline while slow bodies and idle keep-alive are
 //! not, hundreds of silent, idle and trickling connections do not keep a normal client
 //! from being served, too many header fields are answered 431 over either protocol, and a
@@ -215,6 +216,72 @@ async fn the_server_leaves_transparent_huge_pages_to_the_system() {
         "1",
         "the server turned transparent huge pages off for itself"
     );
+}
+
+/// The mappings of process `pid` advised for transparent huge pages (`hg` in their
+/// `VmFlags`), as (address range, size in KiB).
+fn huge_page_advised_mappings(pid: u32) -> Vec<(String, u64)> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let (mut found, mut range, mut size_kib) = (Vec::new(), String::new(), 0);
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or_default();
+        if first.contains('-') && !first.ends_with(':') {
+            range = line.to_owned();
+        } else if let Some(kib) = line.strip_prefix("Size:") {
+            size_kib = kib.trim().trim_end_matches("kB").trim().parse().unwrap();
+        } else if let Some(flags) = line.strip_prefix("VmFlags:")
+            && flags.split_whitespace().any(|f| f == "hg")
+        {
+            found.push((range.clone(), size_kib));
+        }
+    }
+    found
+}
+
+/// Waits until process `pid` has no mapping advised for huge pages; fails after 20 s
+/// (the backend unmaps idle Argon2id memory 5 to 10 s after its last use).
+async fn until_no_huge_page_advice(pid: u32, after: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let advised = huge_page_advised_mappings(pid);
+        if advised.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still advised for huge pages 20 s after {after}: {advised:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Idle connections hold small pages, Argon2id gets huge ones, and an idle server holds
+/// no Argon2id memory (BENCHMARKS.md, twelfth stop): the allocator asks for no huge pages
+/// (an arena it advised would stay so for good), a password check maps its working
+/// memory on its own, advised for them, and that mapping is unmapped once no hash has
+/// used it for a few seconds, the start-up hashes' (the bootstrap account) included.
+#[tokio::test]
+async fn argon2id_memory_alone_asks_for_huge_pages_and_leaves_when_idle() {
+    let p = portcullis().start().await;
+    let config = client_config(&p.pki.ca_pem, &[&rustls::version::TLS13]);
+    let mut tls = connect(&config, p.https).await;
+    assert_eq!(status(&exchange(&mut tls, HEALTH).await), 200);
+    until_no_huge_page_advice(p.pid(), "start").await;
+
+    // An unknown account: the same Argon2id work as a wrong password.
+    let body = r#"{"username":"nobody-here","password":"not the password"}"#;
+    let request = format!(
+        "POST /auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let response = exchange(&mut tls, request.as_bytes()).await;
+    assert_eq!(status(&response), 401, "{response}");
+    let after_sign_in = huge_page_advised_mappings(p.pid());
+    assert!(
+        matches!(after_sign_in.as_slice(), [(_, kib)] if *kib >= 19 * 1024),
+        "advised after a sign-in: {after_sign_in:?}"
+    );
+    until_no_huge_page_advice(p.pid(), "the sign-in").await;
 }
 
 #[tokio::test]

@@ -206,11 +206,13 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let keys = tokio::spawn(identity::keyring_maintenance(state.clone()));
     let anomalies = tokio::spawn(Arc::clone(&state.anomaly).run_periodically(state.clone()));
+    let hash_memory = tokio::spawn(identity::hash_memory_release(state.clone()));
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
     keys.abort();
     anomalies.abort();
+    hash_memory.abort();
     served
 }
 

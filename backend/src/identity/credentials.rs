@@ -36,6 +36,22 @@ pub(super) async fn hash_secrets(
     .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
+/// How long Argon2id's working memory waits for the next hash before it goes back to the
+/// kernel: a burst of sign-ins maps it once, an idle server does not hold it.
+const HASH_MEMORY_KEPT: Duration = Duration::from_secs(5);
+
+/// Every [`HASH_MEMORY_KEPT`], unmaps the Argon2id memory no hash has used for as long
+/// (run by [`crate::serve`]).
+pub async fn hash_memory_release(state: AppState) {
+    loop {
+        tokio::time::sleep(HASH_MEMORY_KEPT).await;
+        state
+            .identity
+            .passwords
+            .release_idle_memory(HASH_MEMORY_KEPT);
+    }
+}
+
 /// How long a password check may wait for a hashing slot before the request
 /// is answered 503 (never counted as a failed sign-in).
 const HASHING_WAIT: Duration = super::turns::TURN_WAIT;

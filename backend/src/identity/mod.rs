@@ -33,6 +33,7 @@ use axum::routing::{delete, get, post};
 use portcullis_contract::revocation::FEED_PATH;
 
 pub use self::bootstrap::bootstrap_admin;
+pub use self::credentials::hash_memory_release;
 pub use self::jwks::keyring_maintenance;
 pub use self::service::{IdentityService, StartIdentityError};
 use crate::AppState;

@@ -10,10 +10,16 @@
 //! wrapper, and the credential replaced by a plain Argon2id hash.
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::password_hash::{
+    self, Decimal, Ident, Output, ParamsString, PasswordHash, PasswordHasher,
+    PasswordVerifier as _, Salt, SaltString,
+};
 use argon2::{Algorithm, Argon2, Params, Version};
 use base64::Engine as _;
+use portcullis_argon2_memory::Blocks;
 use sha2::{Digest, Sha256};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -54,8 +60,120 @@ pub enum ImportedPassword {
 }
 
 pub struct Passwords {
-    argon: Argon2<'static>,
+    argon: MappedArgon2,
     dummy: String,
+}
+
+/// Argon2 whose working memory is a mapping of its own ([`Blocks`]): returned to the
+/// kernel after each hash instead of staying resident in the allocator's arena, and
+/// backed by transparent huge pages where the system allows them, which Argon2id needs to
+/// keep up with sign-ins (BENCHMARKS.md, "twelfth stop"). Verification is
+/// `password_hash`'s own, over this hasher: the stored hash's algorithm, version and
+/// parameters, and a constant-time comparison of the outputs.
+#[derive(Debug, Clone)]
+struct MappedArgon2 {
+    algorithm: Algorithm,
+    version: Version,
+    params: Params,
+    memory: Arc<MemoryPool>,
+}
+
+/// Argon2 working memory between hashes: a burst of sign-ins maps and faults in its
+/// 19 MiB once, not once per hash (about 2.5 ms of kernel time each, the zeroing of fresh
+/// pages), and [`Passwords::release_idle_memory`] gives back what has been idle.
+#[derive(Debug, Default)]
+struct MemoryPool {
+    idle: Mutex<Vec<(Blocks, Instant)>>,
+}
+
+/// At most this many mappings wait for reuse: the backend hashes at most one job per core
+/// at a time, and more would only be memory kept for a burst that has passed.
+const POOLED_MAPPINGS: usize = 4;
+
+impl MemoryPool {
+    /// A mapping of `count` blocks, the most recently used if one is idle.
+    fn take(&self, count: usize) -> std::io::Result<Blocks> {
+        let reused = self.idle.lock().ok().and_then(|mut idle| {
+            let i = idle.iter().rposition(|(b, _)| b.count() == count)?;
+            Some(idle.swap_remove(i).0)
+        });
+        reused.map_or_else(|| Blocks::new(count), Ok)
+    }
+
+    /// Keeps `blocks` for the next hash (or unmaps it when enough are kept). A poisoned
+    /// lock only costs the reuse.
+    fn give_back(&self, blocks: Blocks) {
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < POOLED_MAPPINGS
+        {
+            idle.push((blocks, Instant::now()));
+        }
+    }
+
+    /// Unmaps every mapping idle for `kept` or longer.
+    fn release_idle(&self, kept: Duration) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.retain(|(_, since)| since.elapsed() < kept);
+        }
+    }
+}
+
+impl PasswordHasher for MappedArgon2 {
+    type Params = Params;
+
+    fn hash_password<'a>(
+        &self,
+        password: &[u8],
+        salt: impl Into<Salt<'a>>,
+    ) -> password_hash::Result<PasswordHash<'a>> {
+        let salt = salt.into();
+        let mut salt_bytes = [0u8; Salt::MAX_LENGTH];
+        let salt_bytes = salt.decode_b64(&mut salt_bytes)?;
+        let argon = Argon2::new(self.algorithm, self.version, self.params.clone());
+        let mut memory = self
+            .memory
+            .take(self.params.block_count())
+            .map_err(|_| password_hash::Error::Crypto)?;
+        let output_len = self
+            .params
+            .output_len()
+            .unwrap_or(Params::DEFAULT_OUTPUT_LEN);
+        let hash = Output::init_with(output_len, |out| {
+            Ok(argon.hash_password_into_with_memory(password, salt_bytes, out, &mut memory)?)
+        });
+        self.memory.give_back(memory);
+        let hash = hash?;
+        Ok(PasswordHash {
+            algorithm: self.algorithm.ident(),
+            version: Some(self.version.into()),
+            params: ParamsString::try_from(&self.params)?,
+            salt: Some(salt),
+            hash: Some(hash),
+        })
+    }
+
+    fn hash_password_customized<'a>(
+        &self,
+        password: &[u8],
+        algorithm: Option<Ident<'a>>,
+        version: Option<Decimal>,
+        params: Params,
+        salt: impl Into<Salt<'a>>,
+    ) -> password_hash::Result<PasswordHash<'a>> {
+        Self {
+            algorithm: algorithm
+                .map(Algorithm::try_from)
+                .transpose()?
+                .unwrap_or_default(),
+            version: version
+                .map(Version::try_from)
+                .transpose()?
+                .unwrap_or_default(),
+            params,
+            memory: Arc::clone(&self.memory),
+        }
+        .hash_password(password, salt)
+    }
 }
 
 impl std::fmt::Debug for Passwords {
@@ -71,13 +189,25 @@ fn owasp_params() -> Result<Params, PasswordError> {
 
 impl Passwords {
     pub fn try_new() -> Result<Self, PasswordError> {
-        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, owasp_params()?);
+        let argon = MappedArgon2 {
+            algorithm: Algorithm::Argon2id,
+            version: Version::V0x13,
+            params: owasp_params()?,
+            memory: Arc::default(),
+        };
         let salt = SaltString::generate(&mut OsRng);
         let dummy = argon
             .hash_password(b"portcullis-dummy-password", &salt)
             .map_err(|e| PasswordError::Hash(e.to_string()))?
             .to_string();
+        // Nothing may release the start-up hash's memory later: give it back now.
+        argon.memory.release_idle(Duration::ZERO);
         Ok(Self { argon, dummy })
+    }
+
+    /// Unmaps Argon2 working memory that no hash has used for `kept`.
+    pub fn release_idle_memory(&self, kept: Duration) {
+        self.argon.memory.release_idle(kept);
     }
 
     /// A new Argon2id PHC string with a fresh salt.
@@ -240,6 +370,84 @@ mod tests {
         assert_eq!(p.verify("wrong", &stored), None);
         assert_ne!(h, p.hash("correct horse").unwrap(), "salts differ");
         assert!(!p.verify_dummy("anything"));
+    }
+
+    fn plain(hash: &str) -> StoredPassword {
+        StoredPassword {
+            hash: hash.to_owned(),
+            legacy_scheme: None,
+            legacy_params: None,
+        }
+    }
+
+    /// Hashing over mapped memory is the argon2 crate's hashing: with the same salt the
+    /// PHC strings are identical, each side verifies the other's, and a hash with other
+    /// parameters or another variant is checked with its own and asks for an upgrade.
+    #[test]
+    fn hashes_agree_with_the_argon2_crate() {
+        let p = Passwords::try_new().unwrap();
+        let reference = Argon2::new(Algorithm::Argon2id, Version::V0x13, owasp_params().unwrap());
+        let salt = SaltString::generate(&mut OsRng);
+        let theirs = reference
+            .hash_password(b"correct horse", &salt)
+            .unwrap()
+            .to_string();
+        let ours = p.argon.hash_password(b"correct horse", &salt).unwrap();
+        assert_eq!(ours.to_string(), theirs);
+        assert!(reference.verify_password(b"correct horse", &ours).is_ok());
+        assert!(reference.verify_password(b"correct horsf", &ours).is_err());
+        let fresh = PasswordHash::new(&p.hash("correct horse").unwrap())
+            .unwrap()
+            .serialize();
+        assert!(
+            reference
+                .verify_password(b"correct horse", &fresh.password_hash())
+                .is_ok()
+        );
+
+        assert_eq!(
+            p.verify("correct horse", &plain(&theirs)),
+            Some(Verified::Current)
+        );
+        for (algorithm, params) in [
+            (Algorithm::Argon2id, Params::new(4096, 1, 1, None).unwrap()),
+            (Algorithm::Argon2i, owasp_params().unwrap()),
+        ] {
+            let other = Argon2::new(algorithm, Version::V0x13, params)
+                .hash_password(b"correct horse", &salt)
+                .unwrap()
+                .to_string();
+            assert_eq!(
+                p.verify("correct horse", &plain(&other)),
+                Some(Verified::Upgrade),
+                "{other}"
+            );
+            assert_eq!(p.verify("correct horsf", &plain(&other)), None, "{other}");
+        }
+    }
+
+    /// A hash keeps its working memory for the next one, which reuses it, until it is
+    /// released; the start-up dummy hash keeps none.
+    #[test]
+    fn working_memory_is_reused_then_released() {
+        let p = Passwords::try_new().unwrap();
+        let idle = |p: &Passwords| p.argon.memory.idle.lock().unwrap().len();
+        assert_eq!(idle(&p), 0, "the dummy hash's memory was kept");
+        let h = p.hash("correct horse").unwrap();
+        assert_eq!(idle(&p), 1);
+        assert_eq!(
+            p.verify("correct horse", &plain(&h)),
+            Some(Verified::Current)
+        );
+        assert_eq!(
+            idle(&p),
+            1,
+            "the check mapped new memory instead of reusing"
+        );
+        p.release_idle_memory(Duration::from_secs(60));
+        assert_eq!(idle(&p), 1, "released memory used a moment ago");
+        p.release_idle_memory(Duration::ZERO);
+        assert_eq!(idle(&p), 0);
     }
 
     #[test]
