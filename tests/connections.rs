@@ -25,6 +25,7 @@ use rustls_pki_types::pem::PemObject;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls::{self, ClientConfig, HandshakeKind, RootCertStore};
 
+use portcullis_testkit::smaps;
 use support::portcullis;
 
 fn client_config(
@@ -218,24 +219,12 @@ async fn the_server_leaves_transparent_huge_pages_to_the_system() {
     );
 }
 
-/// The mappings of process `pid` advised for transparent huge pages (`hg` in their
-/// `VmFlags`), as (address range, size in KiB).
-fn huge_page_advised_mappings(pid: u32) -> Vec<(String, u64)> {
-    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
-    let (mut found, mut range, mut size_kib) = (Vec::new(), String::new(), 0);
-    for line in smaps.lines() {
-        let first = line.split_whitespace().next().unwrap_or_default();
-        if first.contains('-') && !first.ends_with(':') {
-            range = line.to_owned();
-        } else if let Some(kib) = line.strip_prefix("Size:") {
-            size_kib = kib.trim().trim_end_matches("kB").trim().parse().unwrap();
-        } else if let Some(flags) = line.strip_prefix("VmFlags:")
-            && flags.split_whitespace().any(|f| f == "hg")
-        {
-            found.push((range.clone(), size_kib));
-        }
-    }
-    found
+/// The mappings of process `pid` advised for transparent huge pages.
+fn huge_page_advised_mappings(pid: u32) -> Vec<smaps::Mapping> {
+    smaps::mappings(&pid.to_string())
+        .into_iter()
+        .filter(smaps::Mapping::huge_page_advised)
+        .collect()
 }
 
 /// Waits until process `pid` has no mapping advised for huge pages; fails after 20 s
@@ -278,7 +267,7 @@ async fn argon2id_memory_alone_asks_for_huge_pages_and_leaves_when_idle() {
     assert_eq!(status(&response), 401, "{response}");
     let after_sign_in = huge_page_advised_mappings(p.pid());
     assert!(
-        matches!(after_sign_in.as_slice(), [(_, kib)] if *kib >= 19 * 1024),
+        matches!(after_sign_in.as_slice(), [m] if m.size_kib >= 19 * 1024),
         "advised after a sign-in: {after_sign_in:?}"
     );
     until_no_huge_page_advice(p.pid(), "the sign-in").await;

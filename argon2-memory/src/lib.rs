@@ -4,7 +4,7 @@
 //! Why not the heap (BENCHMARKS.md, "twelfth stop"):
 //! - **Memory that stays.** A freed 19 MiB block stays in the allocator's arena; before it
 //!   is purged, other threads carve it into small pages, which keep it resident for good.
-//!   A mapping of its own leaves the process when the hash is done.
+//!   A mapping of its own leaves the process when it is dropped.
 //! - **Huge pages for this memory alone.** Argon2id reads its blocks in a data-dependent
 //!   order; over 4 KiB pages the TLB misses make each hash slower, and at 50 sign-ins a
 //!   second on two cores that margin decides whether the hashing keeps up. The allocator's
@@ -30,8 +30,8 @@ const _: () = assert!(std::mem::size_of::<Block>() == Block::SIZE);
 const _: () = assert!(std::mem::align_of::<Block>() <= 4096);
 
 /// `count` zeroed Argon2 blocks in a mapping advised for transparent huge pages, unmapped
-/// on drop. Make one per hash: the kernel zeroes the pages on first touch, which costs far
-/// less than the hash.
+/// on drop. Reuse one for consecutive hashes where they come in bursts: a fresh mapping
+/// costs the kernel's zeroing of its pages on first touch (about 1 ms per 19 MiB here).
 pub struct Blocks {
     map: MmapMut,
     count: usize,
@@ -92,6 +92,7 @@ impl AsMut<[Block]> for Blocks {
 mod tests {
     use super::*;
     use argon2::{Algorithm, Argon2, Params, Version};
+    use portcullis_testkit::smaps::{self, Mapping};
 
     /// OWASP's parameters, as the backend uses them.
     fn owasp() -> Argon2<'static> {
@@ -102,26 +103,11 @@ mod tests {
         )
     }
 
-    /// The `/proc/self/smaps` entry (the lines after its header) of the mapping that holds
-    /// `addr`, if any.
-    fn smaps_entry(addr: usize) -> Option<String> {
-        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        let (mut inside, mut entry) = (false, String::new());
-        for line in smaps.lines() {
-            let first = line.split_whitespace().next().unwrap_or_default();
-            // A header starts with the address range; every other line with `Name:`.
-            if let Some((start, end)) = first.split_once('-').filter(|_| !first.ends_with(':')) {
-                if inside {
-                    break;
-                }
-                let parse = |hex| usize::from_str_radix(hex, 16).unwrap();
-                inside = (parse(start)..parse(end)).contains(&addr);
-            } else if inside {
-                entry.push_str(line);
-                entry.push('\n');
-            }
-        }
-        inside.then_some(entry)
+    /// The mapping of this process that holds `addr`, if any.
+    fn mapping_at(addr: usize) -> Option<Mapping> {
+        smaps::mappings("self")
+            .into_iter()
+            .find(|m| m.contains(addr))
     }
 
     #[test]
@@ -168,23 +154,17 @@ mod tests {
     fn the_mapping_asks_for_huge_pages_and_leaves_when_dropped() {
         let mut blocks = Blocks::new(19 * 1024).unwrap();
         let addr = blocks.as_mut().as_ptr() as usize;
-        let entry = smaps_entry(addr).expect("the blocks are a mapping of their own");
-        let flags = entry
-            .lines()
-            .find_map(|l| l.strip_prefix("VmFlags:"))
-            .expect("smaps lists the mapping's flags");
-        // `hg`: advised for transparent huge pages (MADV_HUGEPAGE).
-        assert!(flags.split_whitespace().any(|f| f == "hg"), "{entry}");
-        let size_kib: usize = entry
-            .lines()
-            .find_map(|l| l.strip_prefix("Size:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap();
-        assert_eq!(size_kib * 1024 % HUGE_PAGE_BYTES, 0, "{entry}");
-        assert!(size_kib >= 19 * 1024, "{entry}");
+        let mapping = mapping_at(addr).expect("the blocks are a mapping of their own");
+        assert!(mapping.huge_page_advised(), "{mapping:?}");
+        assert_eq!(
+            mapping.size_kib * 1024 % HUGE_PAGE_BYTES as u64,
+            0,
+            "{mapping:?}"
+        );
+        assert!(mapping.size_kib >= 19 * 1024, "{mapping:?}");
         drop(blocks);
         assert!(
-            smaps_entry(addr).is_none(),
+            mapping_at(addr).is_none(),
             "the mapping outlived its blocks"
         );
     }

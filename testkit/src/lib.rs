@@ -1,5 +1,5 @@
 //! The harness every crate's tests share, so each helper exists once: free ports, waiting
-//! for a condition, and throwaway PostgreSQL databases.
+//! for a condition, throwaway PostgreSQL databases, and a process's memory mappings.
 //!
 //! Test code may panic on a failed setup step (the test should stop there, loudly).
 #![allow(
@@ -10,6 +10,7 @@
 )]
 
 pub mod pg;
+pub mod smaps;
 
 use std::time::{Duration, Instant};
 
