@@ -31,7 +31,10 @@ pub fn mappings(pid: &str) -> Vec<Mapping> {
         let first = line.split_whitespace().next().unwrap_or_default();
         // A mapping's header starts with its address range; its fields with `Name:`.
         if let Some((start, end)) = first.split_once('-').filter(|_| !first.ends_with(':')) {
-            let parse = |hex| usize::from_str_radix(hex, 16).unwrap();
+            let parse = |hex| {
+                usize::from_str_radix(hex, 16)
+                    .unwrap_or_else(|e| panic!("smaps address {hex:?}: {e}"))
+            };
             found.push(Mapping {
                 start: parse(start),
                 end: parse(end),
@@ -40,7 +43,10 @@ pub fn mappings(pid: &str) -> Vec<Mapping> {
             });
         } else if let Some(current) = found.last_mut() {
             if let Some(kib) = line.strip_prefix("Size:") {
-                current.size_kib = kib.trim().trim_end_matches("kB").trim().parse().unwrap();
+                let kib = kib.trim().trim_end_matches("kB").trim();
+                current.size_kib = kib
+                    .parse()
+                    .unwrap_or_else(|e| panic!("smaps `Size:` of {kib:?}: {e}"));
             } else if let Some(flags) = line.strip_prefix("VmFlags:") {
                 current.flags = flags.split_whitespace().map(str::to_owned).collect();
             }
