@@ -23,6 +23,10 @@ use crate::routes::Route;
 
 /// Route label for requests answered before a route was chosen.
 pub const NO_ROUTE: &str = "none";
+/// Route label of the CSP report collector.
+pub const CSP_ROUTE: &str = "csp-report";
+/// Every route label a request can have without a route.
+pub const ROUTELESS_LABELS: [&str; 2] = [NO_ROUTE, CSP_ROUTE];
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]

@@ -513,8 +513,11 @@ fn build_server(
     drain: &Arc<drain::Drain>,
     reload: &mut portcullis_reload::ReloadService,
 ) -> Result<ProxyServer, StartError> {
-    let metrics = metrics::Metrics::try_new(registry)?;
-    metrics.init_routes(settings.routes.iter().map(|r| r.name.as_str()));
+    let mut metrics = metrics::Metrics::try_new(registry)?;
+    metrics.init_routes(
+        settings.routes.iter().map(|r| r.name.as_str()),
+        &context::ROUTELESS_LABELS,
+    );
     let certificate = open_certificate(&settings.tls, &metrics, reload)?;
     let conf = ServerConf {
         threads: settings.worker_threads,

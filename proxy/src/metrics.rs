@@ -4,16 +4,23 @@
 //! or user data. Every module registers its own metrics (`*Metrics::try_new`)
 //! in the one registry the proxy creates at start.
 
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 /// The gateway's metrics, and the proxy's registry they are registered in.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    pub requests: IntCounterVec,
-    pub request_duration: HistogramVec,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    /// The request series of each route label known at start ([`Metrics::init_routes`]).
+    routes: Arc<HashMap<Box<str>, RouteSeries>>,
     pub rejections: IntCounterVec,
     pub csp_violations: IntCounterVec,
     pub tls_not_after: IntGauge,
@@ -119,6 +126,7 @@ impl Metrics {
             registry: registry.clone(),
             requests,
             request_duration,
+            routes: Arc::default(),
             rejections,
             csp_violations,
             tls_not_after,
@@ -128,11 +136,45 @@ impl Metrics {
         })
     }
 
-    /// Exports the per-route counters at zero for each configured route.
-    pub fn init_routes<'a>(&self, routes: impl IntoIterator<Item = &'a str>) {
+    /// Exports the per-route counters at zero for each configured route, and keeps a
+    /// table of request series for them and for `extra` (labels of requests without a
+    /// route).
+    pub fn init_routes<'a>(&mut self, routes: impl IntoIterator<Item = &'a str>, extra: &[&str]) {
+        let mut table = HashMap::new();
         for route in routes {
             for kind in UPSTREAM_ERROR_KINDS {
                 self.upstream_errors.with_label_values(&[route, kind]);
+            }
+            table.insert(route.into(), RouteSeries::default());
+        }
+        for label in extra {
+            table.insert((*label).into(), RouteSeries::default());
+        }
+        self.routes = Arc::new(table);
+    }
+
+    /// Counts one answered request and its duration
+    /// (`portcullis_http_requests_total`, `portcullis_http_request_duration_seconds`).
+    pub fn record_request(&self, route: &str, method: &http::Method, status: u16, took: Duration) {
+        let (m, c) = (method_index(method), class_index(status));
+        let labels = [route, METHOD_LABELS[m], CLASS_LABELS[c]];
+        let resolve = || {
+            (
+                self.requests.with_label_values(&labels),
+                self.request_duration.with_label_values(&labels),
+            )
+        };
+        let seconds = took.as_secs_f64();
+        match self.routes.get(route) {
+            Some(series) => {
+                let (count, duration) = series.cells[m][c].get_or_init(resolve);
+                count.inc();
+                duration.observe(seconds);
+            }
+            None => {
+                let (count, duration) = resolve();
+                count.inc();
+                duration.observe(seconds);
             }
         }
     }
@@ -148,28 +190,120 @@ impl Metrics {
     }
 }
 
-/// A bounded method label.
-pub fn method_label(method: &http::Method) -> &'static str {
+/// The bounded `method` labels; [`method_index`] picks one.
+const METHOD_LABELS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER",
+];
+
+fn method_index(method: &http::Method) -> usize {
     match *method {
-        http::Method::GET => "GET",
-        http::Method::HEAD => "HEAD",
-        http::Method::POST => "POST",
-        http::Method::PUT => "PUT",
-        http::Method::PATCH => "PATCH",
-        http::Method::DELETE => "DELETE",
-        http::Method::OPTIONS => "OPTIONS",
-        _ => "OTHER",
+        http::Method::GET => 0,
+        http::Method::HEAD => 1,
+        http::Method::POST => 2,
+        http::Method::PUT => 3,
+        http::Method::PATCH => 4,
+        http::Method::DELETE => 5,
+        http::Method::OPTIONS => 6,
+        _ => 7,
     }
 }
 
-/// `2xx`, `4xx`, … ; `0` when no response was sent.
-pub fn status_class(status: u16) -> &'static str {
+/// The `status_class` labels: `2xx`, `4xx`, …, and `none` when no response was sent;
+/// [`class_index`] picks one.
+const CLASS_LABELS: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+fn class_index(status: u16) -> usize {
     match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        500..=599 => "5xx",
-        _ => "none",
+        100..=599 => usize::from(status / 100 - 1),
+        _ => 5,
+    }
+}
+
+/// One route label's request series, one per method and status class, each taken
+/// from the vectors on first use and kept. `with_label_values` hashes the labels,
+/// takes the vector's lock and clones the series (a reference count): memory that
+/// every worker thread writes, twice per request. A kept series costs only its own
+/// update.
+#[derive(Default)]
+struct RouteSeries {
+    cells: [[OnceLock<(IntCounter, Histogram)>; CLASS_LABELS.len()]; METHOD_LABELS.len()],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the series `name` with `labels` in `/metrics`' text, if exported.
+    fn sample(metrics: &Metrics, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
+        let text = String::from_utf8(metrics.render()).unwrap();
+        text.lines().find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{')?;
+            let found = metric == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            found.then(|| value.parse().unwrap())
+        })
+    }
+
+    #[test]
+    fn requests_are_counted_under_their_labels_with_or_without_a_kept_series() {
+        let registry = Registry::new();
+        let mut metrics = Metrics::try_new(&registry).unwrap();
+        metrics.init_routes(["api"], &["none"]);
+        let ms = Duration::from_millis(1);
+        for _ in 0..3 {
+            metrics.record_request("api", &http::Method::GET, 200, ms);
+        }
+        metrics.record_request(
+            "api",
+            &http::Method::from_bytes(b"PROPFIND").unwrap(),
+            404,
+            ms,
+        );
+        metrics.record_request("none", &http::Method::DELETE, 0, ms);
+        // A label the table does not know still counts (through the vector).
+        metrics.record_request("unlisted", &http::Method::POST, 503, ms);
+        metrics.record_request("unlisted", &http::Method::POST, 503, ms);
+        let counted = |route, method, class| {
+            let labels = [
+                ("route", route),
+                ("method", method),
+                ("status_class", class),
+            ];
+            (
+                sample(&metrics, "portcullis_http_requests_total", &labels),
+                sample(
+                    &metrics,
+                    "portcullis_http_request_duration_seconds_count",
+                    &labels,
+                ),
+            )
+        };
+        assert_eq!(counted("api", "GET", "2xx"), (Some(3), Some(3)));
+        assert_eq!(counted("api", "OTHER", "4xx"), (Some(1), Some(1)));
+        assert_eq!(counted("none", "DELETE", "none"), (Some(1), Some(1)));
+        assert_eq!(counted("unlisted", "POST", "5xx"), (Some(2), Some(2)));
+        assert_eq!(counted("api", "POST", "2xx"), (None, None));
+    }
+
+    #[test]
+    fn status_classes_and_methods_stay_bounded() {
+        let class = |status| CLASS_LABELS[class_index(status)];
+        assert_eq!(class(0), "none");
+        assert_eq!(class(99), "none");
+        assert_eq!(class(100), "1xx");
+        assert_eq!(class(204), "2xx");
+        assert_eq!(class(399), "3xx");
+        assert_eq!(class(451), "4xx");
+        assert_eq!(class(599), "5xx");
+        assert_eq!(class(600), "none");
+        assert_eq!(class(u16::MAX), "none");
+        let method = |m: &[u8]| METHOD_LABELS[method_index(&http::Method::from_bytes(m).unwrap())];
+        assert_eq!(method(b"GET"), "GET");
+        assert_eq!(method(b"OPTIONS"), "OPTIONS");
+        assert_eq!(method(b"TRACE"), "OTHER");
+        assert_eq!(method(b"get"), "OTHER");
     }
 }

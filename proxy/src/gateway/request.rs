@@ -14,7 +14,7 @@ use pingora::{Error, ErrorType, Result};
 use portcullis_contract::headers::{REQUEST_ID_HEADER, RESERVED_PREFIX, valid_request_id};
 
 use super::service::{Gateway, peer_ip};
-use crate::context::{RequestCtx, RequestFacts};
+use crate::context::{CSP_ROUTE, RequestCtx, RequestFacts};
 use crate::forwarded::HOP_HEADERS;
 use crate::guards::Verdict;
 use crate::headers::CSP_REPORT_PATH;
@@ -22,8 +22,6 @@ use crate::path::{NormalisedPath, normalise_bytes};
 use crate::problem::{Problem, Refusal};
 use crate::routes::Route;
 
-/// Route label of the CSP report collector.
-const CSP_ROUTE: &str = "csp-report";
 /// The sign-in endpoint whose body names the account for its rate limit.
 /// Largest sign-in body the proxy reads to find the account name.
 const MAX_LOGIN_BODY_BYTES: usize = 16 * 1024;

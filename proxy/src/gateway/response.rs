@@ -13,7 +13,7 @@ use portcullis_contract::problem::type_uri;
 
 use super::service::Gateway;
 use crate::context::{RequestCtx, user_agent, with_principal};
-use crate::metrics::{method_label, status_class, upstream_error_kind};
+use crate::metrics::upstream_error_kind;
 use crate::problem::Problem;
 
 /// The problem for a failure's status code.
@@ -172,7 +172,6 @@ impl Gateway {
             .map(|r| r.status.as_u16())
             .or(ctx.local_status)
             .unwrap_or(0);
-        let method = method_label(&session.req_header().method);
         let route = ctx.route_label();
         if let Some(e) = e
             && e.esource() == &ErrorSource::Upstream
@@ -182,16 +181,9 @@ impl Gateway {
                 .with_label_values(&[route, upstream_error_kind(e.etype())])
                 .inc();
         }
-        let class = status_class(status);
         let elapsed = ctx.start.elapsed();
         self.metrics
-            .requests
-            .with_label_values(&[route, method, class])
-            .inc();
-        self.metrics
-            .request_duration
-            .with_label_values(&[route, method, class])
-            .observe(elapsed.as_secs_f64());
+            .record_request(route, &session.req_header().method, status, elapsed);
         tracing::info!(
             target: "portcullis::access",
             request_id = %ctx.request_id,

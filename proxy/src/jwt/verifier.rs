@@ -7,6 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
+use prometheus::IntCounter;
 use serde_json::Value;
 
 use super::cache::{self, TokenCache};
@@ -56,6 +57,10 @@ struct Inner {
 /// One issuer's key state.
 struct IssuerKeys {
     settings: IssuerSettings,
+    /// `portcullis_jwt_accepted_total{issuer}` for this issuer, resolved once: looking
+    /// the series up per token hashes the label and writes to the vector's lock and
+    /// the series' reference count, memory every worker thread shares.
+    accepted: IntCounter,
     keys: ArcSwap<KeySet>,
     loaded: AtomicBool,
     /// Completed fetch attempts; lets waiters see that a fetch happened
@@ -109,6 +114,9 @@ impl JwtVerifier {
         let issuers = issuers
             .into_iter()
             .map(|settings| IssuerKeys {
+                accepted: metrics
+                    .accepted
+                    .with_label_values(&[settings.label.as_str()]),
                 settings,
                 keys: ArcSwap::from_pointee(KeySet::default()),
                 loaded: AtomicBool::new(false),
@@ -138,11 +146,7 @@ impl JwtVerifier {
         let inner = &self.inner;
         match inner.verify(token, unix_now()).await {
             Ok((token, issuer)) => {
-                inner
-                    .metrics
-                    .accepted
-                    .with_label_values(&[issuer.settings.label.as_str()])
-                    .inc();
+                issuer.accepted.inc();
                 Ok(token)
             }
             Err(e) => {
