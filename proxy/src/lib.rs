@@ -513,8 +513,7 @@ fn build_server(
     drain: &Arc<drain::Drain>,
     reload: &mut portcullis_reload::ReloadService,
 ) -> Result<ProxyServer, StartError> {
-    let mut metrics = metrics::Metrics::try_new(registry)?;
-    metrics.init_routes(
+    let metrics = metrics::Metrics::try_new(registry)?.with_routes(
         settings.routes.iter().map(|r| r.name.as_str()),
         &context::ROUTELESS_LABELS,
     );

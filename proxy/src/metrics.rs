@@ -19,7 +19,7 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     request_duration: HistogramVec,
-    /// The request series of each route label known at start ([`Metrics::init_routes`]).
+    /// The request series of each route label known at start ([`Metrics::with_routes`]).
     routes: Arc<HashMap<Box<str>, RouteSeries>>,
     pub rejections: IntCounterVec,
     pub csp_violations: IntCounterVec,
@@ -138,8 +138,13 @@ impl Metrics {
 
     /// Exports the per-route counters at zero for each configured route, and keeps a
     /// table of request series for them and for `extra` (labels of requests without a
-    /// route).
-    pub fn init_routes<'a>(&mut self, routes: impl IntoIterator<Item = &'a str>, extra: &[&str]) {
+    /// route). Called once, before the metrics are cloned into the gateway: clones share
+    /// the table made here.
+    pub fn with_routes<'a>(
+        mut self,
+        routes: impl IntoIterator<Item = &'a str>,
+        extra: &[&str],
+    ) -> Self {
         let mut table = HashMap::new();
         for route in routes {
             for kind in UPSTREAM_ERROR_KINDS {
@@ -151,6 +156,7 @@ impl Metrics {
             table.insert((*label).into(), RouteSeries::default());
         }
         self.routes = Arc::new(table);
+        self
     }
 
     /// Counts one answered request and its duration
@@ -222,8 +228,8 @@ fn class_index(status: u16) -> usize {
 /// One route label's request series, one per method and status class, each taken
 /// from the vectors on first use and kept. `with_label_values` hashes the labels,
 /// takes the vector's lock and clones the series (a reference count): memory that
-/// every worker thread writes, twice per request. A kept series costs only its own
-/// update.
+/// every worker thread writes, twice per request. A kept series costs a lookup of the
+/// route name in a table no one writes after start, and its own update.
 #[derive(Default)]
 struct RouteSeries {
     cells: [[OnceLock<(IntCounter, Histogram)>; CLASS_LABELS.len()]; METHOD_LABELS.len()],
@@ -250,8 +256,9 @@ mod tests {
     #[test]
     fn requests_are_counted_under_their_labels_with_or_without_a_kept_series() {
         let registry = Registry::new();
-        let mut metrics = Metrics::try_new(&registry).unwrap();
-        metrics.init_routes(["api"], &["none"]);
+        let metrics = Metrics::try_new(&registry)
+            .unwrap()
+            .with_routes(["api"], &["none"]);
         let ms = Duration::from_millis(1);
         for _ in 0..3 {
             metrics.record_request("api", &http::Method::GET, 200, ms);

@@ -66,10 +66,10 @@ pub struct Passwords {
 
 /// Argon2 whose working memory is a mapping of its own ([`Blocks`]): kept for the next
 /// hash and returned to the kernel once idle ([`MemoryPool`]) instead of staying resident
-/// in the allocator's arena, and backed by transparent huge pages where the system allows them, which Argon2id needs to
-/// keep up with sign-ins (BENCHMARKS.md, "twelfth stop"). Verification is
-/// `password_hash`'s own, over this hasher: the stored hash's algorithm, version and
-/// parameters, and a constant-time comparison of the outputs.
+/// in the allocator's arena, and backed by transparent huge pages where the system allows
+/// them, which Argon2id needs to keep up with sign-ins (BENCHMARKS.md, "twelfth stop").
+/// Verification is `password_hash`'s own, over this hasher: the stored hash's algorithm,
+/// version and parameters, and a constant-time comparison of the outputs.
 #[derive(Debug, Clone)]
 struct MappedArgon2 {
     algorithm: Algorithm,
@@ -80,7 +80,8 @@ struct MappedArgon2 {
 
 /// Argon2 working memory between hashes: a burst of sign-ins maps and faults in its
 /// 19 MiB once, not once per hash (about 1 ms of kernel time each on an idle machine, the
-/// zeroing of fresh pages), and [`Passwords::release_idle_memory`] gives back what has been idle.
+/// zeroing of fresh pages), and [`Passwords::release_idle_memory`] gives back what has
+/// been idle.
 #[derive(Debug, Default)]
 struct MemoryPool {
     idle: Mutex<Vec<(Blocks, Instant)>>,
