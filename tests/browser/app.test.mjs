@@ -775,7 +775,13 @@ test('two tabs refreshing the access token at once stay signed in', { skip, time
     const after = await fetch('/api/tickets').then((r) => r.status);
     return { both: both.sort(), after };
   });
-  assert.deepEqual(statuses, { both: [200, 401], after: 401 }, 'a reused refresh token ended the session');
+  // The second use of the token is refused and revokes the session. Whether the first
+  // refresh still gets its new tokens depends on which finishes first: the backend
+  // re-reads the session after using the token, so a revocation that lands in between
+  // refuses it too (fail closed). Either way the session has ended.
+  assert.ok(statuses.both.includes(401) && statuses.both.every((s) => s === 200 || s === 401)
+    && statuses.both.filter((s) => s === 200).length <= 1, `a reused refresh token ended the session: ${JSON.stringify(statuses)}`);
+  assert.equal(statuses.after, 401, 'a reused refresh token ended the session');
   await bare.close();
 });
 
